@@ -1,0 +1,78 @@
+"""What a training method is: a small object that prepares batches and computes a loss.
+
+The engine (``alignkit.engine.trainer``) owns the loop, the optimizer, accelerate, checkpoints and
+logging; a method owns none of those. Data flows one way:
+
+    config -> method.build_examples (rows -> tokenised examples)
+           -> engine batches indices -> method.collate -> method.loss -> engine step
+
+Loss normalisation is the engine's job so that gradient accumulation and several processes give the
+same update as one big batch: ``loss`` returns the *sum* of per-unit losses in the micro-batch, and
+``count_units`` says how many units (label tokens for SFT, pairs for DPO, ...) a micro-batch holds.
+The engine divides by the number of units in the whole global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from alignkit.config import TrainConfig
+
+
+@dataclass
+class StepOutput:
+    """``loss_sum``: scalar tensor, sum of per-unit losses in the micro-batch (gradient flows).
+    ``metrics``: name -> (sum, count) pairs the engine reduces over micro-batches and processes into
+    ``sum / count``; e.g. ``{"rewards/chosen": (r.sum(), B)}``.
+    """
+
+    loss_sum: torch.Tensor
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``config_cls`` and ``data_kinds`` and implement the hooks."""
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[TrainConfig]] = TrainConfig
+    #: data kinds accepted (see alignkit.data): "lm", "prompt_completion", "preference", "unpaired", "prompt"
+    data_kinds: ClassVar[tuple[str, ...]] = ()
+    #: whether the method needs a frozen reference policy (engine provides ``self.reference``)
+    needs_reference: ClassVar[bool] = False
+
+    def __init__(self, config: TrainConfig, tokenizer: Any) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+
+    # -- data ---------------------------------------------------------------------------------
+    def build_examples(self, path: str) -> list[dict]:
+        """Read, validate and tokenise a data file into a list of examples (dicts of int lists)."""
+        raise NotImplementedError
+
+    def example_length(self, example: dict) -> int:
+        """Token length used for length-grouped batching and token counting."""
+        return len(example["input_ids"])
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def count_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """Number of loss units in a micro-batch (the denominator of the mean loss)."""
+        raise NotImplementedError
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Non-padding tokens processed (for ``tokens_per_second``)."""
+        return int(batch["attention_mask"].sum())
+
+    # -- model --------------------------------------------------------------------------------
+    def setup(self, model: torch.nn.Module, accelerator: Any) -> None:
+        """Called once after the model is built and before training (e.g. NEFTune hooks, caches)."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
+        raise NotImplementedError
+
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        """Hook after each optimizer step (e.g. IFT refreshes its frozen embedding copy)."""
