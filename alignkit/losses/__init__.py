@@ -1,0 +1,70 @@
+"""Pure loss functions for alignment (no model, no config): tensors in, tensors out.
+
+Contract (SPEC section 6)::
+
+    from alignkit.losses import preference_loss, kto_loss, grpo_loss, group_advantages, gae
+
+- :mod:`.preference` DPO family (sigmoid, hinge, ipo, robust), SimPO, ORPO; implicit rewards; RPO's NLL term
+- :mod:`.kto`        KTO
+- :mod:`.policy`     advantages (GRPO, RLOO, REINFORCE++, GAE), GRPO/DAPO/Dr.GRPO loss, PPO losses, KL, masked stats
+- :mod:`.reward`     Bradley-Terry reward-model loss
+"""
+
+from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_rewards
+from alignkit.losses.policy import (
+    GRPO_LOSS_TYPES,
+    KL_KINDS,
+    entropy_from_logits,
+    gae,
+    group_advantages,
+    grpo_loss,
+    grpo_loss_with_stats,
+    kl_penalty,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    ppo_policy_loss,
+    ppo_value_loss,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
+from alignkit.losses.preference import (
+    NEEDS_LENGTHS,
+    PREFERENCE_LOSSES,
+    REFERENCE_FREE,
+    log1mexp,
+    nll_term,
+    preference_loss,
+    preference_rewards,
+)
+from alignkit.losses.reward import bradley_terry_loss, reward_centering_term
+
+__all__ = [
+    "GRPO_LOSS_TYPES",
+    "KL_KINDS",
+    "NEEDS_LENGTHS",
+    "PREFERENCE_LOSSES",
+    "REFERENCE_FREE",
+    "bradley_terry_loss",
+    "entropy_from_logits",
+    "gae",
+    "group_advantages",
+    "grpo_loss",
+    "grpo_loss_with_stats",
+    "kl_penalty",
+    "kto_kl_estimate",
+    "kto_loss",
+    "kto_rewards",
+    "log1mexp",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "nll_term",
+    "ppo_policy_loss",
+    "ppo_value_loss",
+    "preference_loss",
+    "preference_rewards",
+    "reinforce_pp_advantages",
+    "reward_centering_term",
+    "rloo_advantages",
+]

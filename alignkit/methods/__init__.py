@@ -1,0 +1,25 @@
+"""Method registry: CLI name -> ``"module:Class"`` (imported lazily so ``--help`` stays fast)."""
+
+from __future__ import annotations
+
+import importlib
+
+METHODS: dict[str, str | None] = {
+    "sft": "alignkit.methods.sft:SFT",
+    "rm": None,
+    "dpo": None,
+    "kto": None,
+    "ift": None,
+    "ppo": None,
+    "grpo": None,
+    "online-dpo": None,
+    "self-reward": None,
+}
+
+
+def get_method(name: str):
+    target = METHODS[name]
+    if target is None:
+        return None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -71,6 +71,16 @@ class Method:
     def setup(self, model: torch.nn.Module, accelerator: Any) -> None:
         """Called once after the model is built and before training (e.g. NEFTune hooks, caches)."""
 
+    def prepare_step(self, model: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
+                     step: int) -> tuple[list[dict[str, torch.Tensor]], dict[str, tuple[float, float]]]:
+        """Turn this process's micro-batches of one optimizer step into what ``loss`` consumes.
+
+        Offline methods return them unchanged. Online methods put their rollout stage here
+        (generate, score, compute advantages and old/reference log-probs under ``torch.no_grad``);
+        the returned metrics (name -> (sum, count)) are logged with the step's.
+        """
+        return batches, {}
+
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         raise NotImplementedError
 

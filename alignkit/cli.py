@@ -1,0 +1,146 @@
+"""``alignkit METHOD [CONFIG.yaml] [key=value ...]`` and the other commands (SPEC section 4)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import typing
+
+from alignkit.methods import METHODS
+
+USAGE = """usage: alignkit COMMAND [ARGS ...]
+
+Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
+  sft          supervised fine-tuning (prompt-completion, text or messages data)
+  rm           reward model (Bradley-Terry) on preference pairs
+  dpo          DPO family: loss=sigmoid|hinge|ipo|robust|simpo|orpo
+  kto          KTO on unpaired (or paired) preference data
+  ift          Intuitive Fine-Tuning (temporal residual connection + DRP)
+  ppo          PPO with a critic, GAE and a KL penalty
+  grpo         GRPO / DAPO / Dr. GRPO, RLOO, REINFORCE++
+  online-dpo   DPO on pairs sampled from the policy and judged online
+  self-reward  self-rewarding loop (the model generates, judges and trains)
+
+Other commands:
+  demo         the whole pipeline on the embedded model
+  eval         evaluate models on a prompt set
+  chat         chat with a model in the terminal
+  generate     write completions for a prompt file as JSONL
+  report       plot and compare runs
+  bench        side-by-side speed/memory against TRL
+
+`alignkit COMMAND --help` describes each. Config keys common to all methods: model, data, eval_data,
+output_dir, max_steps, epochs, batch_size, grad_accum, lr, seed, max_length, save_steps, resume, lora.*
+"""
+
+# command -> "module:function" taking argv and returning an exit code; None = not built yet
+COMMANDS: dict[str, str | None] = {
+    "demo": "alignkit.commands.demo:main",
+    "eval": None,
+    "chat": "alignkit.commands.chat:main",
+    "generate": "alignkit.commands.generate:main",
+    "report": None,
+    "bench": None,
+}
+
+
+def _type_name(annotation: typing.Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "").replace("Literal", "one of ")
+
+
+def method_help(name: str, config_cls) -> str:
+    lines = [f"usage: alignkit {name} [CONFIG.yaml] [key=value ...]", "",
+             (config_cls.__doc__ or "").strip().splitlines()[0] if config_cls.__doc__ else "", "",
+             "config keys (YAML file or key=value; nested keys dotted, e.g. lora.r=16):"]
+    for key, field in config_cls.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            for sub, sub_field in ann.model_fields.items():
+                lines.append(f"  {key}.{sub:<22} {_type_name(sub_field.annotation):<28} default {sub_field.default!r}")
+            continue
+        default = field.default if field.default_factory is None else field.default_factory()
+        desc = f"  {field.description}" if field.description else ""
+        lines.append(f"  {key:<25} {_type_name(ann):<28} default {default!r}{desc}")
+    return "\n".join(lines)
+
+
+def run_method(name: str, argv: list[str]) -> int:
+    from alignkit.methods import get_method
+
+    method_cls = get_method(name)
+    if method_cls is None:
+        print(f"alignkit {name}: not available yet in this version of alignkit "
+              "(see the README for what is built).", file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in argv):
+        print(method_help(name, method_cls.config_cls))
+        return 0
+    yaml_path = None
+    if argv and "=" not in argv[0]:
+        yaml_path, argv = argv[0], argv[1:]
+
+    from alignkit.config import ConfigError, load_config
+
+    try:
+        config = load_config(method_cls.config_cls, yaml_path, argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _train(method_cls, config)
+
+
+def _train(method_cls, config) -> int:
+    from alignkit.config import ConfigError
+    from alignkit.data import DataError
+    from alignkit.engine.checkpoint import ResumeError
+    from alignkit.engine.trainer import TrainingDiverged, train
+    from alignkit.models import ModelNotFoundError
+
+    try:
+        result = train(method_cls, config)
+    except (ConfigError, DataError, ResumeError, ModelNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if result.interrupted:
+        return 130
+    print(f"done: {result.steps} steps; model in {result.final_dir}; metrics in {result.output_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from alignkit import __version__
+
+        print(f"alignkit {__version__}")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd in METHODS:
+        return run_method(cmd, rest)
+    if cmd in COMMANDS:
+        target = COMMANDS[cmd]
+        if target is None:
+            if any(a in ("-h", "--help") for a in rest):
+                print(f"usage: alignkit {cmd} ...\n\n`alignkit {cmd}` is not available yet in this version.")
+                return 0
+            print(f"alignkit {cmd}: not available yet in this version of alignkit.", file=sys.stderr)
+            return 2
+        module, _, func = target.partition(":")
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    import difflib
+
+    close = difflib.get_close_matches(cmd, list(METHODS) + list(COMMANDS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    print(f"alignkit: unknown command '{cmd}'{hint}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

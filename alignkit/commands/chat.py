@@ -1,0 +1,101 @@
+"""``alignkit chat``: talk to a model in the terminal (or through a pipe).
+
+Each line read from stdin is a user turn; the reply is printed on its own line(s) followed by a blank
+line. The conversation is kept and sent through the chat template each turn. ``/reset`` clears the
+history, ``/exit`` (or ``/quit``, or end of input) leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alignkit chat",
+        description="Chat with a model. Reads one user message per line from stdin; "
+        "/reset clears the conversation, /exit or end of input quits.",
+    )
+    p.add_argument("--model", default="smollm2-135m",
+                   help="smollm2-135m (default), tiny-random, a local model dir, a .gguf file, or a run dir")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0)")
+    p.add_argument("--system", default=None, help="system message that starts the conversation")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    return p
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace | None, int]:
+    try:
+        return build_parser().parse_args(argv), 0
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return None, int(e.code or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, code = _parse(list(sys.argv[1:] if argv is None else argv))
+    if args is None:
+        return code
+    if args.max_new_tokens < 1:
+        print("error: --max-new-tokens must be at least 1", file=sys.stderr)
+        return 2
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
+        return 2
+
+    from alignkit.models import ModelNotFoundError, generate, load_trained
+
+    try:
+        model, tokenizer = load_trained(args.model, trust_remote_code=args.trust_remote_code)
+    except ModelNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {args.model} -- /reset clears the conversation, /exit quits", file=sys.stderr)
+
+    def fresh() -> list[dict]:
+        return [{"role": "system", "content": args.system}] if args.system else []
+
+    history = fresh()
+    turn = 0
+    while True:
+        if interactive:
+            print(">>> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line:  # EOF
+            break
+        text = line.rstrip("\r\n")
+        command = text.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            break
+        if command == "/reset":
+            history = fresh()
+            print("(conversation cleared)", file=sys.stderr, flush=True)
+            continue
+        history.append({"role": "user", "content": text})
+        reply = generate(
+            model,
+            tokenizer,
+            [history],
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            batch_size=1,
+            seed=None if args.seed is None else args.seed + turn,
+        )[0]
+        turn += 1
+        history.append({"role": "assistant", "content": reply})
+        print(reply.strip(), flush=True)
+        print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""``alignkit generate``: complete every prompt of a file and write ``{"prompt", "completion"}`` JSONL.
+
+The prompt file is any SPEC-3 data file with a ``prompt`` field (string or chat messages; other fields
+are ignored), or a ``.txt`` file with one prompt per line (blank lines skipped). String prompts are
+sent as a user message through the chat template (``--chat-template auto``, see
+``alignkit.models.generation``); ``--chat-template never`` sends them as raw text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alignkit generate",
+        description="Write completions for a prompt file as JSONL lines {\"prompt\": ..., \"completion\": ...}.",
+    )
+    p.add_argument("--model", default="smollm2-135m",
+                   help="smollm2-135m (default), tiny-random, a local model dir, a .gguf file, or a run dir")
+    p.add_argument("--prompts", required=True,
+                   help="prompt file: .jsonl/.json/.csv/.parquet/saved dataset dir with a 'prompt' field, "
+                   "or .txt with one prompt per line")
+    p.add_argument("--output", default=None, help="output JSONL file (default: stdout)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="completion length limit (default 128)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
+                   help="how string prompts are formatted (default auto: as a user message)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip malformed rows instead of stopping")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    return p
+
+
+class PromptFileError(ValueError):
+    pass
+
+
+def read_prompts(path: str | Path, skip_invalid: bool = False) -> list[Any]:
+    """Prompts of a file: strings or lists of chat messages, in file order."""
+    p = Path(path)
+    if not p.exists():
+        raise PromptFileError(f"prompt file not found: {p}")
+    if p.is_file() and p.suffix.lower() == ".txt":
+        prompts = [line.rstrip("\r\n") for line in p.read_text(encoding="utf-8").splitlines()]
+        prompts = [x for x in prompts if x.strip()]
+        if not prompts:
+            raise PromptFileError(f"{p}: no prompts (the file is empty)")
+        return prompts
+    from alignkit.data.io import DataError
+    from alignkit.data.schema import load_examples
+
+    try:
+        loaded = load_examples(p, "prompt", skip_invalid=skip_invalid)
+    except DataError as e:
+        raise PromptFileError(str(e)) from None
+    return [row["prompt"] for row in loaded.rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return int(e.code or 0)
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        print("error: --max-new-tokens and --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
+        return 2
+    try:
+        prompts = read_prompts(args.prompts, skip_invalid=args.skip_invalid)
+    except PromptFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from alignkit.models import ModelNotFoundError, generate, load_trained
+
+    try:
+        model, tokenizer = load_trained(args.model, trust_remote_code=args.trust_remote_code)
+    except ModelNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        completions = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            batch_size=args.batch_size,
+            chat_template=args.chat_template,
+            seed=args.seed,
+        )
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lines = [json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n"
+             for p, c in zip(prompts, completions)]
+    if args.output is None:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    else:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        tmp.replace(out)
+        print(f"wrote {len(lines)} completions to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The one training loop every method runs on (on ``accelerate``: DDP/FSDP/DeepSpeed come from there).
+
+Read it top to bottom: set-up, data, model, optimizer, resume, then the step loop. One optimizer step:
+
+1. take the step's global batch of example indices (fixed by seed, epoch and step number, which is
+   what makes resume exact), give each process its share and cut it into ``grad_accum`` micro-batches;
+2. count the loss units of the whole global batch (all processes, all micro-batches);
+3. for each micro-batch: ``loss = method.loss(...).loss_sum * world_size / global_units``, backward
+   (gradients synchronised only on the last micro-batch);
+4. stop on a non-finite loss (no step taken, the last checkpoint stays good), clip, step, log.
+
+Because the loss is normalised by the *global* unit count, 1 process x 4 examples, 2 processes x 2,
+and 1 process x 2 x 2 accumulation steps give the same update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from alignkit.config import ConfigError, TrainConfig, dump_config
+from alignkit.data import epoch_batches
+from alignkit.engine.checkpoint import (
+    ResumeError,
+    find_resume_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    save_rank_rng,
+)
+from alignkit.engine.logging import MetricsLog
+from alignkit.engine.schedule import build_scheduler
+from alignkit.methods.base import Method
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    steps: int
+    final_dir: Path | None
+    interrupted: bool = False
+
+
+def _mixed_precision(config: TrainConfig) -> str:
+    if config.bf16 == "auto":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if ok else "no"
+    return "bf16" if config.bf16 else "no"
+
+
+def _split_step(indices: list[int], world: int, rank: int, accum: int) -> list[list[int]]:
+    """This process's micro-batches of one global step: micro-batch k of rank r holds the slice
+    number ``k * world + r`` of the step's indices."""
+    n_slices = world * accum
+    per = len(indices) // n_slices
+    return [indices[(k * world + rank) * per:(k * world + rank + 1) * per] for k in range(accum)]
+
+
+def _reduce_sums(accelerator: Accelerator, values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return t.tolist()
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`fit` is the loop."""
+
+    def __init__(self, method_cls: type[Method], config: TrainConfig) -> None:
+        from alignkit import models  # heavy import, kept out of CLI start-up
+
+        self.config = config
+        self.accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=not torch.cuda.is_available())
+        acc = self.accelerator
+        self.out = Path(config.output_dir)
+        self.resume_from = find_resume_checkpoint(self.out, config.resume)
+        if self.resume_from is None and list_checkpoints(self.out) and acc.is_main_process:
+            raise ConfigError(
+                f"{self.out} already holds checkpoints of an earlier run: pass resume=true to continue it, "
+                "or choose another output_dir"
+            )
+        set_seed(config.seed)
+
+        # data first, so that a bad row stops the run before any model is loaded
+        self.tokenizer = models.load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+        self.method = method_cls(config, self.tokenizer)
+        if config.data is None:
+            raise ConfigError("no training data: set data=FILE")
+        self.examples = self.method.build_examples(config.data)
+        self.eval_examples = self.method.build_examples(config.eval_data) if config.eval_data else None
+        self.lengths = [self.method.example_length(e) for e in self.examples]
+
+        world, bs, accum = acc.num_processes, config.batch_size, config.grad_accum
+        self.step_size = bs * world * accum
+        if len(self.examples) < self.step_size:
+            raise ConfigError(
+                f"{config.data}: {len(self.examples)} usable examples, fewer than one optimizer step needs "
+                f"(batch_size {bs} x grad_accum {accum} x {world} processes = {self.step_size})"
+            )
+        self.steps_per_epoch = len(self.examples) // self.step_size
+        if config.max_steps > 0:
+            self.total_steps = config.max_steps
+        else:
+            self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
+
+        model = models.load_model(config.model, trust_remote_code=config.trust_remote_code)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if config.lora.enabled:
+            model = models.apply_lora(model, config.lora)
+        self.method.setup(model, acc)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr,
+                                      betas=(config.adam_beta1, config.adam_beta2))
+        warmup = config.warmup_steps or int(config.warmup_ratio * self.total_steps)
+        self.scheduler = build_scheduler(optimizer, self.total_steps, warmup, config.scheduler)
+        # the scheduler is stepped by us once per optimizer step, so it is not handed to accelerate
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+
+        self.start_step = 0
+        if self.resume_from is not None:
+            state = load_checkpoint(self.resume_from, acc.unwrap_model(self.model), self.optimizer,
+                                    self.scheduler, rank=acc.process_index)
+            self.start_step = int(state["step"])
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(config, self.out / "config.yaml")
+        self.log = MetricsLog(self.out, self.start_step if self.resume_from else None,
+                              enabled=acc.is_main_process)
+
+    # ------------------------------------------------------------------------------------------
+    def _step_batches(self, step: int, cache: dict[int, list[list[int]]]) -> list[dict[str, torch.Tensor]]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = epoch_batches(self.lengths, self.step_size, self.config.seed, epoch,
+                                         self.config.group_by_length)
+        indices = cache[epoch][pos]
+        acc = self.accelerator
+        micro = _split_step(indices, acc.num_processes, acc.process_index, self.config.grad_accum)
+        return [self._to_device(self.method.collate([self.examples[i] for i in m])) for m in micro]
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        dev = self.accelerator.device
+        return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _save(self, step: int) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        ckpt = save_checkpoint(self.out, step, acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                               extra={"epoch": step / self.steps_per_epoch}, rank=acc.process_index,
+                               keep=self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            save_rank_rng(ckpt, acc.process_index)
+        acc.wait_for_everyone()
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss (and method metrics) on ``eval_data``, as ``eval_*`` metrics."""
+        if not self.eval_examples:
+            return {}
+        acc, bs = self.accelerator, self.config.batch_size
+        self.model.eval()
+        order = list(range(len(self.eval_examples)))[acc.process_index::acc.num_processes]
+        loss_sum, units, sums, counts = 0.0, 0.0, {}, {}
+        with torch.no_grad():
+            for i in range(0, len(order), bs):
+                batch = self._to_device(self.method.collate([self.eval_examples[j] for j in order[i:i + bs]]))
+                with acc.autocast():
+                    out = self.method.loss(self.model, batch, step=-1)
+                loss_sum += float(out.loss_sum)
+                units += self.method.count_units(batch)
+                for k, (s, c) in out.metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(s)
+                    counts[k] = counts.get(k, 0.0) + float(c)
+        self.model.train()
+        keys = sorted(sums)
+        red = _reduce_sums(acc, [loss_sum, units] + [sums[k] for k in keys] + [counts[k] for k in keys])
+        result = {"eval_loss": red[0] / max(red[1], 1.0)}
+        for i, k in enumerate(keys):
+            result[f"eval_{k}"] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
+        return result
+
+    def fit(self) -> RunResult:
+        acc, cfg = self.accelerator, self.config
+        world = acc.num_processes
+        self.model.train()
+        cache: dict[int, list[list[int]]] = {}
+        bar = tqdm(total=self.total_steps, initial=self.start_step, disable=not acc.is_main_process,
+                   desc=f"{self.method.name}", dynamic_ncols=True)
+        step = self.start_step
+        try:
+            while step < self.total_steps:
+                t0 = time.perf_counter()
+                micro, sums = self.method.prepare_step(self.model, self._step_batches(step, cache), step)
+                counts = {k: float(c) for k, (_, c) in sums.items()}
+                sums = {k: float(s) for k, (s, _) in sums.items()}
+                local_units = sum(self.method.count_units(b) for b in micro)
+                global_units = max(_reduce_sums(acc, [float(local_units)])[0], 1.0)
+                loss_sum, tokens = 0.0, 0
+                for k, batch in enumerate(micro):
+                    last = k == len(micro) - 1
+                    with (nullcontext() if last or world == 1 else acc.no_sync(self.model)):
+                        with acc.autocast():
+                            out = self.method.loss(self.model, batch, step)
+                        acc.backward(out.loss_sum * (world / global_units))
+                    loss_sum += float(out.loss_sum.detach())
+                    tokens += self.method.count_tokens(batch)
+                    for name, (s, c) in out.metrics.items():
+                        sums[name] = sums.get(name, 0.0) + float(s)
+                        counts[name] = counts.get(name, 0.0) + float(c)
+                keys = sorted(sums)
+                red = _reduce_sums(acc, [loss_sum, float(tokens)] + [sums[k] for k in keys]
+                                   + [counts[k] for k in keys])
+                loss = red[0] / global_units
+                if not math.isfinite(loss):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    ckpts = list_checkpoints(self.out)
+                    where = f"the last good checkpoint is {ckpts[-1][1]}" if ckpts else "no checkpoint was written"
+                    raise TrainingDiverged(
+                        f"loss became {loss} at step {step + 1}; no update was applied and {where}. "
+                        "Try a lower lr, max_grad_norm > 0, or bf16=false."
+                    )
+                if cfg.max_grad_norm > 0:
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                else:
+                    grads = [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
+                    grad_norm = torch.stack(grads).norm() if grads else torch.tensor(0.0)
+                lr = self.scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.method.after_optimizer_step(self.model, step)
+                step += 1
+
+                elapsed = time.perf_counter() - t0
+                metrics = {"loss": loss, "learning_rate": lr, "grad_norm": float(grad_norm),
+                           "epoch": step / self.steps_per_epoch,
+                           "tokens_per_second": red[1] / max(elapsed, 1e-9)}
+                for i, k in enumerate(keys):
+                    metrics[k] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
+                if cfg.eval_steps and step % cfg.eval_steps == 0:
+                    metrics.update(self.evaluate())
+                if step % cfg.logging_steps == 0 or step == self.total_steps:
+                    self.log.log(step, metrics)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{metrics['tokens_per_second']:.0f}")
+                if cfg.save_steps and step % cfg.save_steps == 0 and step < self.total_steps:
+                    self._save(step)
+        except KeyboardInterrupt:
+            bar.close()
+            # gradients of a half-accumulated step are dropped: the checkpoint holds the state after
+            # the last completed optimizer step, which is exactly where resume picks up
+            if acc.is_main_process:
+                save_checkpoint(self.out, step, acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                extra={"epoch": step / self.steps_per_epoch, "interrupted": True},
+                                keep=cfg.keep_checkpoints)
+                tqdm.write(f"interrupted: checkpoint written at step {step}; continue with resume=true")
+            self.log.close()
+            return RunResult(self.out, step, None, interrupted=True)
+        bar.close()
+
+        final_metrics = self.evaluate() if self.eval_examples and not cfg.eval_steps else {}
+        if final_metrics:
+            self.log.log(step, final_metrics)
+        if self.start_step < self.total_steps or not list_checkpoints(self.out):
+            self._save(step)
+        final = self.out / "final"
+        if acc.is_main_process:
+            from alignkit import models
+
+            models.save_model(acc.unwrap_model(self.model), self.tokenizer, final,
+                              merge=cfg.lora.merge_on_save, base_name=cfg.model)
+        acc.wait_for_everyone()
+        self.log.close()
+        if acc.is_main_process:
+            self._write_report()
+        return RunResult(self.out, step, final)
+
+    def _write_report(self) -> None:
+        try:
+            from alignkit.report import write_run_report
+        except ImportError:
+            return
+        write_run_report(self.out)
+
+
+def train(method_cls: type[Method], config: TrainConfig) -> RunResult:
+    return Trainer(method_cls, config).fit()

@@ -1,0 +1,422 @@
+"""Per-token log-probabilities of labels without materialising the full [B, T, V] logits.
+
+With SmolLM2's 49,152-token vocabulary, float32 logits for a batch of 8 x 1,024 tokens take 1.6 GB,
+and autograd would keep them (and their log-softmax) alive until backward. Here the final hidden
+states are projected by the LM head a chunk of tokens at a time; each chunk's matmul -> float32
+log-softmax -> gather runs under ``torch.utils.checkpoint`` (non-reentrant), so only the per-token
+results are kept and backward recomputes one chunk's logits at a time. Only positions whose label is
+not ``-100`` are projected at all (prompt and padding tokens cost nothing).
+
+Conventions
+-----------
+- ``labels`` follow Hugging Face: same shape as ``input_ids``, ``-100`` where no loss is wanted
+  (prompt, padding). :func:`sequence_token_logps` shifts them itself (position t predicts token t+1).
+- Outputs are float32 and *aligned with the unshifted labels*: ``logps[:, t] = log p(labels[:, t] |
+  input_ids[:, :t])``; column 0 and ignored positions are 0, and ``mask = labels != -100`` with
+  column 0 False. So a sequence's response log-prob is ``logps.sum(-1)`` and its length ``mask.sum(-1)``
+  (see :func:`sum_token_logps`), and a completion mask aligned with ``input_ids`` applies directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+IGNORE_INDEX = -100
+DEFAULT_CHUNK_SIZE = 1024
+"""Tokens per LM-head chunk: 1024 x 49,152 float32 logits = 200 MB."""
+
+
+def _head_callable(lm_head: nn.Module | torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    if isinstance(lm_head, torch.Tensor):
+        weight = lm_head
+        return lambda h: F.linear(h, weight)
+    if isinstance(lm_head, nn.Module):
+        return lm_head
+    raise TypeError(f"lm_head must be an nn.Module or a weight tensor [V, H], got {type(lm_head).__name__}")
+
+
+def _needs_grad(hidden: torch.Tensor, lm_head: nn.Module | torch.Tensor) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    if hidden.requires_grad:
+        return True
+    if isinstance(lm_head, torch.Tensor):
+        return lm_head.requires_grad
+    return any(p.requires_grad for p in lm_head.parameters())
+
+
+def _chunk_logps(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    softcap: float | None,
+    want_entropy: bool,
+) -> tuple[torch.Tensor, ...]:
+    """[n, H] hidden, [n] targets -> ([n] logps[, [n] entropy]), via [n, V] float32 logits."""
+    logits = head(h).float()
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not want_entropy:
+        return (logps,)
+    entropy = -(torch.exp(logp_all) * logp_all).sum(-1)
+    return logps, entropy
+
+
+def _needs_grad(hidden: torch.Tensor, lm_head: nn.Module | torch.Tensor) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    if hidden.requires_grad:
+        return True
+    if isinstance(lm_head, torch.Tensor):
+        return lm_head.requires_grad
+    return any(p.requires_grad for p in lm_head.parameters())
+
+
+def _chunk_logps(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    softcap: float | None,
+    want_entropy: bool,
+) -> tuple[torch.Tensor, ...]:
+    """[n, H] hidden, [n] targets -> ([n] logps[, [n] entropy]), via [n, V] float32 logits."""
+    logits = head(h).float()
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    if temperature != 1.0:
+        logits = logits / temperature
+    logz = torch.logsumexp(logits, dim=-1)
+    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
+    if not want_entropy:
+        return (logps,)
+    probs = torch.exp(logits - logz.unsqueeze(-1))
+    entropy = logz - (probs * logits).sum(-1)
+    return logps, entropy
+
+
+def _frozen_linear(lm_head: nn.Module | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight, bias) when the head is a plain linear map whose parameters need no gradient."""
+    if isinstance(lm_head, torch.Tensor):
+        return None if lm_head.requires_grad else (lm_head, None)
+    params = list(lm_head.parameters()) if isinstance(lm_head, nn.Module) else []
+    if (
+        type(lm_head) is nn.Linear
+        and not any(p.requires_grad for p in params)
+        and not any(hasattr(p, "ds_id") for p in params)  # DeepSpeed ZeRO-3 partitions: call the module
+    ):
+        return lm_head.weight, lm_head.bias
+    return None
+
+
+class _FrozenHeadLogps(torch.autograd.Function):
+    """Chunked log-probs (and entropies) for a frozen linear head, differentiable w.r.t. the hidden rows.
+
+    For row i with logits l = f(h_i W^T + b) (f: optional soft-cap, then / temperature), p = softmax(l):
+    d logp_i / d h_i = ((e_{y_i} - p) * f') W and d H_i / d h_i = (-p * (log p + H_i) * f') W. Both are
+    [n, H] (kept in float32) and are computed during the forward pass, one chunk of [chunk, V] logits at a time, so backward
+    is a per-row rescaling: no logits are kept and none are recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, chunk_size, temperature, softcap, want_entropy):
+        lps, ents, g_lps, g_ents = [], [], [], []
+        for start in range(0, h.shape[0], chunk_size):
+            hc, yc = h[start : start + chunk_size], targets[start : start + chunk_size]
+            logits = F.linear(hc, weight, bias).float()
+            dl_dz = None  # d logits / d (h W^T + b), elementwise, when not constant
+            if softcap is not None:
+                tz = torch.tanh(logits / softcap)
+                logits = softcap * tz
+                dl_dz = 1.0 - tz * tz
+                del tz
+            if temperature != 1.0:
+                logits = logits / temperature
+            logp_all = torch.log_softmax(logits, dim=-1)
+            del logits
+            lps.append(logp_all.gather(-1, yc.unsqueeze(-1)).squeeze(-1))
+            if want_entropy:
+                probs = torch.exp(logp_all)
+                d_ent = probs * logp_all  # p log p
+                entropy = -d_ent.sum(-1)
+                ents.append(entropy)
+                # dH/dl_j = -p_j * (log p_j + H)
+                d_ent.add_(probs * entropy.unsqueeze(-1)).neg_()
+                if dl_dz is not None:
+                    d_ent.mul_(dl_dz)
+                g_ents.append((d_ent.to(weight.dtype) @ weight).float() / temperature)
+                del d_ent
+            else:
+                probs = logp_all.exp_()
+            del logp_all
+            # dlogp_y/dl = e_y - p
+            if dl_dz is None:
+                g = weight.index_select(0, yc).float() - (probs.to(weight.dtype) @ weight).float()
+            else:
+                d_lp = probs.neg_().mul_(dl_dz)
+                d_lp.scatter_add_(-1, yc.unsqueeze(-1), dl_dz.gather(-1, yc.unsqueeze(-1)))
+                g = (d_lp.to(weight.dtype) @ weight).float()
+                del d_lp
+            g_lps.append(g / temperature)
+            del probs, dl_dz
+        ctx.save_for_backward(torch.cat(g_lps), torch.cat(g_ents) if want_entropy else None)
+        ctx.want_entropy = want_entropy
+        lp = torch.cat(lps)
+        ent = torch.cat(ents) if want_entropy else lp.new_zeros(lp.shape)
+        if not want_entropy:
+            ctx.mark_non_differentiable(ent)
+        return lp, ent
+
+    @staticmethod
+    def backward(ctx, grad_lp, grad_ent):
+        g_lp, g_ent = ctx.saved_tensors
+        grad_h = None
+        if grad_lp is not None:
+            grad_h = grad_lp.unsqueeze(-1).to(g_lp.dtype) * g_lp
+        if ctx.want_entropy and grad_ent is not None:
+            term = grad_ent.unsqueeze(-1).to(g_ent.dtype) * g_ent
+            grad_h = term if grad_h is None else grad_h + term
+        return grad_h, None, None, None, None, None, None, None
+
+
+def token_logps_from_hidden(
+    hidden: torch.Tensor,
+    lm_head: nn.Module | torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    return_entropy: bool = False,
+    temperature: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """log p(labels | hidden) per position, chunked over tokens.
+
+    Args:
+        hidden: [B, T, H] final (normed) hidden states.
+        lm_head: the output projection: a module mapping [n, H] -> [n, V] (``nn.Linear``, a peft
+            wrapper, ...) or a weight tensor [V, H].
+        labels: [B, T] target ids *already aligned with* ``hidden`` (hidden[:, t] predicts
+            labels[:, t]); ``ignore_index`` marks positions to skip.
+        chunk_size: tokens projected at once; peak extra memory is a few chunk_size x V float32
+            buffers, independent of B and T.
+        return_entropy: also return the entropy of each position's predictive distribution.
+        temperature: logits are divided by it first (sampling temperature of online methods).
+        softcap: final-logit soft-capping ``softcap * tanh(logits / softcap)`` (Gemma 2), if any.
+
+    Returns:
+        logps [B, T] float32, 0 at ignored positions; with ``return_entropy`` also entropy [B, T]
+        float32, 0 at ignored positions. Gradients flow into ``hidden`` and the head's parameters.
+
+    Backward: a trainable head (or any non-``nn.Linear`` head module) recomputes each chunk under
+    ``torch.utils.checkpoint``; a frozen ``nn.Linear`` head (LoRA, frozen embeddings) or a weight tensor
+    without ``requires_grad`` takes a fused path that forms d(logp)/d(hidden) while the chunk's logits
+    exist, so backward neither keeps nor recomputes logits (one matmul fewer than recomputation).
+    Under ``torch.no_grad`` the chunks simply run.
+    """
+    if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"hidden must be [B, T, H] and labels [B, T]; got {list(hidden.shape)} and {list(labels.shape)}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    head = _head_callable(lm_head)
+    B, T, H = hidden.shape
+    flat_labels = labels.reshape(-1)
+    idx = (flat_labels != ignore_index).nonzero().squeeze(1)
+    h = hidden.reshape(B * T, H).index_select(0, idx)
+    targets = flat_labels.index_select(0, idx)
+    use_grad = _needs_grad(hidden, lm_head)
+    frozen = _frozen_linear(lm_head) if use_grad else None
+    kwargs = dict(temperature=temperature, softcap=softcap, want_entropy=return_entropy)
+
+    logps_parts, ent_parts = [], []
+    if frozen is not None and idx.numel() > 0:
+        # frozen head (LoRA, frozen tied embeddings): gradients w.r.t. the hidden states are formed
+        # chunk by chunk during the forward pass; backward only rescales them (no recomputation)
+        weight, bias = frozen
+        lp, ent = _FrozenHeadLogps.apply(h, weight, bias, targets, chunk_size, temperature, softcap, return_entropy)
+        logps_parts.append(lp)
+        ent_parts.append(ent)
+    else:
+        for start in range(0, idx.numel(), chunk_size):
+            args = (head, h[start : start + chunk_size], targets[start : start + chunk_size])
+            if use_grad:
+                out = checkpoint(_chunk_logps, *args, use_reentrant=False, **kwargs)
+            else:
+                out = _chunk_logps(*args, **kwargs)
+            logps_parts.append(out[0])
+            if return_entropy:
+                ent_parts.append(out[1])
+
+    def scatter(parts: list[torch.Tensor]) -> torch.Tensor:
+        full = torch.zeros(B * T, dtype=torch.float32, device=hidden.device)
+        if parts:
+            full = full.index_copy(0, idx, torch.cat(parts))
+        elif use_grad:  # nothing to score: keep the result attached to the graph (its gradient is 0)
+            full = full + 0.0 * hidden.sum().float()
+        return full.view(B, T)
+
+    logps = scatter(logps_parts)
+    if return_entropy:
+        return logps, scatter(ent_parts)
+    return logps
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------
+def _is_wrapper(model: nn.Module) -> bool:
+    """DDP / DeepSpeed-engine style wrappers whose forward must run (gradient sync, hooks)."""
+    return isinstance(getattr(model, "module", None), nn.Module) and not hasattr(model, "get_output_embeddings")
+
+
+def _inner_causal_lm(model: nn.Module) -> nn.Module:
+    """The Hugging Face *ForCausalLM under peft / DDP wrappers (peft's LoRA layers live inside it)."""
+    while _is_wrapper(model):
+        model = model.module
+    if hasattr(model, "get_base_model"):  # peft.PeftModel
+        model = model.get_base_model()
+    return model
+
+
+def output_head(model: nn.Module) -> nn.Module:
+    """The model's LM head module (``get_output_embeddings()``), looking through peft/DDP wrappers."""
+    head = _inner_causal_lm(model).get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def final_hidden_states(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B, T, H] last hidden states (after the final norm) of a causal LM, without the LM head.
+
+    Plain HF models and peft-wrapped ones: runs the decoder body (``get_decoder()``) directly; LoRA
+    layers are injected into it, so adapters (and ``disable_adapter()``) apply. A DDP/DeepSpeed
+    wrapper instead runs its own forward (so gradient synchronisation hooks fire) with
+    ``output_hidden_states=True`` and ``logits_to_keep=1``, so the full logits are not built either.
+    """
+    if _is_wrapper(model):
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            logits_to_keep=1,
+            use_cache=False,
+        )
+        return out.hidden_states[-1]
+    inner = _inner_causal_lm(model)
+    body = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    if body is None or body is inner:
+        body = getattr(inner, getattr(inner, "base_model_prefix", "model"), None)
+    if body is None:
+        raise ValueError(f"cannot find the decoder body of {type(inner).__name__}")
+    out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def _softcap_of(model: nn.Module) -> float | None:
+    config = getattr(_inner_causal_lm(model), "config", None)
+    return getattr(config, "final_logit_softcapping", None) if config is not None else None
+
+
+def sequence_token_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    return_entropy: bool = False,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of ``labels`` under a causal LM, chunked (never the full [B, T, V] logits).
+
+    Args:
+        model: a HF causal LM (e.g. ``LlamaForCausalLM``), a peft-wrapped one, or a DDP wrapper.
+        input_ids, attention_mask: [B, T].
+        labels: [B, T] aligned with ``input_ids`` (HF convention, unshifted), ``-100`` = no loss.
+        chunk_size, temperature: see :func:`token_logps_from_hidden`.
+
+    Returns:
+        ``(logps, mask)`` or, with ``return_entropy``, ``(logps, mask, entropy)``; all [B, T]:
+        ``logps[:, t] = log p(labels[:, t] | input_ids[:, :t])`` (float32, 0 where masked),
+        ``mask`` bool = labels != -100 with column 0 False (nothing predicts the first token),
+        ``entropy[:, t]`` the entropy of the distribution that predicted position t (0 where masked).
+    """
+    hidden = final_hidden_states(model, input_ids, attention_mask, position_ids)
+    targets = labels[:, 1:]
+    out = token_logps_from_hidden(
+        hidden[:, :-1],
+        output_head(model),
+        targets,
+        chunk_size=chunk_size,
+        return_entropy=return_entropy,
+        temperature=temperature,
+        softcap=_softcap_of(model),
+    )
+    mask = F.pad(targets != IGNORE_INDEX, (1, 0), value=False)
+    if return_entropy:
+        logps, entropy = out
+        return F.pad(logps, (1, 0)), mask, F.pad(entropy, (1, 0))
+    return F.pad(out, (1, 0)), mask
+
+
+def logps_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Plain gather: logits [B, T, V] and labels [B, T] aligned with them -> float32 [B, T], 0 where ignored."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    valid = labels != ignore_index
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return torch.where(valid, logps, torch.zeros_like(logps))
+
+
+def full_logits_token_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    return_entropy: bool = False,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference implementation of :func:`sequence_token_logps` through ``model(...).logits``
+    (materialises [B, T, V]); same arguments, outputs and alignment. For tests and small models."""
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).logits
+    targets = labels[:, 1:]
+    logps = logps_from_logits(logits[:, :-1], targets, temperature)
+    mask = F.pad(targets != IGNORE_INDEX, (1, 0), value=False)
+    if not return_entropy:
+        return F.pad(logps, (1, 0)), mask
+    scaled = logits[:, :-1].float() / temperature
+    logz = torch.logsumexp(scaled, dim=-1)
+    entropy = logz - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
+    entropy = torch.where(targets != IGNORE_INDEX, entropy, torch.zeros_like(entropy))
+    return F.pad(logps, (1, 0)), mask, F.pad(entropy, (1, 0))
+
+
+def sum_token_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T] per-token log-probs and mask -> (summed log-probs [B], token counts [B]) as the losses take."""
+    mask = mask.to(token_logps.dtype)
+    return (token_logps * mask).sum(-1), mask.sum(-1)

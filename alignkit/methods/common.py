@@ -1,0 +1,48 @@
+"""Forward helpers shared by methods: per-token log-probs of the labels without full logits."""
+
+from __future__ import annotations
+
+import torch
+
+from alignkit.logprobs import token_logps_from_hidden
+
+#: positions per chunk when turning hidden states into label log-probs (bounds the [chunk, vocab] block)
+LOGPROB_CHUNK = 1024
+_NO_LOGITS = torch.empty(0, dtype=torch.long)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP/accelerate wrapper (peft wrappers are kept)."""
+    return getattr(model, "module", model)
+
+
+def forward_label_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                        inputs_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each next-token label.
+
+    The model is called through its (possibly DDP-wrapped) ``forward`` so that gradient
+    synchronisation is set up as usual, but with ``logits_to_keep`` empty: no [B, T, V] logits are
+    built. The LM head is applied to the final hidden states chunk by chunk instead.
+
+    Returns ``logps`` [B, T-1] (0 where ignored) and ``mask`` [B, T-1] (1 where the label at t+1 is
+    trained), for ``batch`` with ``input_ids``/``attention_mask``/``labels`` [B, T] and optionally
+    ``position_ids`` (packed sequences: then no attention mask is passed, so that transformers builds
+    a block-diagonal mask from the restarting positions).
+    """
+    kwargs = {}
+    if "position_ids" in batch:
+        kwargs["position_ids"] = batch["position_ids"]
+    else:
+        kwargs["attention_mask"] = batch["attention_mask"]
+    if inputs_embeds is not None:
+        kwargs["inputs_embeds"] = inputs_embeds
+    else:
+        kwargs["input_ids"] = batch["input_ids"]
+    out = model(**kwargs, output_hidden_states=True, use_cache=False,
+                logits_to_keep=_NO_LOGITS.to(batch["input_ids"].device))
+    hidden = out.hidden_states[-1][:, :-1]
+    targets = batch["labels"][:, 1:]
+    lm_head = unwrap(model).get_output_embeddings()
+    logps = token_logps_from_hidden(hidden, lm_head, targets, chunk_size=LOGPROB_CHUNK)
+    mask = (targets != -100).to(logps.dtype)
+    return logps * mask, mask

@@ -1,0 +1,247 @@
+"""Text generation: a batched convenience API (``generate``) and the rollout primitive online RL uses
+(``sample_completions``).
+
+Prompt handling in :func:`generate` (``chat_template``):
+
+* ``"auto"`` (default) and ``"always"``: a list of ``{"role", "content"}`` messages goes through the
+  tokenizer's chat template with the generation prompt appended; a plain string is wrapped as one user
+  message first (the embedded model is an instruct model). Under ``"auto"`` a tokenizer without a chat
+  template takes plain strings as raw text; ``"always"`` then is an error.
+* ``"never"``: strings are tokenised as raw text (no special tokens added); messages are an error.
+
+Both functions switch the model to eval mode while generating (dropout off, KV cache on) and restore its
+previous mode. Batches are left-padded; ``model.generate`` derives position ids from the attention mask,
+so a prompt's completion does not depend on the other prompts in its batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Rollout", "sample_completions", "generate", "encode_prompt", "eval_mode"]
+
+
+@dataclass
+class Rollout:
+    """The result of :func:`sample_completions`.
+
+    ``sequences``: LongTensor [N, P+C], left-padded prompt then completion; positions after a
+    completion's first EOS hold ``pad_id``. Rows are grouped by prompt: rows
+    ``i*num_generations ... (i+1)*num_generations-1`` belong to prompt ``i``.
+    ``attention_mask``: [N, P+C], 1 on real prompt tokens and on completion tokens up to and including
+    the first EOS. ``completion_mask``: [N, C], 1 on generated tokens up to and including the first EOS.
+    ``prompt_length``: P. ``completion_ids``: python lists of the masked completion tokens (EOS included
+    when one was generated). ``truncated``: BoolTensor [N], True where no EOS was generated within
+    ``max_new_tokens``.
+    """
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_length: int
+    completion_ids: list[list[int]]
+    truncated: torch.Tensor
+    num_generations: int = 1
+
+    @property
+    def completions(self) -> torch.Tensor:
+        """Completion part of ``sequences``: [N, C]."""
+        return self.sequences[:, self.prompt_length:]
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(dim=1)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Put ``model`` in eval mode for the block and restore its previous training flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        if len(p):
+            ids[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+def _first_eos_mask(completions: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask [N, C] that is 1 up to and including the first EOS of each row; and whether a row has none."""
+    is_eos = torch.isin(completions, torch.tensor(eos_ids, device=completions.device))
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # EOS tokens strictly before
+    mask = (eos_before == 0).long()
+    truncated = ~is_eos.any(dim=1)
+    return mask, truncated
+
+
+@torch.no_grad()
+def sample_completions(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    eos_id: int | Sequence[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_generations: int = 1,
+    generator_seed: int | None = None,
+) -> Rollout:
+    """Generate ``num_generations`` completions per tokenised prompt with the KV cache.
+
+    ``temperature == 0`` is greedy decoding; otherwise sampling from softmax(logits / temperature),
+    restricted to the nucleus ``top_p`` (top-k is off, so ``top_p=1`` samples the full distribution,
+    which is what on-policy RL needs). ``generator_seed`` makes the draw reproducible without disturbing
+    the caller's RNG (it runs inside ``torch.random.fork_rng``).
+    """
+    if not prompt_ids:
+        raise ValueError("sample_completions needs at least one prompt")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("sample_completions: empty prompt (every prompt needs at least one token)")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    if num_generations < 1:
+        raise ValueError("num_generations must be >= 1")
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    eos_ids = [int(eos_id)] if isinstance(eos_id, int) else [int(e) for e in eos_id]
+
+    device = _device_of(model)
+    ids, mask = _left_pad(prompt_ids, pad_id)
+    if num_generations > 1:
+        ids = ids.repeat_interleave(num_generations, dim=0)
+        mask = mask.repeat_interleave(num_generations, dim=0)
+    ids, mask = ids.to(device), mask.to(device)
+    prompt_length = ids.shape[1]
+
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "pad_token_id": pad_id,
+        "eos_token_id": eos_ids,
+        "use_cache": True,
+        "num_beams": 1,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "min_new_tokens": 0,
+    }
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0)
+    else:
+        kwargs.update(do_sample=False)
+
+    if generator_seed is not None:
+        devices = [device.index or 0] if device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=devices)
+    else:
+        rng = contextlib.nullcontext()
+    with eval_mode(model), rng:
+        if generator_seed is not None:
+            torch.manual_seed(generator_seed)
+        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    if not isinstance(out, torch.Tensor):  # a model whose generation config returns a dict
+        out = out.sequences
+    completions = out[:, prompt_length:]
+    completion_mask, truncated = _first_eos_mask(completions, eos_ids)
+    completions = completions.masked_fill(completion_mask == 0, pad_id)
+    sequences = torch.cat([out[:, :prompt_length], completions], dim=1)
+    attention_mask = torch.cat([mask, completion_mask], dim=1)
+    completion_ids = [row[m.bool()].tolist() for row, m in zip(completions.cpu(), completion_mask.cpu())]
+    return Rollout(
+        sequences=sequences,
+        attention_mask=attention_mask,
+        completion_mask=completion_mask,
+        prompt_length=prompt_length,
+        completion_ids=completion_ids,
+        truncated=truncated,
+        num_generations=num_generations,
+    )
+
+
+def encode_prompt(tokenizer: Any, prompt: str | list[dict], chat_template: str = "auto") -> list[int]:
+    """Token ids of one prompt, ready for generation (see the module docstring for ``chat_template``)."""
+    if chat_template not in ("auto", "always", "never"):
+        raise ValueError(f"chat_template must be 'auto', 'always' or 'never', got {chat_template!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if isinstance(prompt, str):
+        if chat_template == "never" or (chat_template == "auto" and not has_template):
+            return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+        if chat_template == "never":
+            raise ValueError("a prompt given as chat messages needs a chat template (chat_template='never')")
+        messages = prompt
+    else:
+        raise TypeError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
+    if not has_template:
+        raise ValueError("this tokenizer has no chat template; pass plain strings with chat_template='never'")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str | list[dict]],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    chat_template: str = "auto",
+    seed: int | None = None,
+) -> list[str]:
+    """Complete each prompt; returns only the new text, decoded without special tokens, in input order.
+
+    Greedy when ``temperature == 0``, else sampling (nucleus ``top_p``). Generation stops at the
+    tokenizer's EOS (``<|im_end|>`` for SmolLM2) or after ``max_new_tokens``. Prompts are batched
+    ``batch_size`` at a time, longest first, left-padded. ``seed`` makes sampling reproducible.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if not prompts:
+        return []
+    encoded = [encode_prompt(tokenizer, p, chat_template) for p in prompts]
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    if eos_id is None:
+        raise ValueError("the tokenizer has no EOS token; generation would not know where to stop")
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    results: list[str] = [""] * len(encoded)
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start:start + batch_size]
+        rollout = sample_completions(
+            model,
+            [encoded[i] for i in idx],
+            pad_id=pad_id,
+            eos_id=eos_id,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            generator_seed=None if seed is None else seed + b,
+        )
+        for i, ids in zip(idx, rollout.completion_ids):
+            results[i] = tokenizer.decode(ids, skip_special_tokens=True)
+    return results
