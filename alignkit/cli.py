@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import typing
 
@@ -112,6 +113,8 @@ def _train(method_cls, config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # models and data are local only: make any accidental hub lookup fail fast instead of downloading
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

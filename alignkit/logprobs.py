@@ -2,10 +2,10 @@
 
 With SmolLM2's 49,152-token vocabulary, float32 logits for a batch of 8 x 1,024 tokens take 1.6 GB,
 and autograd would keep them (and their log-softmax) alive until backward. Here the final hidden
-states are projected by the LM head a chunk of tokens at a time; each chunk's matmul -> float32
-log-softmax -> gather runs under ``torch.utils.checkpoint`` (non-reentrant), so only the per-token
-results are kept and backward recomputes one chunk's logits at a time. Only positions whose label is
-not ``-100`` are projected at all (prompt and padding tokens cost nothing).
+states are projected by the LM head a chunk of tokens at a time (matmul -> float32 log-softmax ->
+gather), only the per-token results are kept, and backward recomputes one chunk's logits at a time
+(or, for a frozen head, needs no logits at all). Only positions whose label is not ``-100`` are
+projected (prompt and padding tokens cost nothing).
 
 Conventions
 -----------
@@ -31,6 +31,164 @@ DEFAULT_CHUNK_SIZE = 1024
 """Tokens per LM-head chunk: 1024 x 49,152 float32 logits = 200 MB."""
 
 
+# ----------------------------------------------------------------------------------------------
+# chunked head
+# ----------------------------------------------------------------------------------------------
+def _as_linear(lm_head: nn.Module | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight, bias) when the head is a plain linear map we may use directly, else None."""
+    if isinstance(lm_head, torch.Tensor):
+        return lm_head, None
+    if type(lm_head) is nn.Linear and not any(hasattr(p, "ds_id") for p in lm_head.parameters()):
+        # (DeepSpeed ZeRO-3 partitions parameters: those heads must be called as modules)
+        return lm_head.weight, lm_head.bias
+    return None
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _transform(z: torch.Tensor, temperature: float, softcap: float | None):
+    """Logits from the raw projection z (float32 or float64): soft-cap, then / temperature. Returns (logits,
+    d logits / d z as a tensor, or None when it is the constant 1 / temperature)."""
+    dl_dz = None
+    if softcap is not None:
+        tz = torch.tanh(z / softcap)
+        z = softcap * tz
+        dl_dz = (1.0 - tz * tz) / temperature
+    if temperature != 1.0:
+        z = z / temperature
+    return z, dl_dz
+
+
+class _LinearHeadLogps(torch.autograd.Function):
+    """Chunked log-probs (and entropies) through a linear head, never keeping [n, V] logits.
+
+    Row i: logits l = f(h_i W^T + b) (f: optional soft-cap, then / temperature), log p = log_softmax(l),
+    output log p[y_i] and H_i = -sum p log p. Derivatives w.r.t. l: d logp_y = e_y - p and
+    dH = -p * (log p + H). Two backward strategies:
+
+    - head frozen (LoRA, frozen embeddings): d/dh_i = (d/dl * f') W is [n, H]; it is formed in the
+      forward pass while the chunk's logits exist, and backward only rescales rows (no recomputation);
+    - head trainable: forward saves h and each row's log-normaliser; backward recomputes one chunk's
+      logits at a time and forms grad_h = D W and grad_W = D^T h with D the rows' weighted derivatives.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, chunk_size, temperature, softcap, want_entropy, track):
+        # ``track``: grad mode was on at the call (needs_input_grad does not see torch.no_grad)
+        need_h = track and ctx.needs_input_grad[0]
+        need_w = track and (ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]))
+        precompute = need_h and not need_w
+        lps, ents, logzs, g_lps, g_ents = [], [], [], [], []
+        for start in range(0, h.shape[0], chunk_size):
+            hc, yc = h[start : start + chunk_size], targets[start : start + chunk_size]
+            y1 = yc.unsqueeze(-1)
+            logits, dl_dz = _transform(_upcast(F.linear(hc, weight, bias)), temperature, softcap)
+            if need_w:
+                logzs.append(torch.logsumexp(logits, dim=-1))
+            logp = torch.log_softmax(logits, dim=-1)
+            del logits
+            lps.append(logp.gather(-1, y1).squeeze(-1))
+            if not (want_entropy or precompute):
+                continue
+            probs = torch.exp(logp)
+            if want_entropy:
+                d_ent = probs * logp
+                entropy = -d_ent.sum(-1)
+                ents.append(entropy)
+                if precompute:
+                    d_ent.add_(probs * entropy.unsqueeze(-1)).neg_()
+                    if dl_dz is not None:
+                        d_ent.mul_(dl_dz)
+                    elif temperature != 1.0:
+                        d_ent.div_(temperature)
+                    g_ents.append(_upcast(d_ent.to(weight.dtype) @ weight))
+                del d_ent
+            del logp
+            if precompute:
+                if dl_dz is None:
+                    g = _upcast(weight.index_select(0, yc)) - _upcast(probs.to(weight.dtype) @ weight)
+                else:
+                    d_lp = probs.neg_().mul_(dl_dz)
+                    d_lp.scatter_add_(-1, y1, dl_dz.gather(-1, y1))
+                    g = _upcast(d_lp.to(weight.dtype) @ weight)
+                    del d_lp
+                g_lps.append(g / temperature if dl_dz is None and temperature != 1.0 else g)
+            del probs, dl_dz
+
+        lp = torch.cat(lps)
+        ent = torch.cat(ents) if want_entropy else lp.new_zeros(lp.shape)
+        ctx.mode = "precomputed" if precompute else ("recompute" if need_w else "none")
+        ctx.want_entropy = want_entropy
+        ctx.n = lp.shape[0]
+        if precompute:
+            ctx.save_for_backward(torch.cat(g_lps), torch.cat(g_ents) if want_entropy else None)
+        elif need_w:
+            ctx.save_for_backward(h, weight, bias, targets, torch.cat(logzs), ent if want_entropy else None)
+            ctx.chunk_size, ctx.temperature, ctx.softcap = chunk_size, temperature, softcap
+        if not want_entropy:
+            ctx.mark_non_differentiable(ent)
+        return lp, ent
+
+    @staticmethod
+    def backward(ctx, grad_lp, grad_ent):
+        nones = (None,) * 6
+        if grad_lp is None:
+            grad_lp = ctx.saved_tensors[0].new_zeros(ctx.n)
+        use_ent = ctx.want_entropy and grad_ent is not None
+        if ctx.mode == "precomputed":
+            g_lp, g_ent = ctx.saved_tensors
+            grad_h = grad_lp.to(g_lp.dtype).unsqueeze(-1) * g_lp
+            if use_ent:
+                grad_h = grad_h + grad_ent.to(g_ent.dtype).unsqueeze(-1) * g_ent
+            return (grad_h, None, None, None) + nones
+        if ctx.mode == "none":
+            return (None,) * 4 + nones
+
+        h, weight, bias, targets, logz, entropy = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        grad_h = torch.empty_like(h) if need_h else None
+        acc = logz.dtype  # float32 (float64 for float64 inputs)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
+        cs = ctx.chunk_size
+        for start in range(0, h.shape[0], cs):
+            sl = slice(start, start + cs)
+            hc, y1 = h[sl], targets[sl].unsqueeze(-1)
+            glp = grad_lp[sl].to(logz.dtype).unsqueeze(-1)
+            logits, dl_dz = _transform(_upcast(F.linear(hc, weight, bias)), ctx.temperature, ctx.softcap)
+            logp = logits.sub_(logz[sl].unsqueeze(-1))
+            probs = torch.exp(logp)
+            d = probs * -glp
+            if use_ent:  # + g_H * (-p * (log p + H))
+                t = logp.add_(entropy[sl].unsqueeze(-1)).mul_(grad_ent[sl].to(logz.dtype).unsqueeze(-1))
+                d.addcmul_(probs, t, value=-1.0)
+                del t
+            del logp, probs
+            d.scatter_add_(-1, y1, glp)
+            if dl_dz is not None:
+                d.mul_(dl_dz)
+            elif ctx.temperature != 1.0:
+                d.div_(ctx.temperature)
+            dw = d.to(weight.dtype)
+            if need_h:
+                grad_h[sl] = (dw @ weight).to(h.dtype)
+            if need_w:
+                grad_w.add_(dw.t() @ hc.to(weight.dtype))
+            if need_b:
+                grad_b.add_(d.sum(0))
+            del d, dw
+        return (
+            grad_h,
+            grad_w.to(weight.dtype) if need_w else None,
+            grad_b.to(bias.dtype) if need_b else None,
+            None,
+        ) + nones
+
+
 def _head_callable(lm_head: nn.Module | torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     if isinstance(lm_head, torch.Tensor):
         weight = lm_head
@@ -50,7 +208,7 @@ def _needs_grad(hidden: torch.Tensor, lm_head: nn.Module | torch.Tensor) -> bool
     return any(p.requires_grad for p in lm_head.parameters())
 
 
-def _chunk_logps(
+def _module_chunk_logps(
     head: Callable[[torch.Tensor], torch.Tensor],
     h: torch.Tensor,
     targets: torch.Tensor,
@@ -58,135 +216,13 @@ def _chunk_logps(
     softcap: float | None,
     want_entropy: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """[n, H] hidden, [n] targets -> ([n] logps[, [n] entropy]), via [n, V] float32 logits."""
-    logits = head(h).float()
-    if softcap is not None:
-        logits = softcap * torch.tanh(logits / softcap)
-    if temperature != 1.0:
-        logits = logits / temperature
+    """Any head module: [n, H] hidden, [n] targets -> ([n] logps[, [n] entropy]) via [n, V] logits."""
+    logits, _ = _transform(_upcast(head(h)), temperature, softcap)
     logp_all = torch.log_softmax(logits, dim=-1)
     logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     if not want_entropy:
         return (logps,)
-    entropy = -(torch.exp(logp_all) * logp_all).sum(-1)
-    return logps, entropy
-
-
-def _needs_grad(hidden: torch.Tensor, lm_head: nn.Module | torch.Tensor) -> bool:
-    if not torch.is_grad_enabled():
-        return False
-    if hidden.requires_grad:
-        return True
-    if isinstance(lm_head, torch.Tensor):
-        return lm_head.requires_grad
-    return any(p.requires_grad for p in lm_head.parameters())
-
-
-def _chunk_logps(
-    head: Callable[[torch.Tensor], torch.Tensor],
-    h: torch.Tensor,
-    targets: torch.Tensor,
-    temperature: float,
-    softcap: float | None,
-    want_entropy: bool,
-) -> tuple[torch.Tensor, ...]:
-    """[n, H] hidden, [n] targets -> ([n] logps[, [n] entropy]), via [n, V] float32 logits."""
-    logits = head(h).float()
-    if softcap is not None:
-        logits = softcap * torch.tanh(logits / softcap)
-    if temperature != 1.0:
-        logits = logits / temperature
-    logz = torch.logsumexp(logits, dim=-1)
-    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
-    if not want_entropy:
-        return (logps,)
-    probs = torch.exp(logits - logz.unsqueeze(-1))
-    entropy = logz - (probs * logits).sum(-1)
-    return logps, entropy
-
-
-def _frozen_linear(lm_head: nn.Module | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """(weight, bias) when the head is a plain linear map whose parameters need no gradient."""
-    if isinstance(lm_head, torch.Tensor):
-        return None if lm_head.requires_grad else (lm_head, None)
-    params = list(lm_head.parameters()) if isinstance(lm_head, nn.Module) else []
-    if (
-        type(lm_head) is nn.Linear
-        and not any(p.requires_grad for p in params)
-        and not any(hasattr(p, "ds_id") for p in params)  # DeepSpeed ZeRO-3 partitions: call the module
-    ):
-        return lm_head.weight, lm_head.bias
-    return None
-
-
-class _FrozenHeadLogps(torch.autograd.Function):
-    """Chunked log-probs (and entropies) for a frozen linear head, differentiable w.r.t. the hidden rows.
-
-    For row i with logits l = f(h_i W^T + b) (f: optional soft-cap, then / temperature), p = softmax(l):
-    d logp_i / d h_i = ((e_{y_i} - p) * f') W and d H_i / d h_i = (-p * (log p + H_i) * f') W. Both are
-    [n, H] (kept in float32) and are computed during the forward pass, one chunk of [chunk, V] logits at a time, so backward
-    is a per-row rescaling: no logits are kept and none are recomputed.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, targets, chunk_size, temperature, softcap, want_entropy):
-        lps, ents, g_lps, g_ents = [], [], [], []
-        for start in range(0, h.shape[0], chunk_size):
-            hc, yc = h[start : start + chunk_size], targets[start : start + chunk_size]
-            logits = F.linear(hc, weight, bias).float()
-            dl_dz = None  # d logits / d (h W^T + b), elementwise, when not constant
-            if softcap is not None:
-                tz = torch.tanh(logits / softcap)
-                logits = softcap * tz
-                dl_dz = 1.0 - tz * tz
-                del tz
-            if temperature != 1.0:
-                logits = logits / temperature
-            logp_all = torch.log_softmax(logits, dim=-1)
-            del logits
-            lps.append(logp_all.gather(-1, yc.unsqueeze(-1)).squeeze(-1))
-            if want_entropy:
-                probs = torch.exp(logp_all)
-                d_ent = probs * logp_all  # p log p
-                entropy = -d_ent.sum(-1)
-                ents.append(entropy)
-                # dH/dl_j = -p_j * (log p_j + H)
-                d_ent.add_(probs * entropy.unsqueeze(-1)).neg_()
-                if dl_dz is not None:
-                    d_ent.mul_(dl_dz)
-                g_ents.append((d_ent.to(weight.dtype) @ weight).float() / temperature)
-                del d_ent
-            else:
-                probs = logp_all.exp_()
-            del logp_all
-            # dlogp_y/dl = e_y - p
-            if dl_dz is None:
-                g = weight.index_select(0, yc).float() - (probs.to(weight.dtype) @ weight).float()
-            else:
-                d_lp = probs.neg_().mul_(dl_dz)
-                d_lp.scatter_add_(-1, yc.unsqueeze(-1), dl_dz.gather(-1, yc.unsqueeze(-1)))
-                g = (d_lp.to(weight.dtype) @ weight).float()
-                del d_lp
-            g_lps.append(g / temperature)
-            del probs, dl_dz
-        ctx.save_for_backward(torch.cat(g_lps), torch.cat(g_ents) if want_entropy else None)
-        ctx.want_entropy = want_entropy
-        lp = torch.cat(lps)
-        ent = torch.cat(ents) if want_entropy else lp.new_zeros(lp.shape)
-        if not want_entropy:
-            ctx.mark_non_differentiable(ent)
-        return lp, ent
-
-    @staticmethod
-    def backward(ctx, grad_lp, grad_ent):
-        g_lp, g_ent = ctx.saved_tensors
-        grad_h = None
-        if grad_lp is not None:
-            grad_h = grad_lp.unsqueeze(-1).to(g_lp.dtype) * g_lp
-        if ctx.want_entropy and grad_ent is not None:
-            term = grad_ent.unsqueeze(-1).to(g_ent.dtype) * g_ent
-            grad_h = term if grad_h is None else grad_h + term
-        return grad_h, None, None, None, None, None, None, None
+    return logps, -(torch.exp(logp_all) * logp_all).sum(-1)
 
 
 def token_logps_from_hidden(
@@ -210,18 +246,18 @@ def token_logps_from_hidden(
         chunk_size: tokens projected at once; peak extra memory is a few chunk_size x V float32
             buffers, independent of B and T.
         return_entropy: also return the entropy of each position's predictive distribution.
-        temperature: logits are divided by it first (sampling temperature of online methods).
+        temperature: logits are divided by it (after soft-capping) - the sampling temperature.
         softcap: final-logit soft-capping ``softcap * tanh(logits / softcap)`` (Gemma 2), if any.
 
     Returns:
-        logps [B, T] float32, 0 at ignored positions; with ``return_entropy`` also entropy [B, T]
-        float32, 0 at ignored positions. Gradients flow into ``hidden`` and the head's parameters.
+        logps [B, T] float32 (float64 for float64 inputs), 0 at ignored positions; with
+        ``return_entropy`` also entropy [B, T], 0 at ignored positions. Gradients flow into ``hidden`` and the head's parameters.
 
-    Backward: a trainable head (or any non-``nn.Linear`` head module) recomputes each chunk under
-    ``torch.utils.checkpoint``; a frozen ``nn.Linear`` head (LoRA, frozen embeddings) or a weight tensor
-    without ``requires_grad`` takes a fused path that forms d(logp)/d(hidden) while the chunk's logits
-    exist, so backward neither keeps nor recomputes logits (one matmul fewer than recomputation).
-    Under ``torch.no_grad`` the chunks simply run.
+    A plain ``nn.Linear`` head (or a weight tensor) goes through a fused autograd function: with the
+    head frozen (LoRA, frozen embeddings) d(logp)/d(hidden) is formed while each chunk's logits exist,
+    so backward neither keeps nor recomputes logits; with the head trainable backward recomputes one
+    chunk at a time. Any other head module (e.g. a peft wrapper around ``lm_head``) runs each chunk
+    under ``torch.utils.checkpoint`` (non-reentrant), with the same memory bound.
     """
     if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
         raise ValueError(
@@ -229,41 +265,43 @@ def token_logps_from_hidden(
         )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    head = _head_callable(lm_head)
     B, T, H = hidden.shape
     flat_labels = labels.reshape(-1)
     idx = (flat_labels != ignore_index).nonzero().squeeze(1)
     h = hidden.reshape(B * T, H).index_select(0, idx)
     targets = flat_labels.index_select(0, idx)
     use_grad = _needs_grad(hidden, lm_head)
-    frozen = _frozen_linear(lm_head) if use_grad else None
-    kwargs = dict(temperature=temperature, softcap=softcap, want_entropy=return_entropy)
+    linear = _as_linear(lm_head)
 
     logps_parts, ent_parts = [], []
-    if frozen is not None and idx.numel() > 0:
-        # frozen head (LoRA, frozen tied embeddings): gradients w.r.t. the hidden states are formed
-        # chunk by chunk during the forward pass; backward only rescales them (no recomputation)
-        weight, bias = frozen
-        lp, ent = _FrozenHeadLogps.apply(h, weight, bias, targets, chunk_size, temperature, softcap, return_entropy)
+    if idx.numel() == 0:
+        pass
+    elif linear is not None:
+        weight, bias = linear
+        lp, ent = _LinearHeadLogps.apply(
+            h, weight, bias, targets, chunk_size, temperature, softcap, return_entropy, use_grad
+        )
         logps_parts.append(lp)
         ent_parts.append(ent)
     else:
+        head = _head_callable(lm_head)
+        kwargs = dict(temperature=temperature, softcap=softcap, want_entropy=return_entropy)
         for start in range(0, idx.numel(), chunk_size):
             args = (head, h[start : start + chunk_size], targets[start : start + chunk_size])
             if use_grad:
-                out = checkpoint(_chunk_logps, *args, use_reentrant=False, **kwargs)
+                out = checkpoint(_module_chunk_logps, *args, use_reentrant=False, **kwargs)
             else:
-                out = _chunk_logps(*args, **kwargs)
+                out = _module_chunk_logps(*args, **kwargs)
             logps_parts.append(out[0])
             if return_entropy:
                 ent_parts.append(out[1])
 
     def scatter(parts: list[torch.Tensor]) -> torch.Tensor:
-        full = torch.zeros(B * T, dtype=torch.float32, device=hidden.device)
+        full = torch.zeros(B * T, dtype=_upcast(hidden[:0, 0, :1]).dtype, device=hidden.device)
         if parts:
             full = full.index_copy(0, idx, torch.cat(parts))
         elif use_grad:  # nothing to score: keep the result attached to the graph (its gradient is 0)
-            full = full + 0.0 * hidden.sum().float()
+            full = full + 0.0 * hidden.sum()
         return full.view(B, T)
 
     logps = scatter(logps_parts)
@@ -277,7 +315,9 @@ def token_logps_from_hidden(
 # ----------------------------------------------------------------------------------------------
 def _is_wrapper(model: nn.Module) -> bool:
     """DDP / DeepSpeed-engine style wrappers whose forward must run (gradient sync, hooks)."""
-    return isinstance(getattr(model, "module", None), nn.Module) and not hasattr(model, "get_output_embeddings")
+    return isinstance(getattr(model, "module", None), nn.Module) and not hasattr(
+        model, "get_output_embeddings"
+    )
 
 
 def _inner_causal_lm(model: nn.Module) -> nn.Module:
@@ -380,8 +420,8 @@ def sequence_token_logps(
 def logps_from_logits(
     logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
-    """Plain gather: logits [B, T, V] and labels [B, T] aligned with them -> float32 [B, T], 0 where ignored."""
-    logits = logits.float()
+    """Plain gather: logits [B, T, V] and labels [B, T] aligned with them -> float32 (or float64) [B, T], 0 where ignored."""
+    logits = _upcast(logits)
     if temperature != 1.0:
         logits = logits / temperature
     valid = labels != ignore_index
@@ -409,7 +449,7 @@ def full_logits_token_logps(
     mask = F.pad(targets != IGNORE_INDEX, (1, 0), value=False)
     if not return_entropy:
         return F.pad(logps, (1, 0)), mask
-    scaled = logits[:, :-1].float() / temperature
+    scaled = _upcast(logits[:, :-1]) / temperature
     logz = torch.logsumexp(scaled, dim=-1)
     entropy = logz - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
     entropy = torch.where(targets != IGNORE_INDEX, entropy, torch.zeros_like(entropy))

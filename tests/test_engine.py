@@ -131,7 +131,8 @@ def test_two_processes_match_one(sft_data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     args = ["model=tiny-random", f"data={sft_data}", "max_steps=3", "lr=1e-3", "max_length=64"]
     assert _run(*args[1:], f"output_dir={one}", "batch_size=4") == 0
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # accelerate's torchrun-based launcher; on a machine without CUDA the engine runs gloo on CPU
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "alignkit", "sft", *args, f"output_dir={two}", "batch_size=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)

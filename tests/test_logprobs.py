@@ -64,9 +64,14 @@ def assert_same(model, chunk_size=5, **kw):
     torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
 
     weights = torch.linspace(0.5, 1.5, labels.numel()).view_as(lp)
-    g = grads(model, lambda: sequence_token_logps(model, input_ids, attention_mask, labels,
-                                                  chunk_size=chunk_size, **kw), weights)
-    g_ref = grads(model, lambda: full_logits_token_logps(model, input_ids, attention_mask, labels, **kw), weights)
+    g = grads(
+        model,
+        lambda: sequence_token_logps(model, input_ids, attention_mask, labels, chunk_size=chunk_size, **kw),
+        weights,
+    )
+    g_ref = grads(
+        model, lambda: full_logits_token_logps(model, input_ids, attention_mask, labels, **kw), weights
+    )
     assert g.keys() == g_ref.keys() and len(g) > 0
     for name in g:
         torch.testing.assert_close(g[name], g_ref[name], atol=1e-5, rtol=1e-4, msg=name)
@@ -88,7 +93,10 @@ def test_chunk_size_does_not_matter_and_temperature():
     model = tiny_llama()
     input_ids, attention_mask, labels = batch()
     with torch.no_grad():
-        outs = [sequence_token_logps(model, input_ids, attention_mask, labels, chunk_size=c)[0] for c in (1, 4, 4096)]
+        outs = [
+            sequence_token_logps(model, input_ids, attention_mask, labels, chunk_size=c)[0]
+            for c in (1, 4, 4096)
+        ]
         hot, _ = sequence_token_logps(model, input_ids, attention_mask, labels, temperature=0.7)
         hot_ref, _ = full_logits_token_logps(model, input_ids, attention_mask, labels, temperature=0.7)
     for o in outs[1:]:
@@ -99,18 +107,29 @@ def test_chunk_size_does_not_matter_and_temperature():
 def test_entropy_matches_full_logits():
     model = tiny_llama()
     input_ids, attention_mask, labels = batch()
-    lp, mask, ent = sequence_token_logps(model, input_ids, attention_mask, labels, chunk_size=3,
-                                         return_entropy=True)
-    ref_lp, _, ref_ent = full_logits_token_logps(model, input_ids, attention_mask, labels, return_entropy=True)
+    lp, mask, ent = sequence_token_logps(
+        model, input_ids, attention_mask, labels, chunk_size=3, return_entropy=True
+    )
+    ref_lp, _, ref_ent = full_logits_token_logps(
+        model, input_ids, attention_mask, labels, return_entropy=True
+    )
     torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=0)
     torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
     assert (ent[~mask] == 0).all() and (ent[mask] > 0).all()
     # gradients of an entropy bonus agree too
     w = torch.ones_like(ent)
-    g = grads(model, lambda: sequence_token_logps(model, input_ids, attention_mask, labels, chunk_size=3,
-                                                  return_entropy=True)[2:], w)
-    g_ref = grads(model, lambda: full_logits_token_logps(model, input_ids, attention_mask, labels,
-                                                         return_entropy=True)[2:], w)
+    g = grads(
+        model,
+        lambda: sequence_token_logps(
+            model, input_ids, attention_mask, labels, chunk_size=3, return_entropy=True
+        )[2:],
+        w,
+    )
+    g_ref = grads(
+        model,
+        lambda: full_logits_token_logps(model, input_ids, attention_mask, labels, return_entropy=True)[2:],
+        w,
+    )
     for name in g_ref:
         torch.testing.assert_close(g[name], g_ref[name], atol=1e-5, rtol=1e-4, msg=name)
 
@@ -135,8 +154,38 @@ def test_peft_lora_model():
     torch.testing.assert_close(without, base_ref, atol=1e-5, rtol=0)
 
 
-def test_no_vocab_sized_tensor_is_kept_for_backward():
+class DDPLike(torch.nn.Module):
+    """Stands in for DistributedDataParallel: the real model is ``.module`` and forward must run."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.calls = 0
+
+    def forward(self, **kwargs):
+        self.calls += 1
+        return self.module(**kwargs)
+
+
+def test_wrapped_model_runs_its_forward():
     model = tiny_llama()
+    wrapped = DDPLike(model)
+    input_ids, attention_mask, labels = batch()
+    lp, mask = sequence_token_logps(wrapped, input_ids, attention_mask, labels, chunk_size=4)
+    assert wrapped.calls == 1
+    ref_lp, ref_mask = full_logits_token_logps(model, input_ids, attention_mask, labels)
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["full", "lora", "module_head"])
+def test_no_vocab_sized_tensor_is_kept_for_backward(kind):
+    model = tiny_llama()
+    if kind == "lora":  # frozen head: the fused path
+        peft = pytest.importorskip("peft")
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules="all-linear"))
+    elif kind == "module_head":  # checkpointed path
+        model.lm_head = WrappedHead(model.lm_head)
     input_ids, attention_mask, labels = batch()
     saved: list[tuple[int, ...]] = []
 
@@ -155,21 +204,78 @@ def test_no_vocab_sized_tensor_is_kept_for_backward():
     assert [s for s in saved if len(s) >= 2 and s[-1] == VOCAB]
 
 
-def test_token_logps_from_hidden_with_weight_tensor():
+def reference_head(hidden, weight, bias, labels, temperature=1.0, softcap=None):
+    """Plain full-logits computation of log-probs and entropies (float64)."""
+    z = hidden @ weight.T + (bias if bias is not None else 0.0)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    z = z / temperature
+    logp = torch.log_softmax(z, -1)
+    valid = labels != -100
+    lp = logp.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
+    ent = -(logp.exp() * logp).sum(-1)
+    return torch.where(valid, lp, 0.0), torch.where(valid, ent, 0.0)
+
+
+class WrappedHead(torch.nn.Module):
+    """A head that is not a plain nn.Linear (like peft's wrapper): takes the checkpointed path."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.inner = linear
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("head_kind", ["trainable", "frozen", "module"])
+@pytest.mark.parametrize("temperature,softcap", [(1.0, None), (0.7, None), (1.3, 2.0)])
+def test_token_logps_from_hidden_all_paths(head_kind, temperature, softcap):
     torch.manual_seed(0)
-    hidden = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
-    labels = torch.tensor([[1, -100, 10], [-100, -100, 0]])
-    lp = token_logps_from_hidden(hidden, weight, labels, chunk_size=2)
-    ref = logps_from_logits(hidden @ weight.T, labels)
-    torch.testing.assert_close(lp, ref.float(), atol=1e-6, rtol=0)
-    assert lp[0, 1] == 0 and lp[1, 0] == 0 and lp[1, 1] == 0
-    g = torch.autograd.grad(lp.sum(), (hidden, weight))
-    g_ref = torch.autograd.grad(ref.sum(), (hidden, weight))
+    hidden = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
+    linear = torch.nn.Linear(8, 13, bias=True).double()
+    linear.requires_grad_(head_kind != "frozen")
+    head = WrappedHead(linear) if head_kind == "module" else linear
+    labels = torch.tensor([[1, -100, 12, 3], [-100, -100, 0, 7]])
+
+    lp, ent = token_logps_from_hidden(
+        hidden, head, labels, chunk_size=2, return_entropy=True, temperature=temperature, softcap=softcap
+    )
+    ref_lp, ref_ent = reference_head(hidden, linear.weight, linear.bias, labels, temperature, softcap)
+    torch.testing.assert_close(lp, ref_lp, atol=1e-10, rtol=0)
+    torch.testing.assert_close(ent, ref_ent, atol=1e-10, rtol=0)
+    assert (lp[labels == -100] == 0).all() and (ent[labels == -100] == 0).all()
+
+    # gradients of a weighted mix of log-probs and entropies (as in a loss with an entropy bonus)
+    w1 = torch.linspace(-1.0, 2.0, 8, dtype=torch.float64).view(2, 4)
+    w2 = torch.linspace(0.5, -0.7, 8, dtype=torch.float64).view(2, 4)
+    params = [hidden] + [p for p in linear.parameters() if p.requires_grad]
+    g = torch.autograd.grad((lp * w1 + ent * w2).sum(), params)
+    g_ref = torch.autograd.grad((ref_lp * w1 + ref_ent * w2).sum(), params, retain_graph=True)
     for a, b in zip(g, g_ref):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    # nothing to score: zeros, still differentiable
-    empty = token_logps_from_hidden(hidden, weight, torch.full((2, 3), -100))
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+    # log-probs alone (entropy unused) and entropy-free calls
+    lp_only = token_logps_from_hidden(
+        hidden, head, labels, chunk_size=3, temperature=temperature, softcap=softcap
+    )
+    g = torch.autograd.grad((lp_only * w1).sum(), params)
+    g_ref = torch.autograd.grad((ref_lp * w1).sum(), params)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_token_logps_from_hidden_weight_tensor_no_grad_and_errors():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 3, 8)
+    weight = torch.randn(11, 8)
+    labels = torch.tensor([[1, -100, 10], [-100, -100, 0]])
+    with torch.no_grad():
+        lp = token_logps_from_hidden(hidden, weight, labels, chunk_size=2)
+    assert lp.dtype == torch.float32 and not lp.requires_grad
+    torch.testing.assert_close(lp, logps_from_logits(hidden @ weight.T, labels), atol=1e-6, rtol=0)
+    # nothing to score: zeros, still attached to the graph
+    h = hidden.clone().requires_grad_()
+    empty = token_logps_from_hidden(h, weight, torch.full((2, 3), -100))
     assert (empty == 0).all() and empty.requires_grad
     with pytest.raises(ValueError):
         token_logps_from_hidden(hidden, weight, labels[:, :2])

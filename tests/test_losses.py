@@ -116,8 +116,12 @@ def test_simpo_with_gamma_and_no_reference():
     m0 = -10.0 / 4 - -12.0 / 5  # -2.5 + 2.4 = -0.1
     m1 = -8.0 / 2 - -7.2 / 3  # -4 + 2.4 = -1.6
     expected = [-log_sigmoid(beta * m0 - gamma), -log_sigmoid(beta * m1 - gamma)]
-    close(preference_loss("simpo", t(C), t(R), chosen_lengths=t(LC), rejected_lengths=t(LR),
-                          beta=beta, gamma=gamma), expected)
+    close(
+        preference_loss(
+            "simpo", t(C), t(R), chosen_lengths=t(LC), rejected_lengths=t(LR), beta=beta, gamma=gamma
+        ),
+        expected,
+    )
     # references are ignored
     close(pref("simpo", beta=beta, gamma=gamma), expected)
 
@@ -129,7 +133,9 @@ def test_orpo():
         cb, rb = c / lc, r / lr
         log_odds = (cb - rb) - (math.log(1 - math.exp(cb)) - math.log(1 - math.exp(rb)))
         expected.append(-cb - lam * log_sigmoid(log_odds))
-    close(preference_loss("orpo", t(C), t(R), chosen_lengths=t(LC), rejected_lengths=t(LR), lam=lam), expected)
+    close(
+        preference_loss("orpo", t(C), t(R), chosen_lengths=t(LC), rejected_lengths=t(LR), lam=lam), expected
+    )
 
 
 def test_orpo_large_probabilities_are_finite_and_accurate():
@@ -152,8 +158,9 @@ def test_log1mexp_matches_math():
 
 
 def test_lengths_are_clamped_to_one():
-    loss = preference_loss("simpo", t([-2.0]), t([-3.0]), chosen_lengths=t([0.0]), rejected_lengths=t([1.0]),
-                           beta=1.0)
+    loss = preference_loss(
+        "simpo", t([-2.0]), t([-3.0]), chosen_lengths=t([0.0]), rejected_lengths=t([1.0]), beta=1.0
+    )
     close(loss, [-log_sigmoid(1.0)])
 
 
@@ -199,7 +206,9 @@ def test_dpo_sgd_step_raises_the_margin():
 
     c, r = logps(theta)
     margin_before = (c - r).item()
-    loss = preference_loss("sigmoid", c, r, ref[chosen_tokens].sum().view(1), ref[rejected_tokens].sum().view(1))
+    loss = preference_loss(
+        "sigmoid", c, r, ref[chosen_tokens].sum().view(1), ref[rejected_tokens].sum().view(1)
+    )
     assert loss.item() == pytest.approx(math.log(2.0))
     loss.sum().backward()
     with torch.no_grad():
@@ -223,8 +232,9 @@ def test_kto_desirable_and_undesirable():
         wu * (1 - sigmoid(beta * (z - d[1]))),
         wd * (1 - sigmoid(beta * (d[2] - z))),
     ]
-    loss = kto_loss(t(logps), t(ref), labels, t(kl), t(kl_ref), beta=beta, desirable_weight=wd,
-                    undesirable_weight=wu)
+    loss = kto_loss(
+        t(logps), t(ref), labels, t(kl), t(kl_ref), beta=beta, desirable_weight=wd, undesirable_weight=wu
+    )
     close(loss, expected)
 
 
@@ -255,8 +265,10 @@ def test_group_advantages_two_groups():
 
 
 def test_group_advantages_constant_group_and_errors():
-    close(group_advantages(t([0.5, 0.5, 1.0, 0.0]), group_size=2), [0.0, 0.0, 0.5 / (math.sqrt(0.5) + 1e-4),
-                                                                   -0.5 / (math.sqrt(0.5) + 1e-4)])
+    close(
+        group_advantages(t([0.5, 0.5, 1.0, 0.0]), group_size=2),
+        [0.0, 0.0, 0.5 / (math.sqrt(0.5) + 1e-4), -0.5 / (math.sqrt(0.5) + 1e-4)],
+    )
     close(group_advantages(t([3.0, 1.0]), group_size=1), [0.0, 0.0])
     with pytest.raises(ValueError, match="multiple of group_size"):
         group_advantages(t([1.0, 2.0, 3.0]), group_size=2)
@@ -264,8 +276,10 @@ def test_group_advantages_constant_group_and_errors():
 
 def test_rloo_advantages():
     # r_i - mean of the other two
-    close(rloo_advantages(t([1.0, 2.0, 3.0, 0.0, 0.0, 6.0]), group_size=3),
-          [1 - 2.5, 2 - 2.0, 3 - 1.5, 0 - 3.0, 0 - 3.0, 6 - 0.0])
+    close(
+        rloo_advantages(t([1.0, 2.0, 3.0, 0.0, 0.0, 6.0]), group_size=3),
+        [1 - 2.5, 2 - 2.0, 3 - 1.5, 0 - 3.0, 0 - 3.0, 6 - 0.0],
+    )
     with pytest.raises(ValueError):
         rloo_advantages(t([1.0, 2.0]), group_size=1)
 
@@ -394,8 +408,12 @@ def test_grpo_stats_gradient_and_token_advantages():
     close(stats["clip_ratio"], 2 / 5)
     close(stats["clip_ratio/high_mean"], 1 / 5)
     close(stats["clip_ratio/low_mean"], 1 / 5)
-    k3 = [math.exp(ref[i][j] - LOGPS[i][j]) - (ref[i][j] - LOGPS[i][j]) - 1
-          for i in range(2) for j in range(3) if MASK[i][j]]
+    k3 = [
+        math.exp(ref[i][j] - LOGPS[i][j]) - (ref[i][j] - LOGPS[i][j]) - 1
+        for i in range(2)
+        for j in range(3)
+        if MASK[i][j]
+    ]
     close(stats["kl"], sum(k3) / 5)
     loss.backward()
     # clipped tokens and padding get no gradient; unclipped ones do

@@ -272,6 +272,13 @@ def test_failed_save_keeps_previous(tmp_path, tokenizer):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
 
 
+def test_model_dir_without_tokenizer(tmp_path):
+    d = tmp_path / "notok"
+    build_tiny_random().save_pretrained(str(d))
+    with pytest.raises(ModelNotFoundError, match="no tokenizer"):
+        load_tokenizer(d)
+
+
 def test_adapter_without_base_is_clear_error(tmp_path):
     d = tmp_path / "adapter"
     d.mkdir()

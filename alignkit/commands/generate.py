@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from transformers.utils import logging as hf_logging
+
     from alignkit.models import ModelNotFoundError, generate, load_trained
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars around the replies
 
     try:
         model, tokenizer = load_trained(args.model, trust_remote_code=args.trust_remote_code)

@@ -116,13 +116,7 @@ class Trainer:
         else:
             self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
 
-        model = models.load_model(config.model, trust_remote_code=config.trust_remote_code)
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
-        if config.lora.enabled:
-            model = models.apply_lora(model, config.lora)
-        self.method.setup(model, acc)
+        model = self.method.build_model()
 
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
@@ -135,6 +129,8 @@ class Trainer:
         self.scheduler = build_scheduler(optimizer, self.total_steps, warmup, config.scheduler)
         # the scheduler is stepped by us once per optimizer step, so it is not handed to accelerate
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        # after prepare: the model is on its device (methods unwrap it when they need the module)
+        self.method.setup(self.model, acc)
 
         self.start_step = 0
         if self.resume_from is not None:

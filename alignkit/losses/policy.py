@@ -241,7 +241,7 @@ def grpo_loss_with_stats(
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(GRPO_LOSS_TYPES)}")
 
     mask_f = mask.to(logps.dtype)
-    advantages = advantages.to(logps.dtype)
+    advantages = advantages.detach().to(logps.dtype)
     ratio = torch.exp(logps - old_logps.detach())
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.min(ratio * advantages, clipped * advantages)
@@ -310,13 +310,16 @@ def ppo_policy_loss(
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO clipped surrogate (Schulman et al., 2017, arXiv:1707.06347). All inputs [B, T].
+    """PPO clipped surrogate (Schulman et al., 2017, arXiv:1707.06347). Inputs [B, T] (advantages [B, T] or [B]).
 
     rho = exp(logps - old_logps);  loss = masked_mean(max(-A * rho, -A * clip(rho, 1 - eps, 1 + eps_high)))
     with eps_high = ``clip_eps_high`` or ``clip_eps``. Returns (loss scalar, clip fraction scalar =
     detached masked mean of [clipped term > unclipped term]).
     """
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    advantages = advantages.detach()
+    if advantages.dim() == 1:  # one advantage per sequence
+        advantages = advantages.unsqueeze(1)
     ratio = torch.exp(logps - old_logps.detach())
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)

@@ -106,7 +106,9 @@ def preference_loss(
             f"only {' and '.join(REFERENCE_FREE)} are reference free"
         )
     if name in NEEDS_LENGTHS and (chosen_lengths is None or rejected_lengths is None):
-        raise ValueError(f"preference loss {name!r} averages per token and needs chosen_lengths and rejected_lengths")
+        raise ValueError(
+            f"preference loss {name!r} averages per token and needs chosen_lengths and rejected_lengths"
+        )
     if name in ("sigmoid", "robust") and not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if name == "ipo" and beta <= 0:

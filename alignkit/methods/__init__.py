@@ -7,9 +7,9 @@ import importlib
 METHODS: dict[str, str | None] = {
     "sft": "alignkit.methods.sft:SFT",
     "rm": None,
-    "dpo": None,
-    "kto": None,
-    "ift": None,
+    "dpo": "alignkit.methods.dpo:DPO",
+    "kto": "alignkit.methods.kto:KTO",
+    "ift": "alignkit.methods.ift:IFT",
     "ppo": None,
     "grpo": None,
     "online-dpo": None,

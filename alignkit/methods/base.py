@@ -68,8 +68,23 @@ class Method:
         return int(batch["attention_mask"].sum())
 
     # -- model --------------------------------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        """The trainable model: the causal LM named by ``config.model``, with LoRA when ``lora.r > 0``.
+        Methods that train something else (a reward model, a value head) override this."""
+        from alignkit import models
+
+        cfg = self.config
+        model = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if cfg.lora.enabled:
+            model = models.apply_lora(model, cfg.lora)
+        return model
+
     def setup(self, model: torch.nn.Module, accelerator: Any) -> None:
-        """Called once after the model is built and before training (e.g. NEFTune hooks, caches)."""
+        """Called once after ``accelerator.prepare`` and before training (NEFTune hooks, a frozen
+        reference copy, precomputed reference log-probs, ...). ``model`` may be DDP-wrapped."""
 
     def prepare_step(self, model: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
                      step: int) -> tuple[list[dict[str, torch.Tensor]], dict[str, tuple[float, float]]]:

@@ -291,6 +291,8 @@ def load_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False) -> 
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
     if is_adapter_dir(path) and not has_tokenizer:
         return load_tokenizer(_adapter_base(path), trust_remote_code=trust_remote_code)
+    if not has_tokenizer:
+        raise ModelNotFoundError(f"{path} holds no tokenizer (tokenizer.json / tokenizer_config.json)")
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
     return _ensure_pad(tok)
 
@@ -314,6 +316,8 @@ def load_model(
         model = build_tiny_random()
         if torch_dtype != "auto":
             model = model.to(torch_dtype)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
         return model
     path = Path(resolved)
     if is_adapter_dir(path):

@@ -1,0 +1,180 @@
+"""``alignkit dpo``: direct preference optimisation and its family on (prompt, chosen, rejected) pairs.
+
+``loss=`` selects the objective (formulas and papers in :func:`alignkit.losses.preference_loss`):
+
+=========  ==========================================================  =========
+``loss``   objective                                                   reference
+=========  ==========================================================  =========
+sigmoid    DPO; ``label_smoothing`` > 0 gives conservative DPO          yes
+hinge      SLiC hinge  relu(1 - beta * h)                               yes
+ipo        IPO, per-token averaged log-ratios                           yes
+robust     robust DPO under label noise ``label_smoothing``             yes
+simpo      SimPO, length-normalised margin minus ``gamma``              none
+orpo       ORPO, chosen NLL + ``lam`` * odds-ratio term                 none
+=========  ==========================================================  =========
+
+``rpo_alpha`` (off by default) adds ``rpo_alpha`` times the per-token averaged NLL of the chosen
+response to any of them (RPO; :func:`alignkit.losses.nll_term`), logged as ``nll_loss``.
+
+Defaults and recommendations: ``beta=0.1`` for every loss (TRL's DPO default). SimPO's paper uses
+much larger values, ``beta`` 2.0-2.5 with ``gamma / beta`` about 0.5; ``gamma`` defaults to 0.5 (TRL's
+``simpo_gamma``). ORPO's weight ``lam`` defaults to 0.1 (TRL's ORPO ``beta``). ``lr`` keeps the engine
+default 2e-5, which suits LoRA; for full fine-tuning TRL's 1e-6 to 5e-7 is the usual choice.
+
+Chosen and rejected go through **one** forward pass: :func:`alignkit.data.collate_preference` stacks
+them into a ``[2B, T]`` batch (chosen rows first). Log-probs are computed chunkwise from the hidden
+states (:func:`alignkit.methods.common.forward_label_logps`), never as full logits. A loss unit is a
+pair: the engine divides the summed per-pair losses by the number of pairs in the global batch.
+
+The reference (:mod:`alignkit.methods.reference`): precomputed once and cached on disk by default
+(``precompute_ref_log_probs=true``), else the LoRA policy with adapters disabled, else one frozen copy;
+the reference-free losses (simpo, orpo) build none at all.
+
+Metrics (TRL's names), each a mean over pairs: ``rewards/chosen`` = beta * (c - c_ref),
+``rewards/rejected`` = beta * (r - r_ref), ``rewards/margins`` (their difference),
+``rewards/accuracies`` (fraction with chosen reward > rejected reward), ``logps/chosen`` and
+``logps/rejected`` (summed response log-probs c, r), plus ``nll_loss`` with ``rpo_alpha``. For the
+reference-free losses the rewards are beta * (per-token average log-prob), as TRL's CPO trainer logs
+them; the ``logps/*`` metrics stay sums for every loss.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from alignkit.config import TrainConfig
+from alignkit.data import collate_preference, load_examples, tokenize_preference
+from alignkit.losses import REFERENCE_FREE, nll_term, preference_loss, preference_rewards
+from alignkit.methods.base import Method, StepOutput
+from alignkit.methods.common import forward_label_logps
+from alignkit.methods.reference import Reference, announce, build_reference, to_device
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+class DPOConfig(TrainConfig):
+    """Direct preference optimisation and its family (loss=sigmoid|hinge|ipo|robust|simpo|orpo)."""
+
+    loss: Literal["sigmoid", "hinge", "ipo", "robust", "simpo", "orpo"] = Field(
+        "sigmoid", description="preference objective; simpo and orpo need no reference model")
+    beta: float = Field(0.1, gt=0, description="inverse temperature of the implicit reward (not used by orpo)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="sigmoid/robust: assumed label noise")
+    gamma: float = Field(0.5, description="simpo: target reward margin")
+    lam: float = Field(0.1, ge=0.0, description="orpo: weight of the odds-ratio term")
+    rpo_alpha: float | None = Field(None, ge=0.0, description="weight of the chosen NLL added to the loss (RPO); "
+                                    "None disables")
+    precompute_ref_log_probs: bool = Field(True, description="compute reference log-probs once before training "
+                                           "(cached on disk) instead of every step")
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOConfig:
+        if self.label_smoothing and self.loss not in ("sigmoid", "robust"):
+            raise ValueError(f"label_smoothing is used by loss=sigmoid and loss=robust only, not loss={self.loss}")
+        return self
+
+
+class DPO(Method):
+    name = "dpo"
+    config_cls = DPOConfig
+    data_kinds = ("preference",)
+    needs_reference = True
+
+    def __init__(self, config: DPOConfig, tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        self.reference: Reference | None = None
+        self._example_sets: list[tuple[str, list[dict]]] = []
+
+    @property
+    def reference_free(self) -> bool:
+        return self.config.loss in REFERENCE_FREE
+
+    # -- data ---------------------------------------------------------------------------------
+    def build_examples(self, path: str) -> list[dict]:
+        cfg = self.config
+        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
+        examples = tokenize_preference(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid)
+        self._example_sets.append((str(path), examples))
+        return examples
+
+    def example_length(self, example: dict) -> int:
+        return len(example["prompt_ids"]) + max(len(example["chosen_ids"]), len(example["rejected_ids"]))
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate_preference(examples, self.tokenizer.pad_token_id)
+        if all(REF_COLUMNS[0] in ex for ex in examples):
+            for col in REF_COLUMNS:
+                batch[col] = torch.tensor([ex[col] for ex in examples], dtype=torch.float32)
+        return batch
+
+    def count_units(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["input_ids"].shape[0] // 2
+
+    # -- reference ----------------------------------------------------------------------------
+    def setup(self, model: torch.nn.Module, accelerator) -> None:
+        cfg = self.config
+        if self.reference_free:
+            self.reference = None
+            announce(f"dpo loss={cfg.loss}: reference free, no reference model is loaded or run", accelerator)
+            return
+        self.reference = build_reference(model, accelerator, precompute=cfg.precompute_ref_log_probs)
+        if self.reference.mode != "precomputed":
+            announce(f"dpo loss={cfg.loss}: reference = {self.reference.how}", accelerator)
+            return
+        for path, examples in self._example_sets:
+            self.reference.attach(
+                examples, REF_COLUMNS, self._reference_columns, tag="dpo",
+                id_fields=("prompt_ids", "chosen_ids", "rejected_ids"),
+                lengths=[self.example_length(e) for e in examples],
+                batch_size=2 * cfg.batch_size, what=f"pairs of {path}")
+
+    def _reference_columns(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = to_device(collate_preference(examples, self.tokenizer.pad_token_id),
+                          self.reference.accelerator.device)
+        logps, _ = self.reference.sequence_logps(batch)
+        B = len(examples)
+        return {REF_COLUMNS[0]: logps[:B], REF_COLUMNS[1]: logps[B:]}
+
+    # -- loss ---------------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
+        cfg = self.config
+        token_logps, mask = forward_label_logps(model, batch)
+        logps, lengths = token_logps.sum(-1), mask.sum(-1)
+        B = logps.shape[0] // 2
+        chosen, rejected = logps[:B], logps[B:]
+        c_len, r_len = lengths[:B], lengths[B:]
+
+        ref_c = ref_r = None
+        if not self.reference_free:
+            if REF_COLUMNS[0] in batch:
+                ref_c, ref_r = batch[REF_COLUMNS[0]], batch[REF_COLUMNS[1]]
+            else:
+                ref, _ = self.reference.sequence_logps(batch)
+                ref_c, ref_r = ref[:B], ref[B:]
+            ref_c, ref_r = ref_c.to(chosen.dtype), ref_r.to(chosen.dtype)
+
+        losses = preference_loss(cfg.loss, chosen, rejected, ref_c, ref_r, c_len, r_len, beta=cfg.beta,
+                                 label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.lam)
+        metrics: dict[str, tuple[float, float]] = {}
+        if cfg.rpo_alpha is not None:
+            nll = nll_term(chosen, c_len)
+            losses = losses + cfg.rpo_alpha * nll
+            metrics["nll_loss"] = (nll.detach().sum(), B)
+
+        if self.reference_free:
+            zeros = torch.zeros_like(chosen)
+            r_c, r_r = preference_rewards(chosen / c_len.clamp(min=1), rejected / r_len.clamp(min=1),
+                                          zeros, zeros, cfg.beta)
+        else:
+            r_c, r_r = preference_rewards(chosen, rejected, ref_c, ref_r, cfg.beta)
+        metrics.update({
+            "rewards/chosen": (r_c.sum(), B),
+            "rewards/rejected": (r_r.sum(), B),
+            "rewards/margins": ((r_c - r_r).sum(), B),
+            "rewards/accuracies": ((r_c > r_r).float().sum(), B),
+            "logps/chosen": (chosen.detach().sum(), B),
+            "logps/rejected": (rejected.detach().sum(), B),
+        })
+        return StepOutput(loss_sum=losses.sum(), metrics=metrics)
