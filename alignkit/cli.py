@@ -41,7 +41,7 @@ COMMANDS: dict[str, str | None] = {
     "chat": "alignkit.commands.chat:main",
     "generate": "alignkit.commands.generate:main",
     "report": None,
-    "bench": None,
+    "bench": "alignkit.bench:main",
 }
 
 
