@@ -24,10 +24,11 @@ Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
 
 Other commands:
   demo         the whole pipeline on the embedded model
-  eval         evaluate models on a prompt set
+  eval         evaluate models: gold instruction following, win rate, reward, KL, perplexity
   chat         chat with a model in the terminal
   generate     write completions for a prompt file as JSONL
-  report       plot and compare runs
+  score        score a data file with a reward model (alignkit rm)
+  report       plot a run (report.html) or compare several runs side by side
   bench        side-by-side speed/memory against TRL
 
 `alignkit COMMAND --help` describes each. Config keys common to all methods: model, data, eval_data,
@@ -37,10 +38,11 @@ output_dir, max_steps, epochs, batch_size, grad_accum, lr, seed, max_length, sav
 # command -> "module:function" taking argv and returning an exit code; None = not built yet
 COMMANDS: dict[str, str | None] = {
     "demo": "alignkit.commands.demo:main",
-    "eval": None,
+    "eval": "alignkit.commands.eval:main",
     "chat": "alignkit.commands.chat:main",
     "generate": "alignkit.commands.generate:main",
-    "report": None,
+    "score": "alignkit.commands.score:main",
+    "report": "alignkit.commands.report:main",
     "bench": "alignkit.bench:main",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from alignkit.cli import main
 from alignkit.engine.logging import read_metrics
@@ -35,8 +36,12 @@ def data(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared test machine
     monkeypatch.setattr(reference, "ref_cache_dir", lambda: tmp_path / "refcache")
     monkeypatch.setattr(Trainer, "_write_report", lambda self: None)  # plots: ~2 s a run, checked in test_dpo
+    yield
+    torch.set_num_threads(n)
 
 
 def _run(*args: str) -> int:
@@ -58,8 +63,13 @@ def test_unpaired_run_logs_kl_and_starts_at_one_half(data, tmp_path):
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)
     assert all(r["kl"] >= 0 for r in rows)
     assert rows[-1]["loss"] < 0.5  # the policy moved away from the reference
+    for r in rows:  # margins: difference of the two reduced means
+        assert r["rewards/margins"] == pytest.approx(r["rewards/chosen"] - r["rewards/rejected"], abs=1e-6)
     evals = [r for r in read_metrics(out) if "eval_loss" in r]
     assert evals and "eval_kl" in evals[-1] and "eval_rewards/chosen" in evals[-1]
+    e = evals[-1]
+    assert e["eval_rewards/margins"] == pytest.approx(e["eval_rewards/chosen"] - e["eval_rewards/rejected"],
+                                                      abs=1e-6)
 
 
 def test_paired_file_is_converted_and_weights_apply(data, tmp_path, capsys):
@@ -83,6 +93,7 @@ def test_grad_accum_matches_bigger_batch(data, tmp_path):
     for ra, rb in zip(read_metrics(a), read_metrics(b), strict=True):
         assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-5)
         assert ra["kl"] == pytest.approx(rb["kl"], abs=1e-5)
+        assert ra["rewards/margins"] == pytest.approx(rb["rewards/margins"], abs=1e-5)
         assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4)
 
 

@@ -29,8 +29,12 @@ def pref_data(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared test machine
     monkeypatch.setattr(reference, "ref_cache_dir", lambda: tmp_path / "refcache")
     monkeypatch.setattr(Trainer, "_write_report", lambda self: None)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +150,7 @@ def test_precomputed_reference_trains_like_a_live_one(method, extra, pref_data, 
     runs = {}
     for pre in ("true", "false"):
         out = tmp_path / pre
-        assert main([method, "model=tiny-random", f"data={pref_data}", f"output_dir={out}", "max_steps=3",
+        assert main([method, "model=tiny-random", f"data={pref_data}", f"output_dir={out}", "max_steps=2",
                      "batch_size=4", "max_length=64", "lr=1e-3", f"precompute_ref_log_probs={pre}", *extra]) == 0
         runs[pre] = read_metrics(out)
     for a, b in zip(runs["true"], runs["false"], strict=True):
@@ -154,3 +158,21 @@ def test_precomputed_reference_trains_like_a_live_one(method, extra, pref_data, 
         assert a["rewards/chosen"] == pytest.approx(b["rewards/chosen"], abs=1e-5)
         if method == "kto":
             assert a["kl"] == pytest.approx(b["kl"], abs=1e-5)
+
+
+def test_unwritable_cache_only_costs_a_pass(examples, monkeypatch, capsys):
+    def no_cache():
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(reference, "ref_cache_dir", no_cache)
+    examples = [dict(e) for e in examples[:2]]
+    ref = Reference(build_tiny_random(), _cpu_accelerator(), precompute=True)
+
+    def compute(chunk):
+        logps, _ = ref.sequence_logps(collate_preference(chunk, 0))
+        return {"ref_chosen_logps": logps[:len(chunk)], "ref_rejected_logps": logps[len(chunk):]}
+
+    assert ref.attach(examples, ("ref_chosen_logps", "ref_rejected_logps"), compute, tag="dpo",
+                      id_fields=("prompt_ids",), lengths=[1, 1], batch_size=2) is False
+    assert all("ref_chosen_logps" in e for e in examples)
+    assert "not cached" in capsys.readouterr().err

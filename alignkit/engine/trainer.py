@@ -191,10 +191,10 @@ class Trainer:
         self.model.train()
         keys = sorted(sums)
         red = _reduce_sums(acc, [loss_sum, units] + [sums[k] for k in keys] + [counts[k] for k in keys])
-        result = {"eval_loss": red[0] / max(red[1], 1.0)}
+        result = {"loss": red[0] / max(red[1], 1.0)}
         for i, k in enumerate(keys):
-            result[f"eval_{k}"] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
-        return result
+            result[k] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
+        return {f"eval_{k}": v for k, v in self.method.derive_metrics(result).items()}
 
     def fit(self) -> RunResult:
         acc, cfg = self.accelerator, self.config
@@ -254,6 +254,7 @@ class Trainer:
                            "tokens_per_second": red[1] / max(elapsed, 1e-9)}
                 for i, k in enumerate(keys):
                     metrics[k] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
+                metrics = self.method.derive_metrics(metrics)
                 if cfg.eval_steps and step % cfg.eval_steps == 0:
                     metrics.update(self.evaluate())
                 if step % cfg.logging_steps == 0 or step == self.total_steps:

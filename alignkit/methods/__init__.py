@@ -6,12 +6,12 @@ import importlib
 
 METHODS: dict[str, str | None] = {
     "sft": "alignkit.methods.sft:SFT",
-    "rm": None,
+    "rm": "alignkit.methods.rm:RM",
     "dpo": "alignkit.methods.dpo:DPO",
     "kto": "alignkit.methods.kto:KTO",
     "ift": "alignkit.methods.ift:IFT",
     "ppo": None,
-    "grpo": None,
+    "grpo": "alignkit.methods.grpo:GRPO",
     "online-dpo": None,
     "self-reward": None,
 }

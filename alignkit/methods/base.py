@@ -99,5 +99,11 @@ class Method:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         raise NotImplementedError
 
+    def derive_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from the reduced ones (each already ``sum / count`` over the step or the
+        evaluation), e.g. KTO's ``rewards/margins``, a difference of two means over different examples.
+        Called once per logged step and per evaluation; the default returns ``metrics`` unchanged."""
+        return metrics
+
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         """Hook after each optimizer step (e.g. IFT refreshes its frozen embedding copy)."""

@@ -24,9 +24,9 @@ Evaluation batches estimate z per batch. The policy forward on the completions n
 KL forward does not, so it runs separately under ``no_grad`` and keeps no activations.
 
 Metrics (TRL's names): ``rewards/chosen`` and ``rewards/rejected``, beta * (logps - ref_logps) averaged
-over the desirable / undesirable examples; ``rewards/margins`` their difference (per micro-batch that
-holds both kinds, averaged over those micro-batches); ``logps/chosen``, ``logps/rejected`` (summed
-response log-probs, same averaging); ``kl`` = z.
+over the desirable / undesirable examples of the step (0 when a step holds none of that kind);
+``rewards/margins`` their difference (:meth:`KTO.derive_metrics`); ``logps/chosen``, ``logps/rejected``
+(summed response log-probs, same averaging); ``kl`` = z.
 """
 
 from __future__ import annotations
@@ -192,6 +192,13 @@ class KTO(Method):
             batch["kl_z"] = z
         return batches, {"kl": (float(z), 1.0)}
 
+    def derive_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """``rewards/margins`` = mean reward of the step's desirable examples minus that of its
+        undesirable ones (as TRL, from the reduced means, so exact for any accumulation/processes)."""
+        if "rewards/chosen" in metrics and "rewards/rejected" in metrics:
+            metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
+        return metrics
+
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         cfg = self.config
         token_logps, mask = forward_label_logps(model, batch)
@@ -214,13 +221,10 @@ class KTO(Method):
 
         rewards = kto_rewards(logps, ref, cfg.beta)
         n_d, n_u = int(labels.sum()), int((~labels).sum())
-        r_d, r_u = rewards[labels].sum(), rewards[~labels].sum()
-        margin = (r_d / n_d - r_u / n_u, 1.0) if n_d and n_u else (0.0, 0.0)
         lp = logps.detach()
         metrics.update({
-            "rewards/chosen": (r_d, n_d),
-            "rewards/rejected": (r_u, n_u),
-            "rewards/margins": margin,
+            "rewards/chosen": (rewards[labels].sum(), n_d),
+            "rewards/rejected": (rewards[~labels].sum(), n_u),
             "logps/chosen": (lp[labels].sum(), n_d),
             "logps/rejected": (lp[~labels].sum(), n_u),
         })

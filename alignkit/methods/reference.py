@@ -79,9 +79,13 @@ def announce(message: str, accelerator: Any = None) -> None:
 # ----------------------------------------------------------------------------- fingerprints
 
 
+_INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _tensor_digest(t: torch.Tensor) -> bytes:
     """Cheap but content-sensitive digest of a tensor: its first/last 256 values, 1,024 evenly strided
-    values and the float64 sum of all values."""
+    values and the integer sum of the bit patterns of all values (exact, so independent of the
+    summation order, thread count or device)."""
     flat = t.detach().reshape(-1)
     n = flat.numel()
     if n == 0:
@@ -89,7 +93,11 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
     stride = max(1, n // 1024)
     parts = [flat[:256], flat[-256:], flat[::stride][:1024]]
     sample = torch.cat([p.float() for p in parts]).cpu().numpy().tobytes()
-    total = float(flat.sum(dtype=torch.float64))
+    as_int = _INT_VIEW.get(flat.element_size())
+    if flat.is_floating_point() and as_int is not None:
+        total = int(flat.contiguous().view(as_int).sum(dtype=torch.int64))
+    else:
+        total = int(flat.sum(dtype=torch.int64)) if not flat.is_floating_point() else float(flat.double().sum())
     return sample + repr(total).encode()
 
 
@@ -99,7 +107,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     Hashes the model config (without its path) and, for every non-LoRA parameter, its name (with
     peft's ``base_model.model.`` prefix and ``.base_layer`` segments removed, so that a LoRA run and a
     full fine-tuning run of the same base share their reference cache), shape, dtype and a digest of
-    its values (:func:`_tensor_digest`). Takes well under a second for a 135M-parameter model.
+    its values (:func:`_tensor_digest`). About a second for a 135M-parameter model on one CPU core.
     """
     h = hashlib.sha256()
     base = _base_module(model)
@@ -268,9 +276,16 @@ class Reference:
         n = len(examples)
         extra = f"{acc.device.type}|{acc.mixed_precision}"
         key = examples_key(tag, self.fingerprint(), examples, id_fields, extra)
-        path = ref_cache_dir() / f"{key}.safetensors"
-        values = _load_cached(path, columns, n)
+        try:
+            path: Path | None = ref_cache_dir() / f"{key}.safetensors"
+        except OSError:  # the cache root cannot be created: compute without a cache
+            path = None
+        values = _load_cached(path, columns, n) if path is not None else None
         hit = values is not None
+        if acc.num_processes > 1:  # all processes must agree, or the pass's collective would hang
+            flag = torch.tensor([1.0 if hit else 0.0], device=acc.device)
+            hit = bool(acc.reduce(flag, reduction="sum").item() == acc.num_processes)
+            values = values if hit else None
         if hit:
             self.cache_hits += 1
             announce(f"reference log-probs of {n} {what} loaded from cache {path}", acc)
@@ -278,10 +293,14 @@ class Reference:
             self.cache_misses += 1
             t0 = time.perf_counter()
             values = self._compute(examples, columns, compute, lengths, batch_size)
-            if acc.is_main_process:
-                _save_cached(path, values, {"tag": tag, "examples": str(n), "fingerprint": self.fingerprint()})
+            where = f"cached at {path}" if path is not None else "not cached (no cache directory)"
+            if acc.is_main_process and path is not None:
+                try:
+                    _save_cached(path, values, {"tag": tag, "examples": str(n), "fingerprint": self.fingerprint()})
+                except OSError as e:  # a read-only or full cache costs the next run a pass, nothing more
+                    where = f"not cached ({e})"
             announce(f"reference log-probs of {n} {what} computed in {time.perf_counter() - t0:.1f}s "
-                     f"({self.how}); cached at {path}", acc)
+                     f"({self.how}); {where}", acc)
         acc.wait_for_everyone()
         for c in columns:
             for ex, v in zip(examples, values[c].tolist()):

@@ -1,0 +1,124 @@
+"""``alignkit eval``: evaluate one or more models and write ``results.json`` and ``results.md``.
+
+What it measures, per model (``--model``, repeatable):
+
+* gold instruction following: greedy answers to the prompts of an instruction file (default: the
+  shipped set, split ``test``), every constraint checked by code; strict pass rates per constraint
+  type, per instruction and per prompt (all of a prompt's constraints pass);
+* ``--eval-data FILE`` (SFT format): held-out perplexity, exp(token-weighted mean NLL);
+* ``--reference MODEL``: KL(model || reference) on the eval prompts, a Monte-Carlo estimate over the
+  model's own completions (greedy ones by default, a biased proxy; ``--kl-samples N`` samples N per
+  prompt at temperature 1 for an unbiased estimate), per token and per sequence;
+* ``--reward SPEC`` (repeatable; ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``): mean reward
+  of the answers; with ``rm:PATH`` and a preference ``--eval-data`` also the reward model's pairwise
+  accuracy (chosen scored strictly above rejected).
+
+And the win rate of the first model over the second (or, with one model, over the prompts'
+``reference`` answers) under ``--judge``: each pair judged in both orders, position-inconsistent
+verdicts counted as ties. ``--judge`` takes a Python function ``FILE.py:FUNC`` or
+``package.module:FUNC`` with the signature ``judge(prompt, answer_a, answer_b) -> "A" | "B" | "tie"``;
+the LLM pairwise judge (``judge:MODEL``) is not available yet: it comes with a later release.
+
+The table goes to stdout (rich on a terminal, plain text when piped); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alignkit eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, metavar="MODEL",
+                   help="model to evaluate (repeatable): smollm2-135m, tiny-random, a model dir, a .gguf file "
+                   "or a run dir; the first two are compared for the win rate")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="instruction file: JSONL rows {prompt, constraints: [{type, ...}], split} "
+                   "(default: the shipped set)")
+    p.add_argument("--split", default="test",
+                   help="which rows of the prompt file: test (default), train, another split name, or all")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N prompts")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="where results.json/results.md go (default: RUN_DIR/eval when the first model is an "
+                   "alignkit run directory, else ./eval-results)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="answer length limit (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts per batch (default 8)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="decoding temperature for the answers (default 0: greedy)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--reference", default=None, metavar="MODEL", help="reference model for the KL estimate")
+    p.add_argument("--kl-samples", type=int, default=0, metavar="N",
+                   help="sample N completions per prompt (temperature 1) for the KL estimate "
+                   "(default 0: use the greedy answers)")
+    p.add_argument("--eval-data", default=None, metavar="FILE",
+                   help="held-out SFT-format file for perplexity (a preference file also gives reward-model "
+                   "accuracy with --reward rm:PATH)")
+    p.add_argument("--reward", action="append", default=[], metavar="SPEC",
+                   help="reward for the answers (repeatable): FILE.py:FUNC, package.module:FUNC or rm:PATH; "
+                   "e.g. alignkit.evaluation.constraints:constraint_reward")
+    p.add_argument("--reward-weights", type=float, nargs="+", default=None, metavar="W",
+                   help="weights of several --reward specs (default 1 each)")
+    p.add_argument("--judge", default=None, metavar="FILE.py:FUNC",
+                   help="pairwise judge for the win rate: a Python function judge(prompt, a, b) -> "
+                   "'A'|'B'|'tie' (the LLM judge comes with a later release)")
+    p.add_argument("--max-length", type=int, default=1024, metavar="N",
+                   help="token limit per perplexity example (default 1024)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
+                   help="how string prompts are formatted (default auto: as a user message)")
+    return p
+
+
+def default_output_dir(first_model: str) -> Path:
+    p = Path(first_model)
+    if p.is_dir() and (p / "final").is_dir() and ((p / "metrics.jsonl").is_file() or (p / "config.yaml").is_file()):
+        return p / "eval"
+    return Path("eval-results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.max_new_tokens < 1 or args.batch_size < 1 or args.kl_samples < 0:
+        print("error: --max-new-tokens and --batch-size must be at least 1, --kl-samples at least 0", file=sys.stderr)
+        return 2
+    if args.reward_weights is not None and len(args.reward_weights) != len(args.reward):
+        print(f"error: {len(args.reward_weights)} --reward-weights for {len(args.reward)} --reward specs",
+              file=sys.stderr)
+        return 2
+
+    from alignkit.data import DataError
+    from alignkit.evaluation import InstructionFileError, JudgeError
+    from alignkit.evaluation.metrics import RewardUnavailable
+    from alignkit.evaluation.runner import EvalOptions, evaluate_models, print_results, write_results
+    from alignkit.models import ModelNotFoundError
+
+    opts = EvalOptions(
+        prompts=args.prompts, split=args.split, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        temperature=args.temperature, seed=args.seed, limit=args.limit, reference=args.reference,
+        eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
+        kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
+        chat_template=args.chat_template,
+    )
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        results = evaluate_models(args.model, opts)
+    except (InstructionFileError, JudgeError, DataError, ModelNotFoundError, RewardUnavailable, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model[0])
+    paths = write_results(results, out_dir)
+    print_results(results)
+    print(f"results: {paths['results.json']} and {paths['results.md']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

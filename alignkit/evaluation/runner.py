@@ -1,0 +1,353 @@
+"""The evaluation pipeline behind ``alignkit eval`` (also usable from Python, e.g. by the demo).
+
+For each model: greedy answers to the instruction prompts -> strict pass rates; optionally held-out
+perplexity (``eval_data``), KL from a reference model, mean reward. Then the win rate of the first
+model over the second (or over the prompts' reference answers) under a pairwise judge, and the
+reward model's pairwise accuracy on a preference ``eval_data``. :func:`write_results` writes
+``results.json``, ``results.md`` and one ``completions-N-NAME.jsonl`` per model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignkit.evaluation.instructions import (
+    DEFAULT_INSTRUCTIONS,
+    Instruction,
+    load_instructions,
+    score_responses,
+)
+from alignkit.evaluation.tables import fmt, fmt_pct, markdown_table
+
+__all__ = ["EvalOptions", "evaluate_models", "results_table", "results_markdown", "write_results"]
+
+PPL_KINDS = ("lm", "prompt_completion", "preference")
+
+
+@dataclass
+class EvalOptions:
+    prompts: str | None = None  # instruction file; None = the shipped set
+    split: str = "test"
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    temperature: float = 0.0
+    seed: int = 0
+    limit: int | None = None
+    reference: str | None = None
+    eval_data: str | None = None
+    reward: list[str] = field(default_factory=list)
+    reward_weights: list[float] | None = None
+    judge: str | None = None
+    kl_samples: int = 0
+    max_length: int = 1024
+    device: str = "auto"
+    chat_template: str = "auto"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load(spec: str, device):
+    from alignkit.models import load_trained
+
+    model, tok = load_trained(spec)
+    return model.to(device), tok
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="prompt", leave=False, disable=None, file=sys.stderr)
+
+
+def display_names(specs: list[str]) -> list[str]:
+    names = [str(s).rstrip("/") for s in specs]
+    return [f"{n} (#{i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def evaluate_models(models: list[str], opts: EvalOptions | None = None,
+                    log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Run the evaluation; returns the results dict (see :func:`write_results` for the files).
+
+    Input problems (instruction file, judge/reward specs, eval data) raise before any model loads:
+    :class:`InstructionFileError`, :class:`JudgeError`, :class:`alignkit.data.DataError`, ``ValueError``.
+    """
+    from alignkit.evaluation.metrics import (
+        generate_with_ids,
+        kl_estimate,
+        load_reward,
+        load_reward_model,
+        perplexity,
+        reward_stats,
+        rm_pairwise_accuracy,
+    )
+    from alignkit.evaluation.winrate import load_judge, pairwise_winrate
+
+    opts = opts or EvalOptions()
+    if not models:
+        raise ValueError("no model to evaluate (pass --model at least once)")
+    if opts.max_new_tokens < 1 or opts.batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be at least 1")
+    t_start = time.perf_counter()
+    instructions: list[Instruction] = load_instructions(opts.prompts, opts.split)
+    if opts.limit is not None:
+        if opts.limit < 1:
+            raise ValueError("limit must be at least 1")
+        instructions = instructions[: opts.limit]
+    judge = load_judge(opts.judge) if opts.judge else None
+    reward_fn = load_reward(opts.reward, opts.reward_weights) if opts.reward else None
+    eval_rows = None
+    if opts.eval_data:
+        from alignkit.data import load_examples
+
+        eval_rows = load_examples(opts.eval_data, PPL_KINDS)
+    notes: list[str] = []
+    names = display_names(models)
+    device = _pick_device(opts.device)
+    prompts = [ins.prompt for ins in instructions]
+    columns: dict[str, list] = {"constraints": [ins.constraints for ins in instructions]}
+    for key in sorted({k for ins in instructions for k in ins.columns}):
+        columns[key] = [ins.columns.get(key) for ins in instructions]
+
+    ref = ref_tok = None
+    if opts.reference:
+        log(f"loading reference model {opts.reference}")
+        ref, ref_tok = _load(opts.reference, device)
+
+    entries: list[dict[str, Any]] = []
+    answers: list[list[str]] = []
+    for k, (spec, name) in enumerate(zip(models, names), start=1):
+        t0 = time.perf_counter()
+        log(f"[{k}/{len(models)}] {name}: loading")
+        model, tok = _load(spec, device)
+        bar = _progress_bar(len(prompts), f"[{k}/{len(models)}] generating")
+        gens = generate_with_ids(model, tok, prompts, max_new_tokens=opts.max_new_tokens,
+                                 batch_size=opts.batch_size, temperature=opts.temperature, seed=opts.seed,
+                                 chat_template=opts.chat_template, progress=bar.update)
+        bar.close()
+        gold = score_responses(instructions, gens.texts)
+        details = {d["id"]: d for d in gold.pop("details")}
+        lengths = [len(c) for c in gens.completion_ids]
+        entry: dict[str, Any] = {
+            "model": str(spec),
+            "name": name,
+            "gold": gold,
+            "completion_tokens": sum(lengths) / len(lengths),
+            "truncated_rate": sum(gens.truncated) / len(gens.truncated),
+        }
+        if eval_rows is not None:
+            log(f"[{k}/{len(models)}] {name}: perplexity on {opts.eval_data}")
+            entry["perplexity"] = perplexity(model, tok, eval_rows, batch_size=opts.batch_size,
+                                             max_length=opts.max_length, chat_template=opts.chat_template)
+        if ref is not None:
+            if tok.get_vocab() != ref_tok.get_vocab():
+                raise ValueError(f"KL: {name} and the reference {opts.reference} use different tokenizers")
+            if opts.kl_samples > 0:
+                log(f"[{k}/{len(models)}] {name}: sampling {opts.kl_samples} completion(s) per prompt for KL")
+                kl_prompts = [p for p in prompts for _ in range(opts.kl_samples)]
+                kl_gens = generate_with_ids(model, tok, kl_prompts, max_new_tokens=opts.max_new_tokens,
+                                            batch_size=opts.batch_size, temperature=1.0, seed=opts.seed + 1000,
+                                            chat_template=opts.chat_template)
+                estimator = f"sampled (temperature 1, {opts.kl_samples} per prompt)"
+            else:
+                kl_gens, estimator = gens, "greedy completions (biased proxy)"
+            log(f"[{k}/{len(models)}] {name}: KL from {opts.reference}")
+            entry["kl"] = {**kl_estimate(model, ref, kl_gens.prompt_ids, kl_gens.completion_ids,
+                                         pad_id=_pad(tok), batch_size=opts.batch_size),
+                           "reference": opts.reference, "estimator": estimator}
+        if reward_fn is not None:
+            log(f"[{k}/{len(models)}] {name}: reward {' + '.join(opts.reward)}")
+            total, per_source = reward_fn(prompts, gens.texts, completion_ids=gens.completion_ids, **columns)
+            entry["reward"] = {**reward_stats(total), "spec": list(opts.reward)}
+            if len(per_source) > 1:
+                entry["reward"]["sources"] = {k: reward_stats(v)["mean"] for k, v in per_source.items()}
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        entry["_completions"] = [
+            {"id": ins.id, "prompt": ins.prompt, "completion": text, "tokens": len(cids),
+             "constraints": ins.constraints, **({"passed": details[ins.id]["passed"],
+                                                 "all": details[ins.id]["all"]} if ins.id in details else {})}
+            for ins, text, cids in zip(instructions, gens.texts, gens.completion_ids)
+        ]
+        entries.append(entry)
+        answers.append(gens.texts)
+        del model
+        gc.collect()
+    del ref
+    gc.collect()
+
+    results: dict[str, Any] = {
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "prompts": {"file": opts.prompts or DEFAULT_INSTRUCTIONS, "split": opts.split, "n": len(instructions)},
+        "settings": {k: v for k, v in asdict(opts).items() if k not in ("prompts", "split")},
+        "models": entries,
+    }
+
+    # win rate: first model vs second, or vs the prompts' reference answers
+    if judge is not None:
+        refs = [ins.reference for ins in instructions]
+        if len(models) >= 2:
+            b_name, b_answers = names[1], answers[1]
+        elif all(r is not None for r in refs):
+            b_name, b_answers = "reference answers", refs
+        else:
+            b_name = b_answers = None
+            notes.append("win rate: skipped (needs two --model, or reference answers in every prompt row)")
+        if b_answers is not None:
+            log(f"judging {names[0]} vs {b_name} ({len(prompts)} pairs, both orders)")
+            wr = pairwise_winrate(prompts, answers[0], b_answers, judge)
+            results["win_rate"] = {"model_a": names[0], "model_b": b_name, "judge": opts.judge, **wr.as_dict()}
+    elif len(models) >= 2:
+        notes.append("win rate: skipped (no --judge given; pass a Python function FILE.py:FUNC; "
+                     "the LLM pairwise judge comes with a later release)")
+
+    rm_specs = [s for s in opts.reward if s.startswith("rm:")]
+    if rm_specs and eval_rows is not None:
+        if eval_rows.kind == "preference":
+            results["reward_models"] = []
+            for s in rm_specs:
+                log(f"reward-model pairwise accuracy of {s[3:]} on {opts.eval_data}")
+                acc = rm_pairwise_accuracy(load_reward_model(s[3:]), eval_rows)
+                results["reward_models"].append({"reward_model": s[3:], "data": opts.eval_data, **acc})
+        else:
+            notes.append("reward-model accuracy: skipped (--eval-data is not a preference file)")
+    if notes:
+        results["notes"] = notes
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    return results
+
+
+def _pad(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+# ----------------------------------------------------------------------------------------- output
+def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): one column per model, one row per metric."""
+    models = results["models"]
+    headers = ["metric"] + [m["name"] for m in models]
+    rows: list[list[str]] = []
+
+    def row(label: str, values: list[Any]) -> None:
+        rows.append([label] + values)
+
+    n = results["prompts"]["n"]
+    row(f"gold prompt-level strict ({n} prompts)", [fmt_pct(m["gold"]["prompt_level"]) for m in models])
+    row("gold instruction-level strict", [fmt_pct(m["gold"]["instruction_level"]) for m in models])
+    types = sorted({t for m in models for t in m["gold"]["per_type"]})
+    for t in types:
+        vals = []
+        for m in models:
+            pt = m["gold"]["per_type"].get(t)
+            vals.append(f"{fmt_pct(pt['pass_rate'])} ({pt['passed']}/{pt['total']})" if pt else "–")
+        row(f"  {t}", vals)
+    if any("perplexity" in m for m in models):
+        row("held-out perplexity", [fmt(m.get("perplexity", {}).get("perplexity")) for m in models])
+    if any("kl" in m for m in models):
+        row("KL from reference (per token)", [fmt(m.get("kl", {}).get("kl")) for m in models])
+        row("KL from reference (per sequence)", [fmt(m.get("kl", {}).get("kl_seq")) for m in models])
+    if any("reward" in m for m in models):
+        row("mean reward", [fmt(m.get("reward", {}).get("mean")) for m in models])
+    row("completion tokens (mean)", [fmt(m["completion_tokens"], 3) for m in models])
+    row("hit max_new_tokens", [fmt_pct(m["truncated_rate"]) for m in models])
+    return headers, rows
+
+
+def _extra_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    wr = results.get("win_rate")
+    if wr:
+        lines.append(f"win rate {wr['model_a']} vs {wr['model_b']}: {fmt_pct(wr['win_rate'])} "
+                     f"(wins {wr['wins']}, losses {wr['losses']}, ties {wr['ties']} of which "
+                     f"{wr['inconsistent']} position-inconsistent; n={wr['n']}; judge {wr['judge']}, both orders)")
+    for rm in results.get("reward_models", []):
+        lines.append(f"reward model {rm['reward_model']}: pairwise accuracy {fmt_pct(rm['accuracy'])} on "
+                     f"{rm['pairs']} pairs (mean margin {fmt(rm['margin'])})")
+    lines += [f"note: {n}" for n in results.get("notes", [])]
+    return lines
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    headers, rows = results_table(results)
+    p = results["prompts"]
+    s = results["settings"]
+    decoding = "greedy decoding" if not s.get("temperature") else f"temperature {s['temperature']}"
+    parts = [
+        "# alignkit eval",
+        "",
+        f"Prompts: `{p['file']}` (split `{p['split']}`, {p['n']} prompts); {decoding}, max_new_tokens "
+        f"{s.get('max_new_tokens')}. Pass rates are strict (every constraint checked by code on the raw "
+        "answer); prompt-level = all of a prompt's constraints pass.",
+        "",
+        markdown_table(headers, rows),
+    ]
+    extra = _extra_lines(results)
+    if extra:
+        parts += [""] + [f"- {x}" for x in extra]
+    return "\n".join(parts) + "\n"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "model"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md`` and ``completions-N-NAME.jsonl`` files; returns their paths."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for i, m in enumerate(results["models"], start=1):
+        comps = m.pop("_completions", None)
+        if comps is None:
+            continue
+        p = out / f"completions-{i}-{_slug(m['name'])}.jsonl"
+        p.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in comps), encoding="utf-8")
+        m["completions_file"] = p.name
+        paths[f"completions-{i}"] = p
+    for name, text in (("results.json", json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n"),
+                       ("results.md", results_markdown(results))):
+        p = out / name
+        tmp = p.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(p)
+        paths[name] = p
+    return paths
+
+
+def print_results(results: dict[str, Any], file=None) -> None:
+    from alignkit.evaluation.tables import print_table
+
+    file = file or sys.stdout
+    headers, rows = results_table(results)
+    p = results["prompts"]
+    print_table(headers, rows, title=f"alignkit eval: {Path(p['file']).name} split {p['split']}", file=file)
+    for line in _extra_lines(results):
+        print(line, file=file)

@@ -1,0 +1,421 @@
+"""``alignkit grpo``: group-relative policy optimisation and its family (DAPO, Dr. GRPO, RLOO, REINFORCE++).
+
+One optimizer step:
+
+1. **Rollout** (``prepare_step``): each of this process's ``grad_accum`` micro-batches holds
+   ``batch_size`` *prompts*; the policy samples ``num_generations`` (G) completions for each (one
+   ``generate`` call per micro-batch, seeded from ``(seed, step, rank, micro-batch)`` so that a resumed
+   run samples exactly what an uninterrupted one did). A micro-batch therefore trains on
+   ``batch_size * G`` sequences, and all G completions of a prompt sit in the same micro-batch on the
+   same process, so group statistics need no communication. (TRL counts *completions* per device
+   instead; ``batch_size=2 num_generations=4`` here is TRL's ``per_device_train_batch_size=8``.)
+2. **Rewards**: the :class:`~alignkit.rewards.RewardSet` built from ``reward=`` (SPEC 6a) scores every
+   completion; the total is the ``reward_weights``-weighted sum.
+3. **Advantages** (``advantage=``): ``grpo`` (r - group mean) / (group std + 1e-4), without the division
+   when ``scale_rewards=false`` (Dr. GRPO); ``rloo`` leave-one-out baseline; ``reinforce_pp``
+   REINFORCE++-baseline (group-centred, then whitened over the step's whole batch, all processes).
+   ``dynamic_sampling=true`` drops groups whose rewards are all equal (DAPO; no re-sampling: the step
+   trains on fewer groups, and on none at all if every group is flat - it then contributes zero loss).
+4. **Log-probs**: with ``num_iterations=1`` the old policy *is* the current one, so old log-probs are
+   the detached current ones (no extra forward). With ``beta>0`` the reference log-probs come from the
+   base model with the LoRA adapters disabled, or from one frozen copy in full fine-tuning; with
+   ``beta=0`` no reference is built or run at all.
+5. **Loss** (``loss``): the clipped surrogate :func:`alignkit.losses.grpo_loss` (``eps_low``/``eps_high``,
+   clip-higher when ``eps_high > eps_low``) plus ``beta`` times the k3 KL, normalised over the *global*
+   batch as ``loss_type`` says: ``dapo`` (default) sum over all completion tokens / number of tokens;
+   ``grpo`` sum over sequences of each sequence's token mean / number of sequences; ``dr_grpo`` sum over
+   all tokens / (number of sequences x ``max_new_tokens``). The engine does the division (see
+   ``count_units``), so gradient accumulation and several processes give the same update.
+
+``num_iterations`` = mu > 1 (several optimizer steps per rollout): steps ``k*mu .. k*mu + mu - 1`` form
+block k. At the block's first step the rollout is generated from the prompts the engine hands that step,
+and the sampling policy's per-token log-probs (``old_logps``) are computed once by a no-grad forward;
+the next mu - 1 steps train on the same rollout (same advantages, same old log-probs, so the ratio and
+the clipping do their job) and **ignore the prompts the engine hands them**: a run sees 1/mu of its
+prompts per epoch, so size ``max_steps``/``epochs`` for that. The rollout of the current block is also
+written to ``OUTPUT_DIR/rollouts/`` (safetensors), so a run interrupted in the middle of a block resumes
+on the very same rollout.
+
+Prompts: ``max_prompt_length`` (default ``max_length - max_new_tokens``) keeps the last tokens of a
+longer prompt; a prompt of ``max_length`` tokens or more is a malformed row.
+
+Evaluation (``eval_data``): each held-out prompt gets G sampled completions (fixed seeds, so every
+evaluation uses the same random numbers) and the logged ``eval_reward``/``eval_rewards/NAME`` are their
+mean rewards (``eval_loss`` is 0: there is no loss without a rollout to compare against).
+
+Metrics (TRL's names): ``reward`` (mean total reward), ``reward_std`` (std of the step's rewards),
+``rewards/NAME`` (each source's mean raw reward), ``frac_reward_zero_std`` (fraction of groups without
+reward spread), ``completion_length``, ``completions/clipped_ratio`` (fraction without EOS),
+``entropy``, ``clip_ratio`` (and ``clip_ratio/low_mean``, ``clip_ratio/high_mean``), ``kl`` (beta > 0),
+and the engine's ``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``. Sample completions
+go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from alignkit.config import ConfigError, TrainConfig
+from alignkit.data import load_examples, tokenize_prompts
+from alignkit.engine.checkpoint import list_checkpoints
+from alignkit.losses import grpo_loss_with_stats
+from alignkit.methods.base import Method, StepOutput
+from alignkit.methods.common import unwrap
+from alignkit.methods.online import (
+    CompletionLog,
+    collate_prompt_examples,
+    completion_token_logps,
+    compute_advantages,
+    decode_completions,
+    group_stats,
+    reward_inputs,
+    rollout_batch,
+)
+from alignkit.methods.reference import Reference, announce, build_reference
+from alignkit.rewards import load_reward_functions
+from alignkit.rollout import SamplingSettings, make_backend, rollout_seed, stop_token_ids
+
+ROLLOUT_FORMAT = 1
+
+
+class GRPOConfig(TrainConfig):
+    """GRPO family: GRPO, DAPO, Dr. GRPO losses; GRPO, RLOO, REINFORCE++ advantages (reward=FILE.py:FUNC)."""
+
+    reward: str | list[str] | None = Field(None, description="FILE.py:FUNC, package.module:FUNC, rm:PATH, or a list")
+    reward_weights: list[float] | None = Field(None, description="one weight per reward source (default all 1)")
+    num_generations: int = Field(4, ge=2, description="completions sampled per prompt (the group size G)")
+    max_new_tokens: int = Field(64, ge=1, description="longest completion, in tokens")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (also applied to the log-probs)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    beta: float = Field(0.0, ge=0, description="k3 KL weight; 0: no reference model at all")
+    eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip range: ratio >= 1 - eps_low")
+    eps_high: float = Field(0.2, ge=0, description="upper clip range: ratio <= 1 + eps_high (clip-higher if larger)")
+    epsilon: float | None = Field(None, ge=0, lt=1, description="sets eps_low and eps_high when those are not given")
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field("dapo", description="loss aggregation (SPEC 6)")
+    scale_rewards: bool = Field(True, description="divide group-centred rewards by the group std (advantage=grpo)")
+    advantage: Literal["grpo", "rloo", "reinforce_pp"] = Field("grpo", description="advantage estimator")
+    dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
+    num_iterations: int = Field(1, ge=1, description="optimizer steps per rollout (mu)")
+    log_completions_steps: int = Field(10, ge=0, description="write sample completions every N steps; 0: never")
+    max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
+                                          "(default max_length - max_new_tokens)")
+    rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share of vLLM")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _epsilon_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("epsilon") is not None:
+            data = dict(data)
+            data.setdefault("eps_low", data["epsilon"])
+            data.setdefault("eps_high", data["epsilon"])
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> GRPOConfig:
+        if self.max_new_tokens >= self.max_length:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be smaller than max_length "
+                             f"({self.max_length}): prompt and completion share max_length")
+        return self
+
+
+class GRPO(Method):
+    name = "grpo"
+    config_cls = GRPOConfig
+    data_kinds = ("prompt", "prompt_completion", "preference", "unpaired")
+
+    def __init__(self, config: GRPOConfig, tokenizer: Any) -> None:
+        super().__init__(config, tokenizer)
+        if config.reward is None:
+            raise ConfigError("grpo needs a reward: reward=FILE.py:FUNC (or package.module:FUNC, rm:PATH, or a list "
+                              "with reward_weights); shipped ones: reward=format.py:word_limit, "
+                              "reward=tokens.py:even_token_fraction")
+        self.rewards = load_reward_functions(config.reward, config.reward_weights)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.accelerator: Any = None
+        self.backend: Any = None
+        self.reference: Reference | None = None
+        self.completion_log: CompletionLog | None = None
+        self._block: int | None = None
+        self._cached: tuple[list[dict], dict] | None = None
+        self._first_step: int | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def build_examples(self, path: str) -> list[dict]:
+        cfg = self.config
+        room = cfg.max_length - cfg.max_new_tokens
+        max_prompt = min(cfg.max_prompt_length or room, room)
+        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
+        return tokenize_prompts(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid,
+                                max_prompt_length=max_prompt)
+
+    def example_length(self, example: dict) -> int:
+        return len(example["prompt_ids"])
+
+    def collate(self, examples: list[dict]) -> dict[str, Any]:
+        return collate_prompt_examples(examples, self.pad_id)
+
+    def count_units(self, batch: dict[str, Any]) -> int:
+        if "completion_mask" not in batch or batch.get("loss_weight", 1.0) == 0.0:
+            return 0  # a prompt batch (evaluation) or a placeholder that trains nothing
+        mask = batch["completion_mask"]
+        if self.config.loss_type == "dapo":
+            return int(mask.sum())
+        if self.config.loss_type == "grpo":
+            return int(mask.shape[0])
+        return int(mask.shape[0]) * self.config.max_new_tokens  # dr_grpo
+
+    # -- set-up -------------------------------------------------------------------------------
+    def setup(self, model: torch.nn.Module, accelerator: Any) -> None:
+        cfg = self.config
+        self.accelerator = accelerator
+        settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    pad_id=int(self.pad_id), eos_ids=stop_token_ids(self.tokenizer, model))
+        model_path = None
+        if cfg.rollout_backend == "vllm":
+            from alignkit.models import resolve_model
+
+            model_path = resolve_model(cfg.model)
+            if model_path == "tiny-random":
+                raise ConfigError("rollout_backend=vllm needs a model directory; tiny-random exists only in-process")
+            self.backend = make_backend("vllm", settings, model_path=str(model_path),
+                                        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+        else:
+            self.backend = make_backend("hf", settings)
+        if cfg.beta > 0:
+            self.reference = build_reference(model, accelerator, precompute=False)
+            announce(f"grpo beta={cfg.beta}: reference = {self.reference.how}", accelerator)
+        self.completion_log = CompletionLog(cfg.output_dir, cfg.log_completions_steps,
+                                            enabled=accelerator.is_main_process)
+
+    # -- rollout ------------------------------------------------------------------------------
+    def prepare_step(self, model: torch.nn.Module, batches: list[dict[str, Any]],
+                     step: int) -> tuple[list[dict[str, Any]], dict[str, tuple[float, float]]]:
+        mu = self.config.num_iterations
+        if self._first_step is None:
+            self._first_step = step
+            if self.completion_log is not None:
+                self.completion_log.start(step)
+        block, offset = divmod(step, mu)
+        if offset and self._block != block:  # resumed in the middle of a block
+            loaded = self._load_rollout(block)
+            if loaded is not None:
+                self._block, self._cached = block, loaded
+            else:
+                announce(f"grpo: no saved rollout for steps {block * mu + 1}-{block * mu + mu}; sampling a new one "
+                         "from the current policy (the resumed run will differ from an uninterrupted one)",
+                         self.accelerator)
+        if offset and self._block == block and self._cached is not None:
+            return self._cached
+        micro, metrics = self.rollout(model, batches, step)
+        if mu > 1:
+            self._block, self._cached = block, (micro, metrics)
+            self._save_rollout(block, micro, metrics)
+        return micro, metrics
+
+    def rollout(self, model: torch.nn.Module, batches: list[dict[str, Any]],
+                step: int) -> tuple[list[dict[str, Any]], dict[str, tuple[float, float]]]:
+        """Generate, score and prepare the micro-batches of one rollout (see the module docstring)."""
+        cfg, acc = self.config, self.accelerator
+        G = cfg.num_generations
+        rank = acc.process_index if acc is not None else 0
+        device = acc.device if acc is not None else next(unwrap(model).parameters()).device
+        parts = []
+        for k, batch in enumerate(batches):
+            ro = self.backend.generate(model, batch["prompt_ids"], num_generations=G,
+                                       seed=rollout_seed(cfg.seed, step, rank, k))
+            texts = decode_completions(self.tokenizer, ro.completion_ids)
+            prompts, completions, columns = reward_inputs(batch, ro, texts)
+            total, per = self.rewards(prompts, completions, columns)
+            parts.append({"tensors": rollout_batch(ro), "rewards": total, "per": per, "prompts": prompts,
+                          "texts": texts, "truncated": ro.truncated.cpu()})
+
+        rewards = torch.cat([p["rewards"] for p in parts])
+        advantages = self._advantages(rewards)
+        metrics = self._rollout_metrics(parts, rewards)
+
+        due = self.completion_log is not None and any(self.completion_log.due(s)
+                                                      for s in range(step + 1, step + cfg.num_iterations + 1))
+        if due:
+            per_all = {n: torch.cat([p["per"][n] for p in parts]).tolist() for n in self.rewards.names}
+            self.completion_log.write(step + 1, [q for p in parts for q in p["prompts"]],
+                                      [t for p in parts for t in p["texts"]], rewards.tolist(), per_all,
+                                      advantages.tolist())
+
+        micro, start = [], 0
+        for p in parts:
+            n = p["rewards"].numel()
+            t = dict(p["tensors"])
+            t["advantages"] = advantages[start:start + n].to(device=device, dtype=torch.float32)
+            start += n
+            if cfg.dynamic_sampling:
+                _, spread = group_stats(p["rewards"], G)
+                keep = spread.repeat_interleave(G).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    continue
+                if keep.numel() < n:
+                    t = {k: v.index_select(0, keep.to(v.device)) for k, v in t.items()}
+            micro.append(_trim(t))
+        if not micro:  # every group was flat: one placeholder micro-batch that trains nothing
+            t = {k: v[:G] for k, v in parts[0]["tensors"].items()}
+            t["advantages"] = torch.zeros(G, device=device)
+            t = _trim(t)
+            t["loss_weight"] = 0.0
+            micro = [t]
+
+        if cfg.num_iterations > 1 or self.reference is not None:
+            ctx = acc.autocast() if acc is not None else torch.autocast("cpu", enabled=False)
+            with torch.no_grad(), ctx:
+                for t in micro:
+                    if cfg.num_iterations > 1:
+                        t["old_logps"] = completion_token_logps(model, t, cfg.temperature).float()
+                    if self.reference is not None:
+                        with self.reference.module() as ref_model:
+                            t["ref_logps"] = completion_token_logps(ref_model, t, cfg.temperature).float()
+        return micro, metrics
+
+    def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        cfg, acc = self.config, self.accelerator
+        G = cfg.num_generations
+        if cfg.advantage == "reinforce_pp" and acc is not None and acc.num_processes > 1:
+            # whitened over the global batch: every process holds the same number of completions here
+            everyone = acc.gather(rewards.to(acc.device)).cpu()
+            n = rewards.numel()
+            return compute_advantages(everyone, G, "reinforce_pp")[acc.process_index * n:(acc.process_index + 1) * n]
+        return compute_advantages(rewards, G, cfg.advantage, scale=cfg.scale_rewards)
+
+    def _rollout_metrics(self, parts: list[dict], rewards: torch.Tensor) -> dict[str, tuple[float, float]]:
+        G = self.config.num_generations
+        N = float(rewards.numel())
+        std, spread = group_stats(rewards, G)
+        lengths = torch.cat([p["tensors"]["completion_mask"].sum(1).float().cpu() for p in parts])
+        truncated = torch.cat([p["truncated"] for p in parts])
+        metrics: dict[str, tuple[float, float]] = {
+            "reward": (float(rewards.sum()), N),
+            "reward_std": (float(rewards.std()) if rewards.numel() > 1 else 0.0, 1.0),
+            "frac_reward_zero_std": (float((~spread).sum()), float(spread.numel())),
+            "completion_length": (float(lengths.sum()), N),
+            "completions/clipped_ratio": (float(truncated.float().sum()), N),
+        }
+        for name in self.rewards.names:
+            metrics[f"rewards/{name}"] = (float(torch.cat([p["per"][name] for p in parts]).sum()), N)
+        return metrics
+
+    # -- loss ---------------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any], step: int) -> StepOutput:
+        if "completion_mask" not in batch:
+            return self._evaluate_prompts(model, batch)
+        cfg = self.config
+        logps, entropy = completion_token_logps(model, batch, cfg.temperature, with_entropy=True)
+        mask = batch["completion_mask"]
+        old = batch.get("old_logps")
+        if old is None:
+            old = logps.detach()
+        loss, stats = grpo_loss_with_stats(logps, old, batch["advantages"], mask, batch.get("ref_logps"),
+                                           beta=cfg.beta, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
+                                           loss_type=cfg.loss_type)
+        n_seq, width = mask.shape
+        n_tok = mask.sum().float()
+        scale = {"dapo": n_tok, "grpo": float(n_seq), "dr_grpo": float(n_seq * width)}[cfg.loss_type]
+        loss_sum = loss * scale * float(batch.get("loss_weight", 1.0))
+        tok = float(n_tok)
+        metrics = {"entropy": (float((entropy * mask).sum()), tok)}
+        for key, value in stats.items():
+            metrics[key] = (float(value) * tok, tok)
+        return StepOutput(loss_sum=loss_sum, metrics=metrics)
+
+    def _evaluate_prompts(self, model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:
+        """Mean rewards of sampled completions for held-out prompts (called by the engine's evaluation)."""
+        cfg = self.config
+        rank = self.accelerator.process_index if self.accelerator is not None else 0
+        first_row = int(batch["rows"][0] or 0) if batch.get("rows") else 0
+        ro = self.backend.generate(model, batch["prompt_ids"], num_generations=cfg.num_generations,
+                                   seed=rollout_seed(cfg.seed, -1 - first_row, rank, 0))
+        texts = decode_completions(self.tokenizer, ro.completion_ids)
+        prompts, completions, columns = reward_inputs(batch, ro, texts)
+        total, per = self.rewards(prompts, completions, columns)
+        N = float(total.numel())
+        metrics = {"reward": (float(total.sum()), N),
+                   "completion_length": (float(ro.completion_mask.sum()), N)}
+        for name, values in per.items():
+            metrics[f"rewards/{name}"] = (float(values.sum()), N)
+        return StepOutput(loss_sum=torch.zeros((), device=ro.sequences.device), metrics=metrics)
+
+    # -- rollouts on disk (num_iterations > 1) --------------------------------------------------
+    def _rollout_path(self, block: int) -> Path:
+        rank = self.accelerator.process_index if self.accelerator is not None else 0
+        return Path(self.config.output_dir) / "rollouts" / f"block-{block}-rank{rank}.safetensors"
+
+    def _save_rollout(self, block: int, micro: list[dict], metrics: dict) -> None:
+        from safetensors.torch import save_file
+
+        path = self._rollout_path(block)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{i}.{k}": v.detach().contiguous().cpu() for i, t in enumerate(micro)
+                   for k, v in t.items() if isinstance(v, torch.Tensor)}
+        meta = {"format": ROLLOUT_FORMAT, "block": block, "micro": len(micro),
+                "loss_weight": [float(t.get("loss_weight", 1.0)) for t in micro], "metrics": metrics}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        save_file(tensors, str(tmp), metadata={"alignkit": json.dumps(meta)})
+        os.replace(tmp, path)
+        # keep this block and the blocks a retained checkpoint would resume into; drop the rest
+        mu = self.config.num_iterations
+        needed = {block} | {s // mu for s, _ in list_checkpoints(self.config.output_dir) if s % mu}
+        suffix = path.name.split("-", 2)[2]
+        for old in path.parent.glob(f"block-*-{suffix}"):
+            try:
+                b = int(old.name.split("-")[1])
+            except ValueError:
+                continue
+            if b not in needed:
+                old.unlink(missing_ok=True)
+
+    def _load_rollout(self, block: int) -> tuple[list[dict], dict] | None:
+        from safetensors import safe_open
+
+        path = self._rollout_path(block)
+        if not path.is_file():
+            return None
+        device = self.accelerator.device if self.accelerator is not None else torch.device("cpu")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads(f.metadata()["alignkit"])
+                if meta.get("format") != ROLLOUT_FORMAT or meta.get("block") != block:
+                    return None
+                micro = [{} for _ in range(meta["micro"])]
+                for key in f.keys():
+                    i, name = key.split(".", 1)
+                    micro[int(i)][name] = f.get_tensor(key).to(device)
+        except Exception:  # noqa: BLE001 - unreadable: the caller samples a fresh rollout
+            return None
+        for t, w in zip(micro, meta["loss_weight"]):
+            if w != 1.0:
+                t["loss_weight"] = w
+        metrics = {k: (float(v[0]), float(v[1])) for k, v in meta["metrics"].items()}
+        return micro, metrics
+
+
+def _trim(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop all-padding columns: completion columns after the longest completion and prompt columns
+    before the longest prompt (position ids are unaffected: they count real tokens only)."""
+    cmask = t["completion_mask"]
+    C = cmask.shape[1]
+    keep_c = int(cmask.any(0).nonzero().max()) + 1 if cmask.any() else 1
+    attn = t["attention_mask"]
+    P = attn.shape[1] - C
+    lead = int(attn[:, :P].any(0).long().argmax()) if P > 0 and attn[:, :P].any() else 0
+    out = {}
+    for k, v in t.items():
+        if k in ("input_ids", "attention_mask", "position_ids", "labels"):
+            out[k] = v[:, lead:P + keep_c]
+        elif k in ("completion_mask", "old_logps", "ref_logps"):
+            out[k] = v[:, :keep_c]
+        else:
+            out[k] = v
+    return out

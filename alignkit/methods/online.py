@@ -1,0 +1,215 @@
+"""Pieces every online method shares (GRPO here; PPO and online DPO reuse them).
+
+The life of one rollout::
+
+    examples --collate_prompt_examples--> prompt batch (left-padded ids + the rows' text and columns)
+      --backend.generate (alignkit.rollout)--> Rollout (ids, masks, grouped per prompt)
+      --rollout_batch--> training tensors: input_ids, attention_mask, position_ids, labels, completion_mask
+      --reward_inputs + RewardSet--> rewards [N] and per-source rewards
+      --compute_advantages--> advantages [N]
+      --completion_token_logps--> per-token log-probs [N, C] of the completion tokens (old / ref / current)
+
+Alignment: ``completion_token_logps`` returns ``logps[:, j]`` = log p(completion token j | prompt,
+completion tokens < j), for j in 0..C-1, aligned with ``completion_mask`` [N, C] (1 up to and
+including the first EOS). Position ids are ``cumsum(attention_mask) - 1``, which is what
+``generate`` used with left-padded prompts, so the training forward scores exactly the distribution
+the tokens were sampled from (at the sampling ``temperature``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.data import collate_prompts
+from alignkit.logprobs import sequence_token_logps
+from alignkit.losses import group_advantages, reinforce_pp_advantages, rloo_advantages
+from alignkit.models.generation import Rollout
+
+__all__ = [
+    "ADVANTAGES",
+    "CompletionLog",
+    "collate_prompt_examples",
+    "completion_token_logps",
+    "compute_advantages",
+    "decode_completions",
+    "group_stats",
+    "repeat_each",
+    "reward_inputs",
+    "rollout_batch",
+]
+
+ADVANTAGES = ("grpo", "rloo", "reinforce_pp")
+LOGPROB_CHUNK = 1024
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def collate_prompt_examples(examples: Sequence[dict], pad_id: int) -> dict[str, Any]:
+    """Prompt examples (from :func:`alignkit.data.tokenize_prompts`) -> a prompt batch.
+
+    Tensors ``input_ids``/``attention_mask`` (left-padded, for generation and token counting) plus
+    Python lists carried alongside: ``prompt_ids`` (unpadded ids), ``prompts`` (the original prompt
+    fields: string or chat messages), ``columns`` (each row's other fields) and ``rows`` (1-based row
+    numbers).
+    """
+    batch: dict[str, Any] = collate_prompts(examples, pad_id)
+    batch["prompt_ids"] = [list(ex["prompt_ids"]) for ex in examples]
+    batch["prompts"] = [ex["prompt"] for ex in examples]
+    batch["columns"] = [dict(ex.get("columns", {})) for ex in examples]
+    batch["rows"] = [ex.get("row") for ex in examples]
+    return batch
+
+
+def rollout_batch(rollout: Rollout) -> dict[str, torch.Tensor]:
+    """Training tensors of a rollout: ``input_ids`` [N, P+C] (= sequences), ``attention_mask``,
+    ``position_ids`` (cumsum of the mask - 1, 0 on padding), ``labels`` (the completion tokens, -100
+    on prompt and padding) and ``completion_mask`` [N, C] (long)."""
+    seq, attn = rollout.sequences, rollout.attention_mask.long()
+    P = rollout.prompt_length
+    cmask = rollout.completion_mask.long()
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0) * attn
+    full = torch.cat([torch.zeros_like(attn[:, :P]), cmask], dim=1)
+    labels = seq.masked_fill(full == 0, -100)
+    return {"input_ids": seq, "attention_mask": attn, "position_ids": position_ids, "labels": labels,
+            "completion_mask": cmask}
+
+
+def completion_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float = 1.0,
+                           with_entropy: bool = False, chunk_size: int = LOGPROB_CHUNK
+                           ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs [N, C] (float32) of the completion tokens of a :func:`rollout_batch`, and
+    with ``with_entropy`` the entropy [N, C] of each predictive distribution (detached), both 0 on
+    padding. Logits are divided by ``temperature`` (the sampling temperature). Gradients flow when
+    grad mode is on; the full [N, T, V] logits are never built (see :mod:`alignkit.logprobs`)."""
+    C = batch["completion_mask"].shape[1]
+    out = sequence_token_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                               chunk_size=chunk_size, return_entropy=with_entropy, temperature=temperature,
+                               position_ids=batch.get("position_ids"))
+    logps = out[0][:, -C:]
+    if with_entropy:
+        return logps, out[2][:, -C:].detach()
+    return logps
+
+
+def repeat_each(values: Sequence[Any], times: int) -> list[Any]:
+    """[a, b] -> [a, a, b, b] for ``times=2`` (one entry per completion, grouped per prompt)."""
+    return [v for v in values for _ in range(times)]
+
+
+def decode_completions(tokenizer: Any, completion_ids: Sequence[Sequence[int]]) -> list[str]:
+    """Completion texts without special tokens (EOS dropped)."""
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
+
+
+def reward_inputs(batch: dict[str, Any], rollout: Rollout, texts: Sequence[str]
+                  ) -> tuple[list[Any], list[Any], dict[str, list[Any]]]:
+    """The arguments of a reward call for a rollout of ``batch`` (TRL's conventions): prompts repeated
+    per completion, completions as text (string prompts) or ``[{"role": "assistant", "content":
+    text}]`` (chat prompts), and every dataset column as a list (one value per completion, a row's
+    missing value as None) plus ``completion_ids``."""
+    G = rollout.num_generations
+    prompts = repeat_each(batch["prompts"], G)
+    completions: list[Any] = [
+        [{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)
+    ]
+    keys: list[str] = []
+    for cols in batch["columns"]:
+        keys.extend(k for k in cols if k not in keys)
+    columns = {k: repeat_each([cols.get(k) for cols in batch["columns"]], G) for k in keys
+               if k not in ("completion", "completion_ids")}
+    columns["completion_ids"] = [list(c) for c in rollout.completion_ids]
+    return prompts, completions, columns
+
+
+# ----------------------------------------------------------------------------- advantages
+
+
+def compute_advantages(rewards: torch.Tensor, group_size: int, estimator: str = "grpo",
+                       scale: bool = True) -> torch.Tensor:
+    """Sequence-level advantages [N] from rewards [N] ordered group by group (G = ``group_size``).
+
+    ``grpo``          (r - group mean) / (group std + 1e-4), or unscaled with ``scale=False`` (Dr. GRPO)
+    ``rloo``          r - mean of the other G - 1 rewards of the group (never scaled)
+    ``reinforce_pp``  REINFORCE++-baseline: group-centred, then normalised by the mean and std of the
+                      whole batch passed in (so pass all of a step's rewards at once)
+    """
+    if estimator == "grpo":
+        return group_advantages(rewards, group_size, scale=scale)
+    if estimator == "rloo":
+        return rloo_advantages(rewards, group_size)
+    if estimator == "reinforce_pp":
+        return reinforce_pp_advantages(rewards, group_size)
+    raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {', '.join(ADVANTAGES)}")
+
+
+def group_stats(rewards: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group: (std [groups] (unbiased), has_spread [groups] bool: max > min)."""
+    g = rewards.view(-1, group_size)
+    std = g.std(dim=1) if group_size > 1 else torch.zeros(g.shape[0], dtype=rewards.dtype, device=rewards.device)
+    spread = (g.max(dim=1).values - g.min(dim=1).values) > 0
+    return std, spread
+
+
+# ----------------------------------------------------------------------------- completions log
+
+
+class CompletionLog:
+    """``OUTPUT_DIR/completions.jsonl``: sample completions every ``every`` steps (0: never), one JSON
+    object per completion ``{"step", "prompt", "completion", "reward", "rewards": {name: value},
+    "advantage"}``. Only the main process writes. On the first write of a run starting at step S, rows
+    with ``step > S`` (from an interrupted run that is being resumed, or from an earlier run in the same
+    directory) are dropped, as ``metrics.jsonl`` does."""
+
+    def __init__(self, output_dir: str | Path, every: int, enabled: bool = True, max_rows: int = 64) -> None:
+        self.path = Path(output_dir) / "completions.jsonl"
+        self.every = every
+        self.enabled = enabled and every > 0
+        self.max_rows = max_rows
+        self._started = False
+
+    def due(self, step: int) -> bool:
+        """Whether 1-based step ``step`` is logged."""
+        return self.enabled and step % self.every == 0
+
+    def start(self, first_step: int) -> None:
+        """Drop rows after ``first_step`` (the run continues from there)."""
+        if self._started or not self.enabled:
+            return
+        self._started = True
+        if self.path.exists():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if line.strip() and json.loads(line).get("step", 0) <= first_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, prompts: Sequence[Any], completions: Sequence[str], rewards: Sequence[float],
+              per_source: dict[str, Sequence[float]] | None = None,
+              advantages: Sequence[float] | None = None) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        per_source = per_source or {}
+        with self.path.open("a") as f:
+            for i in range(min(len(completions), self.max_rows)):
+                row: dict[str, Any] = {"step": step, "prompt": prompts[i], "completion": completions[i],
+                                       "reward": _num(rewards[i]),
+                                       "rewards": {k: _num(v[i]) for k, v in per_source.items()}}
+                if advantages is not None:
+                    row["advantage"] = _num(advantages[i])
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _num(v: Any) -> float | str:
+    f = float(v)
+    return f if math.isfinite(f) else str(f)

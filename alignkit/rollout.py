@@ -1,0 +1,255 @@
+"""Rollout backends: batched sampling of completions for online methods (GRPO, PPO, online DPO).
+
+A backend turns tokenised prompts into a :class:`~alignkit.models.generation.Rollout` (left-padded
+prompt + completion ids, attention and completion masks, grouped per prompt). It does *not* return
+log-probabilities: the sampling policy's per-token log-probs are computed by one no-grad forward of
+the training model over the rollout (:func:`alignkit.methods.online.completion_token_logps`), so they
+are numerically the same computation as the training forward (what the importance ratio needs) and
+independent of the backend.
+
+``hf`` (default, :class:`HFRolloutBackend`)
+    ``model.generate`` on the (unwrapped) training model itself: KV cache, left padding, stop at
+    EOS, sampling with ``temperature``/``top_p`` (top-k off). Seeded per call, so a rollout depends
+    only on the weights, the prompts and the seed (exact resume).
+``vllm`` (:class:`VLLMRolloutBackend`)
+    vLLM on a CUDA GPU, colocated with training: the policy's current weights (LoRA merged) are
+    loaded into the vLLM engine before each generation. Needs the ``vllm`` package and a GPU; it is
+    not installed by ``make`` and not exercised by the test suite.
+
+:func:`make_backend` picks one by name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from alignkit.config import ConfigError
+from alignkit.models.generation import Rollout, sample_completions
+
+__all__ = [
+    "BACKENDS",
+    "RolloutBackendError",
+    "RolloutBackend",
+    "SamplingSettings",
+    "HFRolloutBackend",
+    "VLLMRolloutBackend",
+    "make_backend",
+    "rollout_from_token_lists",
+    "rollout_seed",
+    "stop_token_ids",
+]
+
+BACKENDS = ("hf", "vllm")
+
+
+class RolloutBackendError(ConfigError):
+    """A rollout backend cannot be used here (e.g. vLLM without the package or without a GPU); a
+    ``ConfigError``, so the command line prints it and exits with status 2."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How completions are sampled: at most ``max_new_tokens`` each, softmax(logits / temperature)
+    restricted to the nucleus ``top_p``; generation stops at any of ``eos_ids``; ``pad_id`` fills."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    pad_id: int = 0
+    eos_ids: tuple[int, ...] = ()
+
+
+class RolloutBackend(Protocol):
+    """What a rollout backend provides."""
+
+    name: str
+    settings: SamplingSettings
+
+    def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
+                 num_generations: int, seed: int) -> Rollout:
+        """``num_generations`` completions per prompt from the current weights of ``model`` (which may
+        be DDP-wrapped); rows grouped per prompt; reproducible for a given ``seed`` and weights."""
+        ...
+
+
+def rollout_seed(seed: int, step: int, rank: int = 0, index: int = 0) -> int:
+    """The sampling seed of rollout ``index`` of optimizer step ``step`` on process ``rank`` of a run
+    seeded with ``seed``: a fixed function of those four numbers, so a resumed run samples the same
+    completions as an uninterrupted one."""
+    x = (int(seed) * 1_000_003 + int(step) * 10_007 + int(rank) * 101 + int(index) * 7 + 0x5EED) % (2**61 - 1)
+    return x
+
+
+def stop_token_ids(tokenizer: Any, model: torch.nn.Module | None = None) -> tuple[int, ...]:
+    """Token ids that end a completion: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids: list[int] = []
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    gen = getattr(_unwrap(model), "generation_config", None) if model is not None else None
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(extra, int):
+        extra = [extra]
+    for e in extra or []:
+        if e is not None and int(e) not in ids:
+            ids.append(int(e))
+    if not ids:
+        raise RolloutBackendError("the tokenizer has no EOS token: generation would not know where to stop")
+    return tuple(ids)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+class HFRolloutBackend:
+    """Generation with Hugging Face ``generate`` on the training model (see the module docstring)."""
+
+    name = "hf"
+
+    def __init__(self, settings: SamplingSettings) -> None:
+        if settings.temperature <= 0:
+            raise ValueError("online RL samples its completions: temperature must be > 0")
+        self.settings = settings
+
+    def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
+                 num_generations: int, seed: int) -> Rollout:
+        s = self.settings
+        return sample_completions(
+            _unwrap(model), prompt_ids, pad_id=s.pad_id, eos_id=list(s.eos_ids), max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature, top_p=s.top_p, num_generations=num_generations, generator_seed=seed)
+
+
+def rollout_from_token_lists(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+                             pad_id: int, eos_ids: Sequence[int], max_new_tokens: int,
+                             num_generations: int, device: torch.device | str = "cpu") -> Rollout:
+    """Build a :class:`Rollout` from token lists produced elsewhere (vLLM, a server, a test).
+
+    ``completions`` holds ``len(prompt_ids) * num_generations`` token lists grouped per prompt. Each
+    is cut after its first EOS (kept) and at ``max_new_tokens``; prompts are left-padded and
+    completions right-padded with ``pad_id``, with the same masks as :func:`sample_completions`.
+    """
+    if len(completions) != len(prompt_ids) * num_generations:
+        raise ValueError(f"{len(completions)} completions for {len(prompt_ids)} prompts x {num_generations}")
+    eos = {int(e) for e in eos_ids}
+    cut, truncated = [], []
+    for c in completions:
+        c = [int(t) for t in c][:max_new_tokens]
+        end = next((i for i, t in enumerate(c) if t in eos), None)
+        if end is not None:
+            c = c[: end + 1]
+        truncated.append(end is None)
+        cut.append(c)
+    if any(len(c) == 0 for c in cut):
+        raise ValueError("a completion is empty (every completion needs at least one token)")
+    P = max(len(p) for p in prompt_ids)
+    C = max(len(c) for c in cut)
+    N = len(cut)
+    seq = torch.full((N, P + C), int(pad_id), dtype=torch.long)
+    attn = torch.zeros((N, P + C), dtype=torch.long)
+    for i, c in enumerate(cut):
+        p = list(prompt_ids[i // num_generations])
+        seq[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
+        attn[i, P - len(p):P] = 1
+        seq[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
+        attn[i, P:P + len(c)] = 1
+    return Rollout(sequences=seq.to(device), attention_mask=attn.to(device), completion_mask=attn[:, P:].to(device),
+                   prompt_length=P, completion_ids=cut, truncated=torch.tensor(truncated, device=device),
+                   num_generations=num_generations)
+
+
+class VLLMRolloutBackend:
+    """Generation with vLLM on a CUDA GPU, colocated with training (one process per GPU).
+
+    Before each :meth:`generate` the policy's current weights are copied into the vLLM engine (for a
+    peft model the adapters are merged for the copy and unmerged afterwards). This backend needs the
+    ``vllm`` package and a CUDA GPU; constructing it without them raises :class:`RolloutBackendError`.
+    It is not covered by the CPU test suite.
+    """
+
+    name = "vllm"
+
+    def __init__(self, settings: SamplingSettings, model_path: str, *, gpu_memory_utilization: float = 0.3,
+                 max_model_len: int | None = None, dtype: str = "auto") -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise RolloutBackendError("rollout_backend=vllm needs the `vllm` package and a CUDA GPU; vllm is not "
+                                      "installed here (pip install vllm on a GPU machine), or use rollout_backend=hf")
+        if not torch.cuda.is_available():
+            raise RolloutBackendError("rollout_backend=vllm needs a CUDA GPU and none is visible; use rollout_backend=hf")
+        if settings.temperature <= 0:
+            raise ValueError("online RL samples its completions: temperature must be > 0")
+        import os
+
+        # weights are pushed into the engine in-process, which needs vLLM's engine in this process
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.settings = settings
+        self.llm = LLM(model=str(model_path), gpu_memory_utilization=gpu_memory_utilization,
+                       max_model_len=max_model_len, dtype=dtype, enable_prefix_caching=True)
+
+    def _engine_model(self) -> torch.nn.Module:
+        engine = self.llm.llm_engine
+        for path in ("model_executor.driver_worker.worker.model_runner.model",
+                     "model_executor.driver_worker.model_runner.model"):
+            obj: Any = engine
+            try:
+                for attr in path.split("."):
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                continue
+            return obj
+        raise RolloutBackendError("this vLLM version does not expose its model in-process; weight sync "
+                                  "is not supported with it (use rollout_backend=hf)")
+
+    @torch.no_grad()
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Copy the current policy weights into the vLLM engine (LoRA merged for the copy)."""
+        inner = _unwrap(model)
+        peft = hasattr(inner, "merge_adapter") and hasattr(inner, "get_base_model")
+        if peft:
+            inner.merge_adapter()
+        try:
+            items = []
+            for name, p in inner.state_dict().items():
+                if "lora_" in name or "modules_to_save" in name:
+                    continue
+                name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+                items.append((name, p))
+            self._engine_model().load_weights(items)
+        finally:
+            if peft:
+                inner.unmerge_adapter()
+        if hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()
+
+    def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
+                 num_generations: int, seed: int) -> Rollout:
+        from vllm import SamplingParams
+
+        self.sync_weights(model)
+        s = self.settings
+        params = SamplingParams(n=num_generations, temperature=s.temperature, top_p=s.top_p,
+                                max_tokens=s.max_new_tokens, seed=seed, stop_token_ids=list(s.eos_ids))
+        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
+        completions = [list(o.token_ids) or [s.pad_id] for out in outs for o in out.outputs]
+        device = next(_unwrap(model).parameters()).device
+        return rollout_from_token_lists(prompt_ids, completions, pad_id=s.pad_id, eos_ids=s.eos_ids,
+                                        max_new_tokens=s.max_new_tokens, num_generations=num_generations,
+                                        device=device)
+
+
+def make_backend(name: str, settings: SamplingSettings, *, model_path: str | None = None,
+                 **kwargs: Any) -> RolloutBackend:
+    """The backend called ``name`` (``hf`` or ``vllm``)."""
+    if name == "hf":
+        return HFRolloutBackend(settings)
+    if name == "vllm":
+        if model_path is None:
+            raise RolloutBackendError("rollout_backend=vllm needs a model directory it can load")
+        return VLLMRolloutBackend(settings, model_path, **kwargs)
+    raise ValueError(f"unknown rollout backend {name!r}; expected one of {', '.join(BACKENDS)}")

@@ -1,0 +1,226 @@
+"""Win-rate bookkeeping, perplexity and KL against hand computations, and `alignkit eval` end to end
+on tiny-random."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from alignkit.evaluation.winrate import JudgeError, load_judge, normalise_verdict, pairwise_winrate
+from tests.helpers import sft_rows, write_jsonl
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """tiny-random is far faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------ win rate
+PROMPTS = ["p1", "p2", "p3", "p4"]
+
+
+def always_a(prompt, a, b):
+    return "A"
+
+
+def longer(prompt, a, b):
+    """A consistent judge: the longer answer wins, equal lengths tie."""
+    return "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"
+
+
+def test_always_first_position_judge_gives_only_ties():
+    wr = pairwise_winrate(PROMPTS, ["x"] * 4, ["yy"] * 4, always_a)
+    assert (wr.wins, wr.losses, wr.ties, wr.inconsistent) == (0, 0, 4, 4)
+    assert wr.win_rate == 0.5 and wr.first_position_rate == 1.0
+    assert wr.outcomes == ["tie"] * 4
+
+
+def test_consistent_judge_gives_wins_and_losses():
+    wr = pairwise_winrate(PROMPTS, ["long answer", "long answer", "s", "same"], ["short", "tiny", "longer", "same"],
+                          longer)
+    assert (wr.wins, wr.losses, wr.ties, wr.inconsistent) == (2, 1, 1, 0)
+    assert wr.outcomes == ["win", "win", "loss", "tie"]
+    assert wr.win_rate == pytest.approx((2 + 0.5) / 4)
+    assert wr.first_position_rate == 0.5  # unbiased: of 6 decisive verdicts, 3 picked the first answer
+    assert pairwise_winrate(PROMPTS[:1], ["long answer"], ["x"], longer).win_rate == 1.0
+
+
+def test_half_decisive_pairs_are_inconsistent_ties():
+    calls = []
+
+    def first_order_only(prompt, a, b):  # decisive when A's answer comes first, "tie" when swapped
+        calls.append((a, b))
+        return "A" if a == "mine" else "TIE"
+
+    wr = pairwise_winrate(["p"], ["mine"], ["theirs"], first_order_only)
+    assert calls == [("mine", "theirs"), ("theirs", "mine")]  # both orders asked
+    assert (wr.wins, wr.ties, wr.inconsistent) == (0, 1, 1) and wr.win_rate == 0.5
+    assert pairwise_winrate([], [], [], always_a).win_rate is None
+
+
+def test_verdicts_and_errors():
+    assert [normalise_verdict(v) for v in ("a", " B ", "Tie")] == ["A", "B", "tie"]
+    with pytest.raises(JudgeError, match="pair 2: the judge returned 'maybe'"):
+        pairwise_winrate(["p", "q"], ["a", "b"], ["c", "d"], lambda p, a, b: "A" if p == "p" else "maybe")
+    with pytest.raises(ValueError, match="lengths differ"):
+        pairwise_winrate(["p"], ["a", "b"], ["c"], always_a)
+
+
+def test_load_judge(tmp_path):
+    f = tmp_path / "judges.py"
+    f.write_text("def shortest(prompt, a, b):\n    return 'A' if len(a) < len(b) else 'B'\n")
+    assert load_judge(f"{f}:shortest")("p", "x", "yy") == "A"
+    assert load_judge("json:dumps") is json.dumps  # package.module:FUNC
+    with pytest.raises(JudgeError, match="not available yet"):
+        load_judge("judge:smollm2-135m")
+    with pytest.raises(JudgeError, match="no function 'nope'"):
+        load_judge(f"{f}:nope")
+    with pytest.raises(JudgeError, match="file not found"):
+        load_judge(f"{tmp_path / 'missing.py'}:f")
+    with pytest.raises(JudgeError, match="FILE.py:FUNC"):
+        load_judge("no_colon")
+
+
+# ------------------------------------------------------------------------------------------ metrics
+@pytest.fixture(scope="module")
+def tiny():
+    from alignkit.models import build_tiny_random, load_tokenizer
+
+    return build_tiny_random(), load_tokenizer("tiny-random")
+
+
+def _scrambled(seed: int):
+    from alignkit.models import build_tiny_random
+
+    model = build_tiny_random()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+def test_perplexity_matches_full_logits(tmp_path, tiny):
+    from alignkit.data import load_examples, tokenize_sft
+    from alignkit.evaluation.metrics import perplexity
+
+    model, tok = _scrambled(1), tiny[1]
+    path = write_jsonl(tmp_path / "heldout.jsonl", sft_rows(7, chat=False))
+    got = perplexity(model, tok, str(path), batch_size=3, max_length=128)
+
+    nll, n = 0.0, 0
+    examples = tokenize_sft(load_examples(path, ("lm", "prompt_completion", "preference")), tok, 128)
+    with torch.no_grad():
+        for ex in examples:  # one at a time, no padding, full [T, V] logits
+            ids = torch.tensor([ex["input_ids"]])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+            labels = torch.tensor(ex["labels"][1:])
+            keep = labels != -100
+            nll -= float(logp[keep].gather(-1, labels[keep].unsqueeze(-1)).sum())
+            n += int(keep.sum())
+    assert got["tokens"] == n and got["examples"] == 7
+    assert got["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+
+
+def test_kl_estimate_matches_hand_computation(tiny):
+    from alignkit.evaluation.metrics import generate_with_ids, kl_estimate
+
+    ref, tok = tiny
+    model = _scrambled(2)
+    gens = generate_with_ids(model, tok, ["Say hi.", "Count to three please."], max_new_tokens=6, batch_size=2)
+    assert all(1 <= len(c) <= 6 for c in gens.completion_ids)
+    got = kl_estimate(model, ref, gens.prompt_ids, gens.completion_ids, pad_id=tok.pad_token_id, batch_size=2)
+
+    total, per_seq = 0.0, []
+    with torch.no_grad():
+        for p, c in zip(gens.prompt_ids, gens.completion_ids):
+            ids = torch.tensor([p + c])
+            lp = [torch.log_softmax(m(input_ids=ids).logits[0].double(), -1) for m in (model, ref)]
+            s = sum(float(lp[0][len(p) - 1 + t, tok_id] - lp[1][len(p) - 1 + t, tok_id]) for t, tok_id in enumerate(c))
+            per_seq.append(s)
+            total += s
+    tokens = sum(len(c) for c in gens.completion_ids)
+    assert got["tokens"] == tokens and got["sequences"] == 2
+    assert got["kl"] == pytest.approx(total / tokens, abs=1e-4)
+    assert got["kl_seq"] == pytest.approx(sum(per_seq) / 2, abs=1e-4)
+    same = kl_estimate(ref, ref, gens.prompt_ids, gens.completion_ids, pad_id=tok.pad_token_id)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+FOUR = [
+    {"id": "a", "split": "test", "prompt": "Describe a cat without commas.", "constraints": [{"type": "no_commas"}]},
+    {"id": "b", "split": "test", "prompt": "Write in lowercase about tea.",
+     "constraints": [{"type": "lowercase"}, {"type": "max_words", "max": 50}]},
+    {"id": "c", "split": "train", "prompt": "Not evaluated.", "constraints": [{"type": "uppercase"}]},
+    {"id": "d", "split": "test", "prompt": "Return JSON with key name.", "constraints": [{"type": "json_format"}]},
+    {"id": "e", "split": "test", "prompt": "Say hello.", "constraints": [{"type": "ends_with", "phrase": "Bye."}]},
+]
+
+
+def test_eval_end_to_end(tmp_path, capsys):
+    from alignkit.cli import main
+
+    prompts = write_jsonl(tmp_path / "ins.jsonl", FOUR)
+    heldout = write_jsonl(tmp_path / "heldout.jsonl", sft_rows(4))
+    judge = tmp_path / "judge.py"
+    judge.write_text("def longer(prompt, a, b):\n    return 'A' if len(a) > len(b) else 'B' if len(b) > len(a) "
+                     "else 'tie'\n")
+    out = tmp_path / "eval"
+    code = main(["eval", "--model", "tiny-random", "--model", "tiny-random", "--prompts", str(prompts),
+                 "--output-dir", str(out), "--max-new-tokens", "8", "--batch-size", "4",
+                 "--reference", "tiny-random", "--eval-data", str(heldout), "--judge", f"{judge}:longer",
+                 "--reward", "alignkit.evaluation.constraints:constraint_reward", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    results = json.loads((out / "results.json").read_text())
+    assert results["prompts"]["n"] == 4 and results["prompts"]["split"] == "test"
+    assert [m["name"] for m in results["models"]] == ["tiny-random (#1)", "tiny-random (#2)"]
+    for m in results["models"]:
+        gold = m["gold"]
+        assert 0.0 <= gold["prompt_level"] <= 1.0 and 0.0 <= gold["instruction_level"] <= 1.0
+        assert set(gold["per_type"]) == {"no_commas", "lowercase", "max_words", "json_format", "ends_with"}
+        assert all(0.0 <= t["pass_rate"] <= 1.0 and t["total"] == 1 for t in gold["per_type"].values())
+        assert gold["n_prompts"] == 4 and gold["n_instructions"] == 5
+        assert m["perplexity"]["perplexity"] > 1 and m["perplexity"]["examples"] == 4
+        assert m["kl"]["kl"] == pytest.approx(0.0, abs=1e-5)  # tiny-random vs itself
+        assert 0.0 <= m["reward"]["mean"] <= 1.0 and m["reward"]["n"] == 4
+        lines = (out / m["completions_file"]).read_text().splitlines()
+        assert [json.loads(x)["id"] for x in lines] == ["a", "b", "d", "e"]
+    # identical models give identical answers: the consistent judge ties every pair
+    wr = results["win_rate"]
+    assert (wr["n"], wr["ties"], wr["inconsistent"], wr["win_rate"]) == (4, 4, 0, 0.5)
+    md = (out / "results.md").read_text()
+    assert "| metric | tiny-random (#1) | tiny-random (#2) |" in md and "no_commas" in md and "win rate" in md
+    # piped stdout: a plain-text table, no rich box characters
+    assert "gold prompt-level strict (4 prompts)" in captured.out and "┃" not in captured.out
+
+
+def test_eval_input_errors(tmp_path, capsys):
+    from alignkit.commands.eval import default_output_dir, main
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", FOUR[:1] + [{"prompt": "x", "constraints": [{"type": "allcaps"}]}])
+    assert main(["--model", "tiny-random", "--prompts", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "row 2: constraint 1: unknown constraint type 'allcaps'" in err
+    assert main(["--model", "tiny-random", "--judge", "judge:smollm2-135m"]) == 2
+    assert "not available yet" in capsys.readouterr().err
+    good = write_jsonl(tmp_path / "good.jsonl", FOUR)
+    assert main(["--model", "tiny-random", "--prompts", str(good), "--split", "dev"]) == 2
+    assert "no rows in split 'dev'" in capsys.readouterr().err
+    assert main(["--model", "tiny-random", "--reward", "a.py:f", "--reward-weights", "1", "2"]) == 2
+    assert main(["--help"]) == 0 and "position-inconsistent" in capsys.readouterr().out
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")
+    assert default_output_dir(str(run)) == run / "eval"
+    assert str(default_output_dir("tiny-random")) == "eval-results"
