@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,14 @@ def _quiet_transformers():
     return _Quiet()
 
 
+def peft_quietly(fn, *args, **kwargs):
+    """Call a peft constructor without transformers 5's deprecation notice about
+    ``is_gradient_checkpointing`` that peft triggers (noise for the user, nothing to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return fn(*args, **kwargs)
+
+
 def _set_pad(model: torch.nn.Module, pad_token_id: int | None) -> torch.nn.Module:
     model.config.pad_token_id = pad_token_id
     return model
@@ -259,7 +268,7 @@ def _load_adapter(path: Path, *, dtype: Any, trust_remote_code: bool) -> torch.n
     with torch.random.fork_rng(devices=[]):  # the throwaway head init must not move the caller's RNG
         base = build_reward_model(base_name, tokenizer.pad_token_id, trust_remote_code=trust_remote_code,
                                   dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(path), is_trainable=False)
+    model = peft_quietly(PeftModel.from_pretrained, base, str(path), is_trainable=False)
     return model.merge_and_unload()
 
 

@@ -233,8 +233,11 @@ def test_several_iterations_keep_old_logps(tokenizer, reward_file, tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
-LEARN = ["reward=tokens.py:even_token_fraction", "lr=5e-2", "scheduler=constant", "num_generations=4",
-         "batch_size=4", "max_new_tokens=8"]
+# tiny-random's next-token distribution is nearly uniform over 49,152 ids, so the policy can only learn by
+# concentrating mass on sampled even ids; a high lr and temperature 0.5 (sharper sampling, same
+# temperature in the log-probs) make that happen within 10 steps for every seed tried (1, 3, 7, 11, 42).
+LEARN = ["reward=tokens.py:even_token_fraction", "lr=1e-1", "temperature=0.5", "scheduler=constant",
+         "num_generations=4", "batch_size=4", "max_new_tokens=8"]
 
 
 def test_grpo_learns_and_writes_run_directory(prompt_data, tmp_path, monkeypatch):
@@ -245,7 +248,7 @@ def test_grpo_learns_and_writes_run_directory(prompt_data, tmp_path, monkeypatch
     monkeypatch.setattr(grpo_module, "build_reference", no_reference)
     out = tmp_path / "run"
     assert _grpo(f"data={prompt_data}", f"output_dir={out}", *LEARN, "max_steps=10",
-                 "log_completions_steps=5") == 0
+                 "seed=11", "log_completions_steps=5") == 0
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 11))
     for key in ("loss", "reward", "reward_std", "rewards/even_token_fraction", "entropy", "clip_ratio",
@@ -255,7 +258,7 @@ def test_grpo_learns_and_writes_run_directory(prompt_data, tmp_path, monkeypatch
     rewards = [r["reward"] for r in rows]
     start, end = sum(rewards[:2]) / 2, sum(rewards[-3:]) / 3
     assert 0.3 < start < 0.7, rewards
-    assert end > start + 0.25, rewards
+    assert end > max(start + 0.3, 0.8), rewards
     assert rows[-1]["entropy"] < rows[0]["entropy"]
 
     assert "num_generations: 4" in (out / "config.yaml").read_text()

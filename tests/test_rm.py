@@ -127,14 +127,14 @@ def test_run_directory_and_hf_loadable_final(full_run):
     assert (final / "model.safetensors").is_file() and not list(out.rglob("*.bin"))
     assert is_reward_model_dir(final)
 
-    # plain transformers, padding with the saved tokenizer's pad token, gives alignkit's rewards
+    # plain transformers loads final/; its pad id (where it reads the reward) is not EOS
     hf = AutoModelForSequenceClassification.from_pretrained(str(final)).eval()
     tok = AutoTokenizer.from_pretrained(str(final))
     assert hf.config.num_labels == 1 and hf.config.pad_token_id == tok.pad_token_id != tok.eos_token_id
 
 
 def test_rewards_match_eval_and_transformers(full_run, toy):
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = full_run["out"]
     rm = load_reward_model(out)
@@ -144,14 +144,13 @@ def test_rewards_match_eval_and_transformers(full_run, toy):
     final_eval = full_run["metrics"][-1]
     assert sum(_bt(c, r) for c, r in zip(rc, rr)) / len(rc) == pytest.approx(final_eval["eval_loss"], abs=1e-5)
 
+    # plain transformers on a batch padded by the saved tokenizer gives the same rewards
     hf = AutoModelForSequenceClassification.from_pretrained(str(out / "final")).eval()
-    seqs = chosen + rejected
-    width = max(map(len, seqs))
-    pad = rm.tokenizer.pad_token_id
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    tok = AutoTokenizer.from_pretrained(str(out / "final"))
+    batch = tok.pad({"input_ids": chosen + rejected}, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()
     with torch.no_grad():
-        logits = hf(input_ids=ids, attention_mask=mask).logits[:, 0]
+        logits = hf(**batch).logits[:, 0]
     assert torch.allclose(logits, torch.tensor(rc + rr), atol=1e-5)
 
 

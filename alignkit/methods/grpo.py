@@ -53,9 +53,7 @@ go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+import contextlib
 from typing import Any, Literal
 
 import torch
@@ -63,25 +61,23 @@ from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
 from alignkit.data import load_examples, tokenize_prompts
-from alignkit.engine.checkpoint import list_checkpoints
 from alignkit.losses import grpo_loss_with_stats
 from alignkit.methods.base import Method, StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,
+    RolloutStore,
     collate_prompt_examples,
     completion_token_logps,
     compute_advantages,
-    decode_completions,
     group_stats,
-    reward_inputs,
+    reference_token_logps,
     rollout_batch,
+    score_rollout,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
 from alignkit.rewards import load_reward_functions
 from alignkit.rollout import SamplingSettings, make_backend, rollout_seed, stop_token_ids
-
-ROLLOUT_FORMAT = 1
 
 
 class GRPOConfig(TrainConfig):
@@ -142,8 +138,7 @@ class GRPO(Method):
         self.backend: Any = None
         self.reference: Reference | None = None
         self.completion_log: CompletionLog | None = None
-        self._block: int | None = None
-        self._cached: tuple[list[dict], dict] | None = None
+        self.store = RolloutStore(config.output_dir, config.num_iterations)
         self._first_step: int | None = None
 
     # -- data ---------------------------------------------------------------------------------
@@ -193,30 +188,27 @@ class GRPO(Method):
             announce(f"grpo beta={cfg.beta}: reference = {self.reference.how}", accelerator)
         self.completion_log = CompletionLog(cfg.output_dir, cfg.log_completions_steps,
                                             enabled=accelerator.is_main_process)
+        self.store = RolloutStore(cfg.output_dir, cfg.num_iterations, rank=accelerator.process_index,
+                                  device=accelerator.device)
 
     # -- rollout ------------------------------------------------------------------------------
     def prepare_step(self, model: torch.nn.Module, batches: list[dict[str, Any]],
                      step: int) -> tuple[list[dict[str, Any]], dict[str, tuple[float, float]]]:
-        mu = self.config.num_iterations
         if self._first_step is None:
             self._first_step = step
             if self.completion_log is not None:
                 self.completion_log.start(step)
-        block, offset = divmod(step, mu)
-        if offset and self._block != block:  # resumed in the middle of a block
-            loaded = self._load_rollout(block)
-            if loaded is not None:
-                self._block, self._cached = block, loaded
-            else:
-                announce(f"grpo: no saved rollout for steps {block * mu + 1}-{block * mu + mu}; sampling a new one "
-                         "from the current policy (the resumed run will differ from an uninterrupted one)",
-                         self.accelerator)
-        if offset and self._block == block and self._cached is not None:
-            return self._cached
+        stored = self.store.lookup(step)
+        if stored is not None:
+            return stored
+        if self.store.missing is not None and self.store.missing == step // self.config.num_iterations:
+            mu = self.config.num_iterations
+            announce(f"grpo: no saved rollout for steps {self.store.missing * mu + 1}-{self.store.missing * mu + mu}; "
+                     "sampling a new one from the current policy (the resumed run will differ from an "
+                     "uninterrupted one)", self.accelerator)
+            self.store.missing = None
         micro, metrics = self.rollout(model, batches, step)
-        if mu > 1:
-            self._block, self._cached = block, (micro, metrics)
-            self._save_rollout(block, micro, metrics)
+        self.store.put(step, micro, metrics)
         return micro, metrics
 
     def rollout(self, model: torch.nn.Module, batches: list[dict[str, Any]],
@@ -230,9 +222,7 @@ class GRPO(Method):
         for k, batch in enumerate(batches):
             ro = self.backend.generate(model, batch["prompt_ids"], num_generations=G,
                                        seed=rollout_seed(cfg.seed, step, rank, k))
-            texts = decode_completions(self.tokenizer, ro.completion_ids)
-            prompts, completions, columns = reward_inputs(batch, ro, texts)
-            total, per = self.rewards(prompts, completions, columns)
+            total, per, prompts, texts = score_rollout(self.rewards, self.tokenizer, batch, ro)
             parts.append({"tensors": rollout_batch(ro), "rewards": total, "per": per, "prompts": prompts,
                           "texts": texts, "truncated": ro.truncated.cpu()})
 
@@ -270,14 +260,13 @@ class GRPO(Method):
             micro = [t]
 
         if cfg.num_iterations > 1 or self.reference is not None:
-            ctx = acc.autocast() if acc is not None else torch.autocast("cpu", enabled=False)
+            ctx = acc.autocast() if acc is not None else contextlib.nullcontext()
             with torch.no_grad(), ctx:
                 for t in micro:
-                    if cfg.num_iterations > 1:
-                        t["old_logps"] = completion_token_logps(model, t, cfg.temperature).float()
+                    if cfg.num_iterations > 1:  # the sampling policy's log-probs, once per rollout
+                        t["old_logps"] = completion_token_logps(unwrap(model), t, cfg.temperature).float()
                     if self.reference is not None:
-                        with self.reference.module() as ref_model:
-                            t["ref_logps"] = completion_token_logps(ref_model, t, cfg.temperature).float()
+                        t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature)
         return micro, metrics
 
     def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -337,68 +326,13 @@ class GRPO(Method):
         first_row = int(batch["rows"][0] or 0) if batch.get("rows") else 0
         ro = self.backend.generate(model, batch["prompt_ids"], num_generations=cfg.num_generations,
                                    seed=rollout_seed(cfg.seed, -1 - first_row, rank, 0))
-        texts = decode_completions(self.tokenizer, ro.completion_ids)
-        prompts, completions, columns = reward_inputs(batch, ro, texts)
-        total, per = self.rewards(prompts, completions, columns)
+        total, per, _, _ = score_rollout(self.rewards, self.tokenizer, batch, ro)
         N = float(total.numel())
         metrics = {"reward": (float(total.sum()), N),
                    "completion_length": (float(ro.completion_mask.sum()), N)}
         for name, values in per.items():
             metrics[f"rewards/{name}"] = (float(values.sum()), N)
         return StepOutput(loss_sum=torch.zeros((), device=ro.sequences.device), metrics=metrics)
-
-    # -- rollouts on disk (num_iterations > 1) --------------------------------------------------
-    def _rollout_path(self, block: int) -> Path:
-        rank = self.accelerator.process_index if self.accelerator is not None else 0
-        return Path(self.config.output_dir) / "rollouts" / f"block-{block}-rank{rank}.safetensors"
-
-    def _save_rollout(self, block: int, micro: list[dict], metrics: dict) -> None:
-        from safetensors.torch import save_file
-
-        path = self._rollout_path(block)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"{i}.{k}": v.detach().contiguous().cpu() for i, t in enumerate(micro)
-                   for k, v in t.items() if isinstance(v, torch.Tensor)}
-        meta = {"format": ROLLOUT_FORMAT, "block": block, "micro": len(micro),
-                "loss_weight": [float(t.get("loss_weight", 1.0)) for t in micro], "metrics": metrics}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"alignkit": json.dumps(meta)})
-        os.replace(tmp, path)
-        # keep this block and the blocks a retained checkpoint would resume into; drop the rest
-        mu = self.config.num_iterations
-        needed = {block} | {s // mu for s, _ in list_checkpoints(self.config.output_dir) if s % mu}
-        suffix = path.name.split("-", 2)[2]
-        for old in path.parent.glob(f"block-*-{suffix}"):
-            try:
-                b = int(old.name.split("-")[1])
-            except ValueError:
-                continue
-            if b not in needed:
-                old.unlink(missing_ok=True)
-
-    def _load_rollout(self, block: int) -> tuple[list[dict], dict] | None:
-        from safetensors import safe_open
-
-        path = self._rollout_path(block)
-        if not path.is_file():
-            return None
-        device = self.accelerator.device if self.accelerator is not None else torch.device("cpu")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["alignkit"])
-                if meta.get("format") != ROLLOUT_FORMAT or meta.get("block") != block:
-                    return None
-                micro = [{} for _ in range(meta["micro"])]
-                for key in f.keys():
-                    i, name = key.split(".", 1)
-                    micro[int(i)][name] = f.get_tensor(key).to(device)
-        except Exception:  # noqa: BLE001 - unreadable: the caller samples a fresh rollout
-            return None
-        for t, w in zip(micro, meta["loss_weight"]):
-            if w != 1.0:
-                t["loss_weight"] = w
-        metrics = {k: (float(v[0]), float(v[1])) for k, v in meta["metrics"].items()}
-        return micro, metrics
 
 
 def _trim(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -54,7 +54,14 @@ Baselines in the same trainer, for comparison:
 - ``neftune_alpha`` — NEFTune noise (``alignkit.methods.sft.neftune_hook``) added to pass 2's (mixed)
   input embeddings in training; pass 1 sees the clean sequence.
 
-Cost: one extra forward pass without backward, i.e. about 1.3-1.5x an SFT step.
+Metrics: ``loss`` (the IFT loss), ``lambda``, ``sft_loss`` (pass 1's token-mean cross-entropy on the
+gold sequence, before the update: the number ``alignkit sft`` would log) and ``mean_token_accuracy``
+(how often pass 1's greedy guess is the gold token).
+
+Cost: one extra forward pass without backward (the LM head only on response tokens). Measured CPU
+time per optimizer step, one thread, same batches (median): tiny-random 4 x 64 tokens 0.37 s (SFT) vs
+0.50 s (IFT), 1.37x; smollm2-135m 2 x 128 tokens with LoRA r=16 2.97 s vs 4.53 s, 1.53x (LoRA makes
+the backward cheap, so the extra forward weighs more); full fine-tuning 5.94 s vs 6.60 s, 1.11x.
 """
 
 from __future__ import annotations

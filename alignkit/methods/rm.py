@@ -134,7 +134,7 @@ class RM(Method):
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
-        from alignkit.reward_model import build_reward_model
+        from alignkit.reward_model import build_reward_model, peft_quietly
 
         cfg = self.config
         model = build_reward_model(cfg.model, self.pad_id, trust_remote_code=cfg.trust_remote_code)
@@ -147,7 +147,7 @@ class RM(Method):
             # SEQ_CLS: peft keeps the score head fully trainable (modules_to_save) and saves it with the adapter
             lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                               target_modules=cfg.lora.target_modules, task_type="SEQ_CLS")
-            model = get_peft_model(model, lora)
+            model = peft_quietly(get_peft_model, model, lora)
         return model
 
     # -- loss ---------------------------------------------------------------------------------
