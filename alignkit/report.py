@@ -4,7 +4,7 @@
 RUN_DIR`` re-runs). It plots every numeric metric the run logged in ``metrics.jsonl``; related curves
 share a figure: a metric and its ``eval_`` counterpart (``loss`` with ``eval_loss``), and
 ``X/chosen`` with ``X/rejected`` (``rewards/...``, ``logps/...``). Long noisy curves are drawn faint
-with an exponential moving average on top. The page also has a table of final / min / max values,
+with a centred moving average on top. The page also has a table of final / min / max values,
 the run's eval results (``results.json`` in the run directory or its ``eval/``, as written by
 ``alignkit eval``) and the resolved ``config.yaml``.
 
@@ -36,8 +36,8 @@ PREFERRED = ["loss", "learning_rate", "grad_norm", "rewards/margins", "rewards/a
              "logps/chosen", "reward", "reward_std", "kl", "entropy", "clip_ratio", "completion_length",
              "tokens_per_second"]
 NOT_PLOTTED = {"epoch"}
-SMOOTH_ABOVE = 40  # points: longer curves get an EMA on top of the faint raw curve
-EMA_WEIGHT = 0.9
+SMOOTH_ABOVE = 40  # points: longer curves get a moving average on top of the faint raw curve
+NOT_SMOOTHED = {"learning_rate", "epoch"}
 
 Series = dict[str, tuple[list[int], list[float]]]
 
@@ -132,11 +132,18 @@ def _config_value(text: str | None, key: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ plots
-def _ema(ys: list[float], weight: float = EMA_WEIGHT) -> list[float]:
-    out, s = [], 0.0
-    for i, y in enumerate(ys, start=1):
-        s = weight * s + (1 - weight) * y
-        out.append(s / (1 - weight ** i))  # debiased, as TensorBoard does
+def _smooth(ys: list[float]) -> list[float]:
+    """Centred moving average (window about n/25, symmetric and shrinking at the ends so the first and
+    last points stay as logged): no lag, and linear trends pass through unchanged."""
+    n = len(ys)
+    half = max(1, n // 50)
+    prefix = [0.0]
+    for y in ys:
+        prefix.append(prefix[-1] + y)
+    out = []
+    for i in range(n):
+        h = min(half, i, n - 1 - i)
+        out.append((prefix[i + h + 1] - prefix[i - h]) / (2 * h + 1))
     return out
 
 
@@ -164,18 +171,20 @@ def _plot_png(title: str, curves: list[tuple[str, list[int], list[float]]], eval
             bases.append(base)
         color = f"C{bases.index(base) % 10}"
         style = {"linestyle": "--", "marker": "o", "markersize": 3} if is_eval else {}
-        if len(xs) > SMOOTH_ABOVE:
+        if len(xs) > SMOOTH_ABOVE and base not in NOT_SMOOTHED and title not in NOT_SMOOTHED:
             ax.plot(xs, ys, color=color, alpha=0.25, linewidth=0.8, **{k: v for k, v in style.items() if k == "linestyle"})
-            ax.plot(xs, _ema(ys), color=color, label=label, linewidth=1.4, **style)
+            ax.plot(xs, _smooth(ys), color=color, label=label, linewidth=1.4, **style)
         else:
             ax.plot(xs, ys, color=color, label=label, **({"marker": "."} | style if len(xs) < 50 else style))
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useOffset=False)
+    ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
     if len(curves) > 1:
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.15, right=0.97, top=0.9, bottom=0.15)  # fixed: tight_layout costs a full draw
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

@@ -224,3 +224,22 @@ def test_eval_input_errors(tmp_path, capsys):
     (run / "metrics.jsonl").write_text("")
     assert default_output_dir(str(run)) == run / "eval"
     assert str(default_output_dir("tiny-random")) == "eval-results"
+
+
+def test_win_rate_against_reference_answers(tmp_path):
+    from alignkit.evaluation.runner import EvalOptions, evaluate_models, write_results
+
+    rows = [{"prompt": "Say hi.", "reference": "Hello! " * 50, "constraints": [{"type": "no_commas"}]},
+            {"prompt": "Say bye.", "reference": "Bye."}]  # no constraints: generated and judged, not scored
+    prompts = write_jsonl(tmp_path / "refs.jsonl", rows)
+    judge = tmp_path / "judge.py"
+    judge.write_text("def longer(prompt, a, b):\n    return 'A' if len(a) > len(b) else 'B' if len(b) > len(a) "
+                     "else 'tie'\n")
+    results = evaluate_models(["tiny-random"], EvalOptions(prompts=str(prompts), judge=f"{judge}:longer",
+                                                           max_new_tokens=4, device="cpu"), log=lambda _: None)
+    wr = results["win_rate"]
+    assert wr["model_b"] == "reference answers" and wr["n"] == 2
+    assert wr["losses"] >= 1 and wr["wins"] + wr["losses"] + wr["ties"] == 2  # the 350-character reference wins
+    assert results["models"][0]["gold"]["n_prompts"] == 1
+    paths = write_results(results, tmp_path / "out")
+    assert "reference answers" in paths["results.md"].read_text()

@@ -65,6 +65,7 @@ def test_config_defaults_and_alias():
     assert (cfg.num_generations, cfg.max_new_tokens, cfg.temperature, cfg.top_p) == (4, 64, 1.0, 1.0)
     assert (cfg.beta, cfg.eps_low, cfg.eps_high, cfg.loss_type) == (0.0, 0.2, 0.2, "dapo")
     assert (cfg.scale_rewards, cfg.advantage, cfg.dynamic_sampling, cfg.num_iterations) == (True, "grpo", False, 1)
+    assert cfg.batch_size == 2  # prompts per micro-batch (x num_generations completions)
     cfg = load_config(GRPOConfig, overrides=["reward=x.py:f", "epsilon=0.1", "eps_high=0.28"])
     assert (cfg.eps_low, cfg.eps_high) == (0.1, 0.28)
     with pytest.raises(ConfigError, match="max_new_tokens"):

@@ -24,7 +24,8 @@ def data(tmp_path_factory):
     rows[3] = {"prompt": rows[3]["prompt"], "completion": rows[3]["completion"] + " It is a long answer."}
     return {"sft": write_jsonl(d / "sft.jsonl", rows),
             "chat": write_jsonl(d / "chat.jsonl", sft_rows(16)),
-            "pref": write_jsonl(d / "pref.jsonl", preference_rows(16))}
+            "pref": write_jsonl(d / "pref.jsonl", preference_rows(16)),
+            "eval": write_jsonl(d / "eval.jsonl", sft_rows(4))}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_lambda0_gamma0_equals_sft_loss_and_grads(data, tok):
 
 
 def test_cli_lambda0_gamma0_matches_sft(data, tmp_path):
-    common = ["model=tiny-random", f"data={data['sft']}", "max_steps=3", "batch_size=4", "lr=1e-3",
+    common = ["model=tiny-random", f"data={data['sft']}", "max_steps=3", "batch_size=2", "lr=1e-3",
               "max_length=64", "seed=7"]
     a, b = tmp_path / "sft", tmp_path / "ift"
     assert main(["sft", *common, f"output_dir={a}"]) == 0
@@ -287,10 +288,10 @@ def _check_run_dir(out, steps):
 def test_cli_runs_on_preference_and_sft_data(data, tmp_path):
     common = ["model=tiny-random", "max_steps=2", "batch_size=2", "lr=1e-3", "max_length=64"]
     pref = tmp_path / "pref"
-    assert main(["ift", *common, f"data={data['pref']}", f"output_dir={pref}"]) == 0
-    _check_run_dir(pref, 2)
+    assert main(["ift", *common[:1], "max_steps=1", *common[2:], f"data={data['pref']}", f"output_dir={pref}"]) == 0
+    _check_run_dir(pref, 1)
     chat = tmp_path / "chat"
-    assert main(["ift", *common, f"data={data['chat']}", f"eval_data={data['chat']}", f"output_dir={chat}",
+    assert main(["ift", *common, f"data={data['chat']}", f"eval_data={data['eval']}", f"output_dir={chat}",
                  "lora.r=4", "neftune_alpha=5", "scheduled_sampling=0.2"]) == 0
     rows = _check_run_dir(chat, 2)
     assert any("eval_loss" in r for r in read_metrics(chat))
@@ -299,7 +300,7 @@ def test_cli_runs_on_preference_and_sft_data(data, tmp_path):
 
 
 def test_resume_with_lambda_noise_reproduces_run(data, tmp_path, monkeypatch):
-    common = ["model=tiny-random", f"data={data['sft']}", "max_steps=4", "save_steps=2", "batch_size=2",
+    common = ["model=tiny-random", f"data={data['sft']}", "max_steps=4", "save_steps=2", "batch_size=1",
               "grad_accum=2", "lr=1e-3", "max_length=64", "lambda_noise=0.1", "scheduled_sampling=0.3"]
     ref = tmp_path / "ref"
     assert main(["ift", *common, f"output_dir={ref}"]) == 0

@@ -79,6 +79,20 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="prompt", leave=False, disable=None, file=sys.stderr)
 
 
+def _progress(bar, log: Callable[[str], None], prefix: str) -> Callable[[int], None]:
+    """Advance the bar; without a terminal (bar disabled) log a line per batch instead."""
+
+    done = [0]
+
+    def update(n: int) -> None:
+        bar.update(n)
+        done[0] += n
+        if bar.disable:
+            log(f"{prefix} generated {done[0]}/{bar.total} answers")
+
+    return update
+
+
 def display_names(specs: list[str]) -> list[str]:
     names = [str(s).rstrip("/") for s in specs]
     return [f"{n} (#{i + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
@@ -142,7 +156,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         bar = _progress_bar(len(prompts), f"[{k}/{len(models)}] generating")
         gens = generate_with_ids(model, tok, prompts, max_new_tokens=opts.max_new_tokens,
                                  batch_size=opts.batch_size, temperature=opts.temperature, seed=opts.seed,
-                                 chat_template=opts.chat_template, progress=bar.update)
+                                 chat_template=opts.chat_template, progress=_progress(bar, log, f"[{k}/{len(models)}]"))
         bar.close()
         gold = score_responses(instructions, gens.texts)
         details = {d["id"]: d for d in gold.pop("details")}

@@ -10,7 +10,7 @@ METHODS: dict[str, str | None] = {
     "dpo": "alignkit.methods.dpo:DPO",
     "kto": "alignkit.methods.kto:KTO",
     "ift": "alignkit.methods.ift:IFT",
-    "ppo": None,
+    "ppo": "alignkit.methods.ppo:PPO",
     "grpo": "alignkit.methods.grpo:GRPO",
     "online-dpo": None,
     "self-reward": None,

@@ -8,7 +8,7 @@ One optimizer step:
    run samples exactly what an uninterrupted one did). A micro-batch therefore trains on
    ``batch_size * G`` sequences, and all G completions of a prompt sit in the same micro-batch on the
    same process, so group statistics need no communication. (TRL counts *completions* per device
-   instead; ``batch_size=2 num_generations=4`` here is TRL's ``per_device_train_batch_size=8``.)
+   instead; ``batch_size=2 num_generations=4``, the defaults here, is TRL's ``per_device_train_batch_size=8``.)
 2. **Rewards**: the :class:`~alignkit.rewards.RewardSet` built from ``reward=`` (SPEC 6a) scores every
    completion; the total is the ``reward_weights``-weighted sum.
 3. **Advantages** (``advantage=``): ``grpo`` (r - group mean) / (group std + 1e-4), without the division
@@ -83,6 +83,8 @@ from alignkit.rollout import SamplingSettings, make_backend, rollout_seed, stop_
 class GRPOConfig(TrainConfig):
     """GRPO family: GRPO, DAPO, Dr. GRPO losses; GRPO, RLOO, REINFORCE++ advantages (reward=FILE.py:FUNC)."""
 
+    batch_size: int = Field(2, ge=1, description="prompts per device per micro-batch; each is sampled num_generations "
+                            "times (2 x 4 = TRL's 8 completions per device)")
     reward: str | list[str] | None = Field(None, description="FILE.py:FUNC, package.module:FUNC, rm:PATH, or a list")
     reward_weights: list[float] | None = Field(None, description="one weight per reward source (default all 1)")
     num_generations: int = Field(4, ge=2, description="completions sampled per prompt (the group size G)")
@@ -220,8 +222,9 @@ class GRPO(Method):
         device = acc.device if acc is not None else next(unwrap(model).parameters()).device
         parts = []
         for k, batch in enumerate(batches):
-            ro = self.backend.generate(model, batch["prompt_ids"], num_generations=G,
-                                       seed=rollout_seed(cfg.seed, step, rank, k))
+            with self._autocast():  # bf16 generation under mixed precision; log-probs are recomputed anyway
+                ro = self.backend.generate(model, batch["prompt_ids"], num_generations=G,
+                                           seed=rollout_seed(cfg.seed, step, rank, k))
             total, per, prompts, texts = score_rollout(self.rewards, self.tokenizer, batch, ro)
             parts.append({"tensors": rollout_batch(ro), "rewards": total, "per": per, "prompts": prompts,
                           "texts": texts, "truncated": ro.truncated.cpu()})
@@ -260,14 +263,16 @@ class GRPO(Method):
             micro = [t]
 
         if cfg.num_iterations > 1 or self.reference is not None:
-            ctx = acc.autocast() if acc is not None else contextlib.nullcontext()
-            with torch.no_grad(), ctx:
+            with torch.no_grad(), self._autocast():
                 for t in micro:
                     if cfg.num_iterations > 1:  # the sampling policy's log-probs, once per rollout
                         t["old_logps"] = completion_token_logps(unwrap(model), t, cfg.temperature).float()
                     if self.reference is not None:
                         t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature)
         return micro, metrics
+
+    def _autocast(self):
+        return self.accelerator.autocast() if self.accelerator is not None else contextlib.nullcontext()
 
     def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         cfg, acc = self.config, self.accelerator
