@@ -48,8 +48,10 @@ COMMANDS: dict[str, str | None] = {
 
 
 def _type_name(annotation: typing.Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "|".join(str(a).lower() if isinstance(a, bool) else str(a) for a in typing.get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("Literal", "one of ")
+    return text.replace("typing.", "")
 
 
 def method_help(name: str, config_cls) -> str:

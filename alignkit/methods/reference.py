@@ -50,8 +50,11 @@ CACHE_FORMAT = 1
 
 
 def ref_cache_dir() -> Path:
-    """Where precomputed reference log-probs are cached: ``cache_dir()/ref_logps``."""
-    return cache_dir() / "ref_logps"
+    """Where precomputed reference log-probs are cached: ``cache_dir()/ref_logps``, or
+    ``$ALIGNKIT_REF_CACHE`` when set (the benchmark points it at an empty directory so that the
+    reference pass is always timed)."""
+    env = os.environ.get("ALIGNKIT_REF_CACHE")
+    return Path(env) if env else cache_dir() / "ref_logps"
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
