@@ -28,6 +28,7 @@ Other commands:
   chat         chat with a model in the terminal
   generate     write completions for a prompt file as JSONL
   score        score a data file with a reward model (alignkit rm)
+  data         build data with AI feedback: backtranslate, critique-revise, rlaif, eft
   report       plot a run (report.html) or compare several runs side by side
   bench        side-by-side speed/memory against TRL
 
@@ -42,6 +43,7 @@ COMMANDS: dict[str, str | None] = {
     "chat": "alignkit.commands.chat:main",
     "generate": "alignkit.commands.generate:main",
     "score": "alignkit.commands.score:main",
+    "data": "alignkit.commands.data:main",
     "report": "alignkit.commands.report:main",
     "bench": "alignkit.bench:main",
 }
@@ -92,6 +94,9 @@ def run_method(name: str, argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    run_loop = getattr(method_cls, "run_loop", None)
+    if run_loop is not None:  # a loop over several engine runs (self-reward) runs itself
+        return int(run_loop(config))
     return _train(method_cls, config)
 
 

@@ -17,7 +17,12 @@ turns the ``reward=`` config value into a :class:`RewardSet` of sources with wei
     A reward model trained with ``alignkit rm`` (its own tokenizer; loaded through
     ``alignkit.reward_model.load_reward_model``).
 ``judge:MODEL``
-    An LLM judge; not available in this version (the judges plug in later as another source).
+    An LLM judge (:mod:`alignkit.judges`: additive 0-5 rubric, final ``Score: N`` line, samples averaged):
+    ``judge:self`` (the policy being trained; the method binds it with ``alignkit.judges.bind_policy``),
+    ``judge:PATH_OR_NAME`` (another local model) or ``judge:http://HOST:PORT/v1`` (an OpenAI-compatible
+    endpoint, key from ``ALIGNKIT_JUDGE_API_KEY``). Options ride on a query string:
+    ``judge:self?samples=3&temperature=0.7&max_new_tokens=256&unparsable=0`` (``model=NAME`` for HTTP).
+    A completion without any parsable score gets ``unparsable`` (default 0).
 
 The reward-function signature is TRL's::
 
@@ -292,8 +297,9 @@ def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
             raise RewardError("reward=rm:PATH needs the path of a reward model trained with `alignkit rm`")
         return ModelReward(path)
     if spec.startswith("judge:"):
-        raise RewardError(f"reward={spec}: LLM judges are not available yet in this version of alignkit; "
-                          "use a reward function (FILE.py:FUNC) or a reward model (rm:PATH)")
+        from alignkit.judges import reward_from_spec
+
+        return reward_from_spec(spec)
     target, sep, func_name = spec.rpartition(":")
     if not sep or not target or not func_name:
         raise RewardError(f"reward={spec}: expected FILE.py:FUNC, package.module:FUNC, rm:PATH or judge:MODEL")

@@ -131,13 +131,17 @@ def test_misbehaving_function_stops_with_its_name(reward_file, func, message):
     ("{file}:NOT_CALLABLE", "is not a function"),
     ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
     ("just_a_name", "expected FILE.py:FUNC"),
-    ("judge:self", "LLM judges are not available yet"),
     ("rm:/definitely/not/here", "no such reward model directory"),
     ("", "reward is empty"),
 ])
 def test_loading_errors(reward_file, spec, message):
     with pytest.raises(RewardError, match=message):
         load_reward_functions(spec.format(file=reward_file))
+
+
+def test_judge_specs_go_to_the_judges():
+    rs = load_reward_functions("judge:self")  # unbound until a method hands it the policy
+    assert len(rs) == 1 and isinstance(rs.sources[0], RewardSource)
 
 
 def test_file_that_fails_to_import(tmp_path):

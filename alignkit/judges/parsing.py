@@ -33,7 +33,7 @@ _WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six"
           "eight": 8, "nine": 9, "ten": 10}
 _NUMBER = r"([+-]?\s?(?:\d+(?:\.\d+)?|\.\d+)|(?:" + "|".join(_WORDS) + r")\b)"
 _DENOM = r"(?:\s*(?:/|out\s+of|of)\s*(\d+(?:\.\d+)?))?"
-_LABEL = r"(?:(?:final|total|overall)\s+)?score"
+_LABEL = r"(?:(?:final|total|overall)\s+)?score(?:\s*\([^()\n]{0,20}\))?"
 _SEP = r"\W{0,4}?(?:\s*(?::|=|is|of)\s*)[\s*_`\"'\[\(]*"
 
 # a line that starts with the label: markdown decoration, the label, a separator, the number

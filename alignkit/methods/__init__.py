@@ -12,8 +12,8 @@ METHODS: dict[str, str | None] = {
     "ift": "alignkit.methods.ift:IFT",
     "ppo": "alignkit.methods.ppo:PPO",
     "grpo": "alignkit.methods.grpo:GRPO",
-    "online-dpo": None,
-    "self-reward": None,
+    "online-dpo": "alignkit.methods.online_dpo:OnlineDPO",
+    "self-reward": "alignkit.methods.self_reward:SelfReward",
 }
 
 

@@ -85,7 +85,7 @@ class GRPOConfig(TrainConfig):
 
     batch_size: int = Field(2, ge=1, description="prompts per device per micro-batch; each is sampled num_generations "
                             "times (2 x 4 = TRL's 8 completions per device)")
-    reward: str | list[str] | None = Field(None, description="FILE.py:FUNC, package.module:FUNC, rm:PATH, or a list")
+    reward: str | list[str] | None = Field(None, description="FILE.py:FUNC, package.module:FUNC, rm:PATH, judge:MODEL, or a list")
     reward_weights: list[float] | None = Field(None, description="one weight per reward source (default all 1)")
     num_generations: int = Field(4, ge=2, description="completions sampled per prompt (the group size G)")
     max_new_tokens: int = Field(64, ge=1, description="longest completion, in tokens")
@@ -185,6 +185,10 @@ class GRPO(Method):
                                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
         else:
             self.backend = make_backend("hf", settings)
+        from alignkit.judges import bind_policy
+
+        if bind_policy(self.rewards, model, self.tokenizer):
+            announce("grpo: judge:self - the policy judges its own samples", accelerator)
         if cfg.beta > 0:
             self.reference = build_reference(model, accelerator, precompute=False)
             announce(f"grpo beta={cfg.beta}: reference = {self.reference.how}", accelerator)

@@ -258,7 +258,7 @@ class _PPOModelMixin:
                    get_peft_model_state_dict(self, adapter_name=CRITIC_ADAPTER).items()}
         config = copy.deepcopy(self.peft_config[CRITIC_ADAPTER])  # type: ignore[attr-defined]
         head = copy.deepcopy(parts).cpu()
-        merged = super().merge_and_unload(*args, **kwargs)  # type: ignore[misc]
+        merged = self.base_model.merge_and_unload(*args, **kwargs)  # type: ignore[attr-defined]
         merged.__class__ = _merged_class(type(merged))
         merged._ppo_critic_payload = (adapter, config, head)
         return merged

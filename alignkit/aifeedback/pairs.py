@@ -1,0 +1,73 @@
+"""Best-versus-worst preference pairs from judged candidates, and the statistics the loop reports.
+
+For one prompt's candidates with scores (``None`` = unparsable or not judged):
+
+* fewer than two scored candidates -> dropped as ``unparsable``;
+* highest score equal to the lowest -> dropped as ``tie``;
+* chosen (first candidate with the highest score) has the same text as rejected (first with the
+  lowest) -> dropped as ``identical``;
+* otherwise the pair (chosen, rejected).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+PAIR_DROPS = ("unparsable", "tie", "identical")
+
+
+def select_pair(completions: Sequence[str], scores: Sequence[float | None]) -> tuple[int, int] | str:
+    """``(chosen_index, rejected_index)``, or the reason the prompt yields no pair."""
+    scored = [(i, float(s)) for i, s in enumerate(scores) if s is not None and math.isfinite(float(s))]
+    if len(scored) < 2:
+        return "unparsable"
+    best = max(scored, key=lambda t: (t[1], -t[0]))
+    worst = min(scored, key=lambda t: (t[1], t[0]))
+    if best[1] == worst[1]:
+        return "tie"
+    if completions[best[0]].strip() == completions[worst[0]].strip():
+        return "identical"
+    return best[0], worst[0]
+
+
+def as_chat(prompt: Any, completion: str, chat_template: str = "auto") -> tuple[Any, Any]:
+    """A (prompt, completion) in the form DPO/SFT train on exactly as it was generated: chat messages
+    (a string prompt becomes one user message) unless ``chat_template == "never"``."""
+    if chat_template == "never":
+        return prompt, completion
+    p = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return p, [{"role": "assistant", "content": completion}]
+
+
+def histogram(scores: Sequence[float | None], low: int = 0, high: int = 5) -> dict[str, int]:
+    """Counts of scores rounded to the nearest integer (halves up), plus ``unparsable``."""
+    hist = {str(v): 0 for v in range(low, high + 1)}
+    hist["unparsable"] = 0
+    for s in scores:
+        if s is None or not math.isfinite(float(s)):
+            hist["unparsable"] += 1
+            continue
+        key = str(min(high, max(low, int(math.floor(float(s) + 0.5)))))
+        hist[key] += 1
+    return hist
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def parse_rate(samples: Sequence[Sequence[float | None]]) -> float | None:
+    """Fraction of individual judge samples that gave a score."""
+    flat = [s for row in samples for s in row]
+    if not flat:
+        return None
+    return sum(s is not None for s in flat) / len(flat)
+
+
+def drop_counts(reasons: Sequence[str]) -> dict[str, int]:
+    c = Counter(reasons)
+    return {r: c.get(r, 0) for r in PAIR_DROPS}

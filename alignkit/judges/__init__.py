@@ -1,0 +1,74 @@
+"""Judges: one interface to score answers, used as rewards for online methods, for evaluation and for
+building data with AI feedback.
+
+* :class:`PointwiseJudge` — ``score(prompts, completions) -> list[JudgeScore]``. Implementations:
+  :class:`LLMJudge` (an LLM on an additive 0-5 rubric, ``judge_samples`` samples averaged, final
+  ``Score: N`` line parsed by :func:`parse_score`), :class:`RewardModelJudge` (``rm:PATH``) and
+  :class:`FunctionJudge` (``FILE.py:FUNC``); the last two give ``score=value, samples=[value], raw=[""]``.
+* :class:`PairwiseJudge` — ``compare(prompts, answers_a, answers_b) -> ["A" | "B" | "tie", ...]``.
+  :class:`PairwiseLLMJudge` asks both orders and counts a verdict that flips with the order as a tie;
+  :class:`ScorePairwiseJudge` compares a pointwise judge's scores.
+* :func:`load_judge` / :func:`load_pairwise_judge` build them from a spec: ``judge:self`` (the policy),
+  ``judge:PATH_OR_NAME`` (another local model), ``judge:http(s)://HOST:PORT/v1`` (an OpenAI-compatible
+  endpoint; key from ``ALIGNKIT_JUDGE_API_KEY``), ``rm:PATH``, ``FILE.py:FUNC``.
+* :func:`judge_reward` turns a pointwise judge into a reward source; ``reward=judge:MODEL`` in the
+  online methods goes through :func:`reward_from_spec`.
+"""
+
+from alignkit.judges.backends import API_KEY_ENV, CallableBackend, HTTPBackend, JudgeError, LocalBackend
+from alignkit.judges.core import (
+    FORCED_MARK,
+    FunctionJudge,
+    JudgeReward,
+    JudgeScore,
+    LLMJudge,
+    PairVerdict,
+    PairwiseJudge,
+    PairwiseLLMJudge,
+    PointwiseJudge,
+    RewardModelJudge,
+    ScorePairwiseJudge,
+    is_forced,
+    judge_reward,
+)
+from alignkit.judges.loading import (
+    bind_policy,
+    load_judge,
+    load_pairwise_judge,
+    parse_judge_spec,
+    reward_from_spec,
+)
+from alignkit.judges.parsing import parse_score, parse_verdict
+from alignkit.judges.prompts import PAIRWISE_TEMPLATE, POINTWISE_TEMPLATE, pairwise_prompt, pointwise_prompt
+
+__all__ = [
+    "API_KEY_ENV",
+    "FORCED_MARK",
+    "CallableBackend",
+    "FunctionJudge",
+    "HTTPBackend",
+    "JudgeError",
+    "JudgeReward",
+    "JudgeScore",
+    "LLMJudge",
+    "LocalBackend",
+    "PAIRWISE_TEMPLATE",
+    "POINTWISE_TEMPLATE",
+    "PairVerdict",
+    "PairwiseJudge",
+    "PairwiseLLMJudge",
+    "PointwiseJudge",
+    "RewardModelJudge",
+    "ScorePairwiseJudge",
+    "bind_policy",
+    "is_forced",
+    "judge_reward",
+    "load_judge",
+    "load_pairwise_judge",
+    "pairwise_prompt",
+    "parse_judge_spec",
+    "parse_score",
+    "parse_verdict",
+    "pointwise_prompt",
+    "reward_from_spec",
+]

@@ -1,0 +1,243 @@
+"""Building judges from a spec string (``judge:self``, ``judge:PATH``, ``judge:http://...``, ``rm:PATH``,
+``FILE.py:FUNC``) and plugging them into reward sets."""
+
+from __future__ import annotations
+
+import difflib
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from alignkit.judges.backends import HTTPBackend, JudgeError, LocalBackend
+from alignkit.judges.core import (
+    FunctionJudge,
+    JudgeReward,
+    LLMJudge,
+    PairwiseLLMJudge,
+    PointwiseJudge,
+    RewardModelJudge,
+    ScorePairwiseJudge,
+)
+
+__all__ = ["JudgeSpec", "parse_judge_spec", "load_judge", "load_pairwise_judge", "reward_from_spec", "bind_policy"]
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(text)
+
+
+_flag.__name__ = "boolean"
+
+#: options a judge spec may carry in its query string (``judge:self?samples=5&temperature=0.5``)
+SPEC_OPTIONS = {
+    "samples": int, "judge_samples": int, "temperature": float, "top_p": float, "max_new_tokens": int,
+    "model": str, "judge_model": str, "timeout": float, "seed": int, "unparsable": float, "batch_size": int,
+    "retries": int, "concurrency": int, "force_score": _flag,
+}
+_ALIASES = {"judge_samples": "samples", "judge_model": "model"}
+
+
+class JudgeSpec:
+    """A parsed judge spec: ``kind`` (``self``, ``local``, ``http``, ``rm``, ``function``), ``target`` (model
+    path/name, URL or function spec) and the query-string ``options``."""
+
+    def __init__(self, kind: str, target: str, options: dict[str, Any]) -> None:
+        self.kind, self.target, self.options = kind, target, options
+
+    def __repr__(self) -> str:
+        return f"JudgeSpec({self.kind}, {self.target!r}, {self.options})"
+
+
+def _split_options(text: str, spec: str) -> tuple[str, dict[str, Any]]:
+    base, sep, query = text.partition("?")
+    if not sep or "=" not in query:
+        return text, {}
+    options: dict[str, Any] = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key not in SPEC_OPTIONS:
+            close = difflib.get_close_matches(key, list(SPEC_OPTIONS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise JudgeError(f"judge spec '{spec}': unknown option '{key}'{hint}; options: "
+                             f"{', '.join(sorted(SPEC_OPTIONS))}")
+        try:
+            options[_ALIASES.get(key, key)] = SPEC_OPTIONS[key](value)
+        except ValueError:
+            raise JudgeError(f"judge spec '{spec}': option {key}={value!r} is not a "
+                             f"{SPEC_OPTIONS[key].__name__}") from None
+    return base, options
+
+
+def _looks_like_function(text: str) -> bool:
+    target, sep, func = text.rpartition(":")
+    if not sep or not target or not func or not func.isidentifier():
+        return False
+    if len(target) == 1 and target.isalpha():  # a Windows drive letter
+        return False
+    return target.endswith(".py") or all(part.isidentifier() for part in target.split("."))
+
+
+def parse_judge_spec(spec: str) -> JudgeSpec:
+    """Parse a judge spec (see :func:`load_judge`)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise JudgeError("empty judge spec: give judge:self, judge:PATH_OR_NAME, judge:http://HOST:PORT/v1, rm:PATH "
+                         "or FILE.py:FUNC")
+    text = spec.strip()
+    if text.startswith("rm:"):
+        path = text[3:].strip()
+        if not path:
+            raise JudgeError("rm:PATH needs the path of a reward model trained with `alignkit rm`")
+        return JudgeSpec("rm", path, {})
+    explicit = text.startswith("judge:")
+    if explicit:
+        text = text[len("judge:"):].strip()
+        if not text:
+            raise JudgeError("judge: needs a model: judge:self, judge:PATH_OR_NAME or judge:http://HOST:PORT/v1")
+    elif _looks_like_function(text) and not Path(text).exists():
+        return JudgeSpec("function", text, {})
+    target, options = _split_options(text, spec)
+    if target == "self":
+        return JudgeSpec("self", target, options)
+    if target.startswith(("http://", "https://")):
+        return JudgeSpec("http", target, options)
+    if "://" in target:
+        raise JudgeError(f"judge spec '{spec}': only http:// and https:// endpoints are supported")
+    return JudgeSpec("local", target, options)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _backend(parsed: JudgeSpec, spec: str, *, policy: Any, tokenizer: Any, temperature: float, top_p: float,
+             max_new_tokens: int, judge_model: str | None, timeout: float, batch_size: int, retries: int,
+             concurrency: int) -> Any:
+    o = parsed.options
+    temperature = o.get("temperature", temperature)
+    top_p = o.get("top_p", top_p)
+    max_new_tokens = o.get("max_new_tokens", max_new_tokens)
+    batch_size = o.get("batch_size", batch_size)
+    if parsed.kind == "self":
+        backend = LocalBackend(policy, tokenizer, name="self", temperature=temperature, top_p=top_p,
+                               max_new_tokens=max_new_tokens, batch_size=batch_size)
+        backend.is_policy = True
+        return backend
+    if parsed.kind == "http":
+        return HTTPBackend(parsed.target, model=o.get("model", judge_model), temperature=temperature, top_p=top_p,
+                           max_new_tokens=max_new_tokens, timeout=o.get("timeout", timeout),
+                           retries=o.get("retries", retries), concurrency=o.get("concurrency", concurrency))
+    from alignkit.models import ModelNotFoundError, load_trained
+
+    try:
+        model, tok = load_trained(parsed.target)
+    except ModelNotFoundError as e:
+        raise JudgeError(f"judge spec '{spec}': {e}") from None
+    model = model.to(_device()).eval()
+    model.requires_grad_(False)
+    return LocalBackend(model, tok, name=Path(parsed.target).name or parsed.target, temperature=temperature,
+                        top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer: Any = None, judge_samples: int = 3,
+               temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0, top_p: float = 1.0,
+               judge_model: str | None = None, timeout: float = 60.0, batch_size: int = 8, retries: int = 2,
+               concurrency: int = 8, template: str | None = None, force_score: bool = False) -> PointwiseJudge:
+    """A pointwise judge from a spec.
+
+    ``judge:self`` (or ``self``)
+        the policy being trained: pass ``policy=MODEL, tokenizer=TOKENIZER`` (or bind them later with
+        :func:`bind_policy`).
+    ``judge:PATH_OR_NAME``
+        another local model (anything :func:`alignkit.models.load_trained` loads: ``smollm2-135m``,
+        ``tiny-random``, a model directory, a run directory, a ``.gguf`` file), on the GPU when there is one.
+    ``judge:http://HOST:PORT/v1`` (or https)
+        an OpenAI-compatible chat-completions endpoint; the model name comes from ``judge_model`` or
+        ``?model=NAME`` (default: the first model the server lists); the API key from the environment
+        variable ``ALIGNKIT_JUDGE_API_KEY``.
+    ``rm:PATH``
+        a reward model trained with ``alignkit rm`` (score = its reward).
+    ``FILE.py:FUNC`` / ``package.module:FUNC`` / a callable
+        a rule/function reward (score = its value).
+
+    The LLM judges read ``judge_samples`` samples at ``temperature`` (nucleus ``top_p``), at most
+    ``max_new_tokens`` each, seeded from ``seed`` and the judged texts. A query string on the spec
+    overrides these: ``judge:self?samples=5&temperature=0.5&max_new_tokens=128``, and also takes
+    ``model``, ``timeout``, ``seed``, ``batch_size``, ``retries``, ``concurrency``, ``force_score``.
+
+    ``force_score`` (local models): a sample without a valid ``Score: N`` line is completed with
+    ``"Score:"`` and the judge's most likely value (see :class:`~alignkit.judges.LLMJudge`).
+    """
+    if callable(spec) and not isinstance(spec, str):
+        return FunctionJudge(spec)
+    parsed = parse_judge_spec(str(spec))
+    if parsed.kind == "rm":
+        return RewardModelJudge(parsed.target)
+    if parsed.kind == "function":
+        return FunctionJudge(parsed.target)
+    o = parsed.options
+    backend = _backend(parsed, str(spec), policy=policy, tokenizer=tokenizer, temperature=temperature, top_p=top_p,
+                       max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
+                       batch_size=batch_size, retries=retries, concurrency=concurrency)
+    kwargs = {"template": template} if template else {}
+    return LLMJudge(backend, judge_samples=o.get("samples", judge_samples), seed=o.get("seed", seed),
+                    name=f"judge_{backend.name}" if parsed.kind != "self" else "judge_self",
+                    force_score=o.get("force_score", force_score), **kwargs)
+
+
+def load_pairwise_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer: Any = None,
+                        judge_samples: int = 1, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
+                        top_p: float = 1.0, judge_model: str | None = None, timeout: float = 60.0,
+                        batch_size: int = 8, retries: int = 2, concurrency: int = 8,
+                        template: str | None = None):
+    """A pairwise judge from a spec (the same specs as :func:`load_judge`).
+
+    LLM specs give a :class:`~alignkit.judges.PairwiseLLMJudge` (both orders asked, ``judge_samples``
+    samples per order, position-inconsistent verdicts count as ties); ``rm:`` and function specs compare
+    their scores (:class:`~alignkit.judges.ScorePairwiseJudge`).
+    """
+    if callable(spec) and not isinstance(spec, str):
+        return ScorePairwiseJudge(FunctionJudge(spec))
+    parsed = parse_judge_spec(str(spec))
+    if parsed.kind == "rm":
+        return ScorePairwiseJudge(RewardModelJudge(parsed.target))
+    if parsed.kind == "function":
+        return ScorePairwiseJudge(FunctionJudge(parsed.target))
+    o = parsed.options
+    backend = _backend(parsed, str(spec), policy=policy, tokenizer=tokenizer, temperature=temperature, top_p=top_p,
+                       max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
+                       batch_size=batch_size, retries=retries, concurrency=concurrency)
+    kwargs = {"template": template} if template else {}
+    return PairwiseLLMJudge(backend, judge_samples=o.get("samples", judge_samples), seed=o.get("seed", seed),
+                            name=f"pairwise_{backend.name}", **kwargs)
+
+
+def reward_from_spec(spec: str, *, policy: Any = None, tokenizer: Any = None, unparsable: float = 0.0,
+                     **kwargs: Any) -> JudgeReward:
+    """The reward source of ``reward=judge:MODEL`` (what :func:`alignkit.rewards.load_reward_source` returns
+    for a ``judge:`` spec): the judge's score, or ``unparsable`` (default 0; ``?unparsable=X`` on the spec
+    wins) where no sample parsed. ``judge:self`` is unbound until :func:`bind_policy` hands it the policy.
+    Other keyword arguments go to :func:`load_judge`."""
+    parsed = parse_judge_spec(spec)
+    judge = load_judge(spec, policy=policy, tokenizer=tokenizer, **kwargs)
+    return JudgeReward(judge, parsed.options.get("unparsable", unparsable))
+
+
+def bind_policy(rewards: Any, model: Any, tokenizer: Any) -> int:
+    """Hand the policy (and its tokenizer) to every ``judge:self`` source of ``rewards`` (a
+    :class:`~alignkit.rewards.RewardSet`, a list of sources, or one source). Returns how many were bound.
+    Training methods call this in ``setup``; it is harmless when there is no such judge."""
+    sources: Sequence[Any] = getattr(rewards, "sources", None) or (rewards if isinstance(rewards, (list, tuple))
+                                                                    else [rewards])
+    bound = 0
+    for s in sources:
+        backend = getattr(getattr(s, "judge", None), "backend", None)
+        if backend is not None and getattr(backend, "is_policy", False):
+            backend.bind(model, tokenizer)
+            bound += 1
+    return bound

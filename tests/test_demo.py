@@ -1,0 +1,157 @@
+"""``alignkit demo``: the pair-building rules, the output-directory safety, and the whole pipeline on
+tiny-random with minimal settings (never the embedded smollm2-135m: that is measured by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.demo.pipeline import (
+    MARKER,
+    QUICK,
+    DemoError,
+    choose_pair,
+    prepare_output_dir,
+    settings_for,
+    spread,
+)
+
+TINY = ["--model", "tiny-random", "--eval-prompts", "4", "--train-prompts", "16", "--max-new-tokens", "8",
+        "--candidates", "4", "--temperature", "1.0", "--steps", "2", "--batch-size", "2", "--threads", "1"]
+
+
+# ------------------------------------------------------------------------------------------ pairs
+def test_choose_pair_best_vs_worst():
+    assert choose_pair([0.5, 1.0, 0.0, 0.5], [False] * 4, ["a", "b", "c", "d"]) == (1, 2)
+
+
+def test_choose_pair_all_equal_gives_none():
+    assert choose_pair([1.0, 1.0, 1.0], [False, True, False], ["a", "b", "c"]) is None
+    assert choose_pair([0.0, 0.0], [False, False], ["a", "b"]) is None
+
+
+def test_choose_pair_prefers_complete_chosen_and_truncated_rejected():
+    rewards = [1.0, 1.0, 0.0, 0.0]
+    truncated = [True, False, False, True]
+    assert choose_pair(rewards, truncated, ["a", "b", "c", "d"]) == (1, 3)
+    # without a truncation difference: the earliest of each group
+    assert choose_pair(rewards, [False] * 4, ["a", "b", "c", "d"]) == (0, 2)
+
+
+def test_choose_pair_ignores_blank_candidates():
+    # the only 0.0 candidate is blank: what is left all scores 1.0, so no pair
+    assert choose_pair([1.0, 0.0, 1.0], [False] * 3, ["a", "  ", "c"]) is None
+    assert choose_pair([1.0, 0.0, 0.5], [False] * 3, ["a", "", "c"]) == (0, 2)
+    assert choose_pair([1.0], [False], [""]) is None
+
+
+def test_spread_keeps_order_and_covers_the_range():
+    items = list(range(32))
+    assert spread(items, 0) == items
+    assert spread(items, 40) == items
+    assert spread(items, 4) == [0, 8, 16, 24]
+    assert len(spread(items, 16)) == 16 and spread(items, 16)[-1] == 30
+
+
+def test_quick_preset_is_smaller_and_explicit_values_win():
+    full, quick = settings_for(False), settings_for(True)
+    assert quick.quick and not full.quick
+    assert quick.eval_prompts < full.eval_prompts and quick.steps < full.steps
+    assert quick.candidates <= full.candidates and quick.eval_max_new_tokens <= full.eval_max_new_tokens
+    assert settings_for(True, steps=3, candidates=None).steps == 3
+    assert settings_for(True, candidates=None).candidates == QUICK["candidates"]
+
+
+def test_bad_settings_are_errors():
+    for kwargs in ({"method": "ppo"}, {"candidates": 1}, {"temperature": 0.0}, {"threads": 0}, {"steps": 0}):
+        with pytest.raises(DemoError):
+            settings_for(True, **kwargs).check()
+
+
+# --------------------------------------------------------------------------------- output directory
+def test_output_dir_refuses_a_foreign_directory(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    with pytest.raises(DemoError, match="not made by alignkit demo"):
+        prepare_output_dir(d)
+    assert (d / "notes.txt").read_text() == "keep me"
+
+
+def test_output_dir_clears_its_own_earlier_run(tmp_path):
+    d = prepare_output_dir(tmp_path / "demo")
+    (d / "old.json").write_text("{}")
+    prepare_output_dir(d)
+    assert (d / MARKER).is_file() and not (d / "old.json").exists()
+
+
+def test_cli_refuses_foreign_output_dir_before_loading_a_model(tmp_path, capsys):
+    from alignkit.commands.demo import main
+
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "f").write_text("x")
+    assert main(TINY + ["--output-dir", str(d)]) == 2
+    assert "not made by alignkit demo" in capsys.readouterr().err
+
+
+def test_help(capsys):
+    from alignkit.commands.demo import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--quick", "--method", "--output-dir", "--model", "--threads"):
+        assert flag in out
+
+
+# ------------------------------------------------------------------------------------- the pipeline
+def _check_run(out_dir, stdout: str, method: str) -> dict:
+    # the before/after table (plain text: stdout is not a terminal here) and the stage lines
+    for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+        assert stage in stdout
+    assert "held-out metric" in stdout and "gold prompt-level strict" in stdout
+    assert "gold instruction-level strict" in stdout and method in stdout
+    assert f"report: {out_dir / 'report.html'}" in stdout
+
+    for name in ("report.html", "results.json", "results.md", "pairs.jsonl", "samples.jsonl", "demo.json",
+                 "metrics.jsonl", "config.yaml", MARKER):
+        assert (out_dir / name).is_file(), name
+    assert (out_dir / "final").is_dir()
+    assert len(list(out_dir.glob("completions-*.jsonl"))) == 2
+
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["prompts"]["split"] == "test" and results["prompts"]["n"] == 4
+    assert [m["name"].split(" ")[0] for m in results["models"]] == ["base", method]
+    html = (out_dir / "report.html").read_text()
+    assert "<img" in html and "gold prompt-level strict" in html
+
+    summary = json.loads((out_dir / "demo.json").read_text())
+    assert not set(summary["held_out"]["prompts"]) & set(summary["train_prompts"])
+    assert all(i.startswith("test-") for i in summary["held_out"]["prompts"])
+    assert summary["pairs"]["pairs"] >= 1
+    pairs = [json.loads(line) for line in (out_dir / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == summary["pairs"]["pairs"]
+    for p in pairs:
+        assert p["id"].startswith("train-") and p["chosen_reward"] > p["rejected_reward"] and p["chosen"].strip()
+    assert set(summary["timings"]) >= {"1_eval_base", "2_pairs", "3_train", "4_eval_trained", "total"}
+    return summary
+
+
+def test_demo_pipeline_on_tiny_random(tmp_path, capsys):
+    from alignkit.commands.demo import main
+
+    out_dir = tmp_path / "demo"
+    assert main(TINY + ["--output-dir", str(out_dir)]) == 0
+    summary = _check_run(out_dir, capsys.readouterr().out, "dpo")
+    assert summary["settings"]["method"] == "dpo"
+    assert summary["training"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_demo_pipeline_ift_on_tiny_random(tmp_path, capsys):
+    from alignkit.commands.demo import main
+
+    out_dir = tmp_path / "demo-ift"
+    assert main(TINY + ["--method", "ift", "--output-dir", str(out_dir)]) == 0
+    _check_run(out_dir, capsys.readouterr().out, "ift")
