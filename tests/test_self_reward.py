@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from alignkit.aifeedback import generation
-from alignkit.aifeedback.pairs import histogram, parse_rate, select_pair
+from alignkit.aifeedback.pairs import forced_rate, histogram, parse_rate, select_pair
 from alignkit.cli import main
 from alignkit.data import load_examples
 from alignkit.engine.trainer import Trainer
@@ -103,7 +103,7 @@ def _config(tmp_path, out, **kw):
     seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": s} for s in SEEDS])
     keys = dict(model="tiny-random", data=str(seeds), output_dir=str(out), max_steps=1, batch_size=2,
                 max_length=64, lr=1e-3, candidates=3, judge_samples=3, new_prompts=3, few_shot=2,
-                max_new_tokens=8, prompt_max_new_tokens=16, iterations=1)
+                max_new_tokens=8, prompt_max_new_tokens=64, iterations=1)
     keys.update(kw)
     return sr.SelfRewardConfig(**keys)
 
@@ -161,6 +161,7 @@ def test_one_iteration_with_sft_and_eft_writes_every_file(tmp_path, monkeypatch)
     # the judge was the model itself, built with the loop's judge settings
     spec, kwargs = factory.calls[0]
     assert spec == "self" and kwargs["policy"] is not None and kwargs["judge_samples"] == 3
+    assert kwargs["force_score"] is False
     # the DPO run started from the SFT model
     assert f"model: {out / 'sft' / 'final'}" in (it / "model" / "config.yaml").read_text()
     assert (out / "final").resolve() == (it / "model" / "final").resolve()
@@ -248,6 +249,8 @@ def test_pair_selection_rules():
     assert select_pair(["x", "y", "z"], [5.0, 5.0, 1.0]) == (0, 2)  # first of the best
     assert histogram([0.2, 2.5, 4.4, None, 5]) == {"0": 1, "1": 0, "2": 0, "3": 1, "4": 1, "5": 1, "unparsable": 1}
     assert parse_rate([[1.0, None], [2.0, 3.0]]) == 0.75
+    raw = [["Score: 1", "no score\n[score forced] Score: 2"]]  # alignkit.judges' force_score mark
+    assert parse_rate([[1.0, 2.0]], raw) == 0.5 and forced_rate([[1.0, 2.0]], raw) == 0.5
 
 
 def test_cli_help_and_config_errors(tmp_path, capsys):

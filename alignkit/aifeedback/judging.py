@@ -15,14 +15,18 @@ from alignkit.config import ConfigError
 
 
 def load_pointwise(spec: str, *, policy: Any = None, tokenizer: Any = None, judge_samples: int = 3,
-                   temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0) -> Any:
-    """A pointwise judge for ``spec`` (``self`` = ``policy``, a model path, or an http(s) URL)."""
+                   temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
+                   force_score: bool = False) -> Any:
+    """A pointwise judge for ``spec`` (``self`` = ``policy``, a model path, or an http(s) URL).
+    ``force_score`` (local judges): a sample without a ``Score: N`` line gets the judge's most likely
+    score token after ``Score:`` (see ``alignkit.judges.LLMJudge``)."""
     try:
         from alignkit.judges import load_judge
     except ImportError as e:  # pragma: no cover - the judges package ships with alignkit
         raise ConfigError(f"LLM judges are not available in this installation: {e}") from None
+    extra = {"force_score": True} if force_score else {}
     return load_judge(spec, policy=policy, tokenizer=tokenizer, judge_samples=judge_samples,
-                      temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+                      temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, **extra)
 
 
 def load_pairwise(spec: str, *, policy: Any = None, tokenizer: Any = None, temperature: float = 0.7,

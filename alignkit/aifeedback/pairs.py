@@ -60,12 +60,26 @@ def mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def parse_rate(samples: Sequence[Sequence[float | None]]) -> float | None:
-    """Fraction of individual judge samples that gave a score."""
+FORCED_MARK = "[score forced]"  # alignkit.judges.FORCED_MARK: the score was read after "Score:", not written
+
+
+def parse_rate(samples: Sequence[Sequence[float | None]], raw: Sequence[Sequence[str]] | None = None) -> float | None:
+    """Fraction of individual judge samples that gave a score (a forced score, marked in ``raw``, does
+    not count as parsed)."""
     flat = [s for row in samples for s in row]
     if not flat:
         return None
-    return sum(s is not None for s in flat) / len(flat)
+    forced = forced_count(raw) if raw is not None else 0
+    return (sum(s is not None for s in flat) - forced) / len(flat)
+
+
+def forced_count(raw: Sequence[Sequence[str]]) -> int:
+    return sum(FORCED_MARK in r for row in raw for r in row)
+
+
+def forced_rate(samples: Sequence[Sequence[float | None]], raw: Sequence[Sequence[str]]) -> float | None:
+    n = sum(len(row) for row in samples)
+    return forced_count(raw) / n if n else None
 
 
 def drop_counts(reasons: Sequence[str]) -> dict[str, int]:

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignkit.aifeedback import generation, judging
-from alignkit.aifeedback.pairs import as_chat, drop_counts, histogram, mean, parse_rate, select_pair
+from alignkit.aifeedback.pairs import (
+    as_chat,
+    drop_counts,
+    forced_rate,
+    histogram,
+    mean,
+    parse_rate,
+    select_pair,
+)
 
 
 @dataclass
@@ -40,7 +48,9 @@ def rlaif_pairs(prompts: list, model: Any, tokenizer: Any, judge: Any, options: 
     else:
         judged = judging.judge_candidates(judge, prompts, cands)
         scores = [[x["score"] for x in row] for row in judged]
-        stats["judge_parse_rate"] = parse_rate([x["samples"] for row in judged for x in row])
+        samples, raws = [x["samples"] for row in judged for x in row], [x["raw"] for row in judged for x in row]
+        stats["judge_parse_rate"] = parse_rate(samples, raws)
+        stats["judge_forced_rate"] = forced_rate(samples, raws)
         stats["score_histogram"] = histogram([s for row in scores for s in row])
         stats["mean_score"] = mean([s for row in scores for s in row])
     rows, drops = [], []

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--judge-samples", type=int, default=3, help="judge samples per candidate (default 3)")
     rl.add_argument("--judge-temperature", type=float, default=0.7, help="judge temperature (default 0.7)")
     rl.add_argument("--judge-max-new-tokens", type=int, default=256, help="judge output limit (default 256)")
+    rl.add_argument("--judge-force-score", action="store_true",
+                    help="local judges: read a missing 'Score: N' from the judge's most likely score token")
     _common(rl)
 
     ef = sub.add_parser(
@@ -260,7 +262,8 @@ def _run_rlaif(args) -> tuple[list[dict], dict]:
     if args.pairwise:
         judge = judging.load_pairwise(args.judge, **common)
     else:
-        judge = judging.load_pointwise(args.judge, judge_samples=args.judge_samples, **common)
+        judge = judging.load_pointwise(args.judge, judge_samples=args.judge_samples,
+                                       force_score=args.judge_force_score, **common)
     opts = RlaifOptions(candidates=args.candidates, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, chat_template=args.chat_template)
     return rlaif_pairs(prompts, model, tok, judge, opts, pairwise=args.pairwise)

@@ -62,7 +62,15 @@ from pydantic import Field
 from alignkit.aifeedback import generation, io, judging
 from alignkit.aifeedback.eft import build_eft_examples, eft_rows
 from alignkit.aifeedback.instructions import prompt_text, synthesize_prompts
-from alignkit.aifeedback.pairs import as_chat, drop_counts, histogram, mean, parse_rate, select_pair
+from alignkit.aifeedback.pairs import (
+    as_chat,
+    drop_counts,
+    forced_rate,
+    histogram,
+    mean,
+    parse_rate,
+    select_pair,
+)
 from alignkit.config import ConfigError, SFTConfig, TrainConfig, dump_config
 from alignkit.methods.dpo import DPOConfig
 
@@ -79,6 +87,9 @@ class SelfRewardConfig(DPOConfig):
     judge_samples: int = Field(3, ge=1, description="judge samples per response, averaged")
     judge_temperature: float = Field(0.7, ge=0.0, description="sampling temperature of the judge")
     judge_max_new_tokens: int = Field(256, ge=1, description="judge output length limit")
+    judge_force_score: bool = Field(False, description="self/local judges: a sample without a 'Score: N' "
+                                    "line gets the judge's most likely score after 'Score:' (small models "
+                                    "rarely keep the format)")
     temperature: float = Field(0.7, ge=0.0, description="sampling temperature of the responses")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling threshold of the responses")
     max_new_tokens: int = Field(256, ge=1, description="response length limit")
@@ -342,7 +353,8 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
         # -- scores
         f_scores = it / "scores.jsonl"
         fp = io.fingerprint("scores", start_id, io.file_digest(f_cands), settings(
-            "judge", "judge_samples", "judge_temperature", "judge_max_new_tokens", "seed", "chat_template"))
+            "judge", "judge_samples", "judge_temperature", "judge_max_new_tokens", "judge_force_score", "seed",
+            "chat_template"))
         if state.valid("scores", fp, f_scores):
             score_rows = io.read_jsonl(f_scores)
             log(f"iteration {k}: reusing scores")
@@ -350,7 +362,7 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
             policy, tok = cur.get() if _is_self(cfg.judge) else (None, None)
             judge = judge_factory(cfg.judge, policy=policy, tokenizer=tok, judge_samples=cfg.judge_samples,
                                   temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_new_tokens,
-                                  seed=base_seed + 3)
+                                  seed=base_seed + 3, force_score=cfg.judge_force_score)
             judged = judging.judge_candidates(judge, [r["prompt"] for r in cand_rows],
                                               [r["candidates"] for r in cand_rows])
             score_rows = [{"prompt": r["prompt"], "candidates": r["candidates"],
@@ -380,6 +392,8 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
             state.mark("pairs", fp)
         dropped = drop_counts(drops)
         all_scores = [s for r in score_rows for s in r["scores"]]
+        samples = [s for r in score_rows for s in r["samples"]]
+        raws = [x for r in score_rows for x in r["raw"]]
         summary: dict[str, Any] = {
             "iteration": k,
             "start_model": str(start_model),
@@ -387,7 +401,8 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
             "candidates": sum(len(r["candidates"]) for r in score_rows),
             "empty_candidates": sum(1 for r in score_rows for c in r["candidates"] if not c.strip()),
             "judge": cfg.judge,
-            "judge_parse_rate": parse_rate([s for r in score_rows for s in r["samples"]]),
+            "judge_parse_rate": parse_rate(samples, raws),
+            "judge_forced_rate": forced_rate(samples, raws),
             "score_histogram": histogram(all_scores),
             "mean_score": mean(all_scores),
             "mean_chosen_score": mean([p["chosen_score"] for p in pairs]),
@@ -469,7 +484,8 @@ def _link_final(out: Path, target: Path) -> None:
 
 def _metric_row(s: dict) -> dict:
     row = {"step": s["iteration"], "pairs": s["pairs"]["kept"], "prompts": s["prompts"]["used"],
-           "judge_parse_rate": s["judge_parse_rate"], "mean_score": s["mean_score"],
+           "judge_parse_rate": s["judge_parse_rate"], "judge_forced_rate": s.get("judge_forced_rate"),
+           "mean_score": s["mean_score"],
            "mean_chosen_score": s["mean_chosen_score"], "mean_rejected_score": s["mean_rejected_score"]}
     for k, v in s.get("dpo", {}).items():
         if k != "step":
