@@ -1,6 +1,13 @@
 import os
 
-import pytest
+# Tests run tiny models: one thread per process is fastest (and on a busy 2-core machine, several
+# threads per process oversubscribe the cores badly). Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -125,7 +125,7 @@ def test_step_raises_margin_of_judged_better(prompt_data, tmp_path):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     out = method.loss(model, pairs, step=0)
-    assert out.metrics["rewards/margins"][1] == B and math.isclose(float(out.loss_sum) / B, math.log(2), rel_tol=1e-4)
+    assert out.metrics["rewards/margins"][1] == B and math.isclose(float(out.loss_sum.detach()) / B, math.log(2), rel_tol=1e-4)
     out.loss_sum.backward()
     opt.step()
     after = margins()

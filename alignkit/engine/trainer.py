@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from alignkit.config import ConfigError, TrainConfig, dump_config
 from alignkit.data import epoch_batches
 from alignkit.engine.checkpoint import (
-    ResumeError,
     find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
