@@ -127,9 +127,10 @@ def test_rollout_rewards_gae_and_minibatches(tokenizer, reward_file, tmp_path):
     method, model = _setup(tokenizer, reward_file, tmp_path, COMPLETIONS * 2, batch_size=2, grad_accum=2,
                            ppo_epochs=2, num_minibatches=2, kl_coef=0.3, kl_estimator="k3",
                            missing_eos_penalty=0.25, lam=0.9, gamma=0.99)
-    with torch.no_grad():  # a policy that differs from the reference, so that the KL term is not 0
+    with torch.no_grad():  # a policy that differs from the reference (KL term not 0), a critic that is not 0
         for p in model.model.layers[0].parameters():
             p.add_(0.05 * torch.randn_like(p))
+        getattr(model, CRITIC_ATTR).value_head.weight.normal_(0, 0.1)
     batches = [_prompts(2), _prompts(2, 2)]
     seen = []
     for step in range(4):
@@ -225,24 +226,20 @@ def test_lora_one_base_two_adapters(tokenizer, reward_file, tmp_path):
     base_logps = completion_token_logps(plain, batch)
     assert torch.allclose(method.reference_logps(model, batch), base_logps, atol=1e-5)
     assert not torch.allclose(completion_token_logps(model, batch), base_logps, atol=1e-3)
-    # the critic adapter changes the values, the policy adapter does not
-    v0 = method.values(model, batch)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B.default" in n:
-                p.mul_(2)
-    assert torch.equal(method.values(model, batch), v0)
 
-    # one optimizer step trains both adapters and the value head, and leaves the base alone
+    # optimizer steps train both adapters and the value head (zero at the start, so the critic adapter
+    # gets its first gradient on the second step) and leave the base alone
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert any(".critic." in n for n in trainable) and any(".default." in n for n in trainable)
     assert f"{CRITIC_ATTR}.value_head.weight" in trainable
     before = {n: p.detach().clone() for n, p in trainable.items()}
     base_before = [p.detach().clone() for p in base_params]
     opt = torch.optim.AdamW(list(trainable.values()), lr=1e-2)
-    method.loss(model, batch, 0).loss_sum.backward()
-    assert all(p.requires_grad for p in trainable.values())  # adapter switches did not freeze anything
-    opt.step()
+    for _ in range(2):
+        method.loss(model, batch, 0).loss_sum.backward()
+        assert all(p.requires_grad for p in trainable.values())  # adapter switches did not freeze anything
+        opt.step()
+        opt.zero_grad()
 
     def changed(tag):
         return any(not torch.equal(before[n], trainable[n]) for n in trainable if tag in n)
@@ -250,6 +247,14 @@ def test_lora_one_base_two_adapters(tokenizer, reward_file, tmp_path):
     assert changed("lora_B.default") and changed("lora_B.critic") and changed("value_head")
     assert all(torch.equal(a, p) for a, p in zip(base_before, base_params))
     assert model.active_adapter == "default"
+    # the values come from the critic adapter: changing the policy adapter leaves them alone
+    v0 = method.values(model, batch)
+    assert v0.abs().sum() > 0
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B.default" in n:
+                p.mul_(2)
+    assert torch.equal(method.values(model, batch), v0)
 
     # final/: the policy adapter at the top, the critic adapter + value head in critic/ (merged: full policy)
     tok = tokenizer

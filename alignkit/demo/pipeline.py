@@ -69,13 +69,13 @@ class DemoSettings:
     sample_max_new_tokens: int = 160
     rounds: int = 1
     # training
-    steps: int = 40
+    steps: int = 15
     batch_size: int = 4
-    lr: float = 1e-4
+    lr: float = 2e-4
     beta: float = 0.1
     lora_r: int = 16
     lora_alpha: float = 32.0
-    gen_batch_size: int = 32  # sequences generated together
+    gen_batch_size: int = 64  # sequences generated together (sampling; evaluation uses at most 16)
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -105,7 +105,7 @@ FULL: dict[str, Any] = {f.name: f.default for f in fields(DemoSettings)
                                       "temperature", "sample_max_new_tokens", "rounds", "steps",
                                       "batch_size", "lr", "beta")}
 QUICK: dict[str, Any] = {**FULL, "eval_prompts": 16, "eval_max_new_tokens": 96, "train_prompts": 16,
-                         "candidates": 4, "sample_max_new_tokens": 96, "steps": 12}
+                         "candidates": 4, "sample_max_new_tokens": 96, "steps": 6}
 
 
 def settings_for(quick: bool = False, **given: Any) -> DemoSettings:
@@ -158,8 +158,8 @@ class _Progress:
     def __init__(self, say: _Say, total: int, desc: str, unit: str, every: float = 20.0) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=f"    {desc}", unit=unit, leave=False, disable=None, file=sys.stderr,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=f"    {desc}", unit=unit, leave=False, disable=None,
+                        file=sys.stderr, dynamic_ncols=True)
         self.say, self.total, self.desc, self.unit, self.every = say, total, desc, unit, every
         self.done = 0
         self.t0 = self.last = time.perf_counter()
@@ -174,6 +174,10 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _pair_of(pool: dict[str, list]) -> tuple[int, int] | None:
+    return choose_pair(pool["rewards"], pool["truncated"], pool["texts"])
 
 
 def _mean(xs: list[float]) -> float:
@@ -201,8 +205,8 @@ def prepare_output_dir(path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ stages
-def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str, name: str, max_new_tokens: int,
-                    batch_size: int, say: _Say, desc: str) -> dict[str, Any]:
+def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str, name: str,
+                    max_new_tokens: int, batch_size: int, say: _Say, desc: str) -> dict[str, Any]:
     """Greedy answers to ``instructions`` and their strict pass rates, as one model entry of the
     ``alignkit eval`` results (:func:`alignkit.evaluation.runner.evaluate_models`)."""
     from alignkit.evaluation.instructions import score_responses
@@ -210,8 +214,9 @@ def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str
 
     t0 = time.perf_counter()
     progress = _Progress(say, len(instructions), desc, "prompt")
-    gens = generate_with_ids(model, tokenizer, [ins.prompt for ins in instructions], max_new_tokens=max_new_tokens,
-                             batch_size=batch_size, temperature=0.0, seed=0, progress=progress.update)
+    gens = generate_with_ids(model, tokenizer, [ins.prompt for ins in instructions],
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0, seed=0,
+                             progress=progress.update)
     progress.close()
     gold = score_responses(instructions, gens.texts)
     details = {d["id"]: d for d in gold.pop("details")}
@@ -226,7 +231,8 @@ def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str
         "_completions": [
             {"id": ins.id, "prompt": ins.prompt, "completion": text, "tokens": len(cids),
              "constraints": ins.constraints,
-             **({"passed": details[ins.id]["passed"], "all": details[ins.id]["all"]} if ins.id in details else {})}
+             **({"passed": details[ins.id]["passed"], "all": details[ins.id]["all"]}
+                if ins.id in details else {})}
             for ins, text, cids in zip(instructions, gens.texts, gens.completion_ids)
         ],
     }
@@ -258,11 +264,12 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
         rounds_run += 1
         label = f"round {r + 1}/{rounds}: sampling" if rounds > 1 else "sampling"
         progress = _Progress(say, len(pending) * candidates, label, "sample")
-        for b, start in enumerate(range(0, len(pending), per_batch)):
+        for start in range(0, len(pending), per_batch):
             chunk = pending[start:start + per_batch]
             rollout = sample_completions(model, [encoded[ins.id] for ins in chunk], pad_id=pad, eos_id=eos,
-                                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                         num_generations=candidates, generator_seed=seed + 100_003 * r + b)
+                                         max_new_tokens=max_new_tokens, temperature=temperature,
+                                         top_p=top_p, num_generations=candidates,
+                                         generator_seed=seed + 100_003 * r + start)
             texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollout.completion_ids]
             cons = [ins.constraints for ins in chunk for _ in range(candidates)]
             rewards = constraint_reward([ins.prompt for ins in chunk for _ in range(candidates)], texts,
@@ -276,19 +283,18 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
                 pool["tokens"] += [len(ids) for ids in rollout.completion_ids[sl]]
             progress.update(len(texts))
         progress.close()
-        pending = [ins for ins in pending
-                   if choose_pair(pools[ins.id]["rewards"], pools[ins.id]["truncated"], pools[ins.id]["texts"]) is None]
+        pending = [ins for ins in pending if _pair_of(pools[ins.id]) is None]
 
     pairs: list[dict] = []
     samples: list[dict] = []
     all_pass = all_fail = other_ties = 0
     for ins in instructions:
         pool = pools[ins.id]
-        picked = choose_pair(pool["rewards"], pool["truncated"], pool["texts"])
+        picked = _pair_of(pool)
         samples.append({
             "id": ins.id, "prompt": ins.prompt, "constraints": ins.constraints,
-            "candidates": [{"text": t, "reward": rw, "truncated": tr, "tokens": n}
-                           for t, rw, tr, n in zip(pool["texts"], pool["rewards"], pool["truncated"], pool["tokens"])],
+            "candidates": [{"text": t, "reward": rw, "truncated": tr, "tokens": n} for t, rw, tr, n
+                           in zip(pool["texts"], pool["rewards"], pool["truncated"], pool["tokens"])],
             "chosen": picked[0] if picked else None, "rejected": picked[1] if picked else None,
         })
         if picked is None:
@@ -301,8 +307,8 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
                 other_ties += 1
             continue
         c, rj = picked
-        pairs.append({"prompt": ins.prompt, "chosen": pool["texts"][c], "rejected": pool["texts"][rj], "id": ins.id,
-                      "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
+        pairs.append({"prompt": ins.prompt, "chosen": pool["texts"][c], "rejected": pool["texts"][rj],
+                      "id": ins.id, "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
     all_rewards = [x for pool in pools.values() for x in pool["rewards"]]
     stats = {
         "prompts": len(instructions),
@@ -323,7 +329,7 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
 
 
 def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_length: int, batch_size: int):
-    """LoRA DPO (or IFT on the chosen answers) on the pairs file; returns the engine's RunResult and config."""
+    """LoRA DPO (or IFT on the chosen answers) on the pairs file; returns (the engine's RunResult, config)."""
     from alignkit.config import load_config
     from alignkit.engine.trainer import train
 
@@ -364,15 +370,18 @@ def before_after_rows(base: dict[str, Any], trained: dict[str, Any]) -> list[lis
         ["gold prompt-level strict", f"{fmt_pct(bg['prompt_level'])} ({count(bg['prompt_level'], n_p)})",
          f"{fmt_pct(tg['prompt_level'])} ({count(tg['prompt_level'], n_p)})",
          _pts(tg["prompt_level"] - bg["prompt_level"])],
-        ["gold instruction-level strict", f"{fmt_pct(bg['instruction_level'])} ({count(bg['instruction_level'], n_i)})",
+        ["gold instruction-level strict",
+         f"{fmt_pct(bg['instruction_level'])} ({count(bg['instruction_level'], n_i)})",
          f"{fmt_pct(tg['instruction_level'])} ({count(tg['instruction_level'], n_i)})",
          _pts(tg["instruction_level"] - bg["instruction_level"])],
     ]
     for t in sorted(set(bg["per_type"]) | set(tg["per_type"])):
         b, a = bg["per_type"].get(t), tg["per_type"].get(t)
-        rows.append([f"  {t}", f"{b['passed']}/{b['total']}" if b else "–", f"{a['passed']}/{a['total']}" if a else "–",
+        rows.append([f"  {t}", f"{b['passed']}/{b['total']}" if b else "–",
+                     f"{a['passed']}/{a['total']}" if a else "–",
                      f"{a['passed'] - b['passed']:+d}" if a and b else "–"])
-    rows.append(["completion tokens (mean)", fmt(base["completion_tokens"], 3), fmt(trained["completion_tokens"], 3),
+    rows.append(["completion tokens (mean)", fmt(base["completion_tokens"], 3),
+                 fmt(trained["completion_tokens"], 3),
                  f"{trained['completion_tokens'] - base['completion_tokens']:+.1f}"])
     rows.append(["hit max_new_tokens", fmt_pct(base["truncated_rate"]), fmt_pct(trained["truncated_rate"]),
                  _pts(trained["truncated_rate"] - base["truncated_rate"])])
@@ -396,8 +405,62 @@ def _check_disjoint(train: list, test: list) -> None:
     shared_prompts = {text(i.prompt) for i in train} & {text(i.prompt) for i in test}
     if shared_ids or shared_prompts:
         what = sorted(shared_ids)[:3] or [p[:60] for p in sorted(shared_prompts)[:3]]
-        raise DemoError(f"the train and test splits share prompts ({', '.join(map(str, what))}); the demo measures "
-                        "on prompts it never trained on, so the splits must be disjoint")
+        raise DemoError(f"the train and test splits share prompts ({', '.join(map(str, what))}); the demo "
+                        "measures on prompts it never trained on, so the splits must be disjoint")
+
+
+class _Clock:
+    """Wall and CPU time per stage (CPU time of this process, all its threads)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.t, self.c = self.t0, self.c0
+
+    def start(self) -> None:
+        self.t, self.c = time.perf_counter(), time.process_time()
+
+    def stop(self, name: str) -> float:
+        self.stages[name] = {"wall_s": round(time.perf_counter() - self.t, 1),
+                             "cpu_s": round(time.process_time() - self.c, 1)}
+        return self.stages[name]["wall_s"]
+
+    def total(self) -> dict[str, dict[str, float]]:
+        return {**self.stages, "total": {"wall_s": round(time.perf_counter() - self.t0, 1),
+                                         "cpu_s": round(time.process_time() - self.c0, 1)}}
+
+
+def _load_prompts(s: DemoSettings) -> tuple[list, list, int, int]:
+    """(held-out test prompts, train prompts, size of each split) after the disjointness check."""
+    from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS, load_instructions
+
+    test_all = load_instructions(s.prompts, "test")
+    train_all = load_instructions(s.prompts, "train")
+    if not test_all or not train_all:
+        raise DemoError(f"{s.prompts or DEFAULT_INSTRUCTIONS}: needs rows in both a 'train' and a 'test' split")
+    _check_disjoint(train_all, test_all)
+    test = [i for i in spread(test_all, s.eval_prompts) if i.constraints]
+    train = [i for i in spread(train_all, s.train_prompts) if i.constraints]
+    if not test or not train:
+        raise DemoError("the demo needs prompts with constraints in both splits")
+    return test, train, len(test_all), len(train_all)
+
+
+def _outcome_lines(s: DemoSettings, base: dict, trained: dict, fixed: list[str], broken: list[str]) -> list[str]:
+    label = s.method.upper()
+    bg, tg = base["gold"], trained["gold"]
+    n = bg["n_prompts"]
+    before, after = round(bg["prompt_level"] * n), round(tg["prompt_level"] * n)
+    delta = _pts(tg["prompt_level"] - bg["prompt_level"])
+    if after > before:
+        first = (f"The {label}-trained model passes {after}/{n} held-out prompts, the base model {before}/{n} "
+                 f"({delta}).")
+    elif after == before:
+        first = f"No change in this run: both models pass {before}/{n} held-out prompts."
+    else:
+        first = (f"No improvement in this run: the {label}-trained model passes {after}/{n} held-out prompts, "
+                 f"the base model {before}/{n} ({delta}).")
+    return [first, f"  prompts now passing: {', '.join(fixed) or 'none'}; now failing: {', '.join(broken) or 'none'}"]
 
 
 def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any]:
@@ -406,73 +469,64 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     user can fix (and the usual data/config errors of the engine)."""
     s = settings
     s.check()
-    say = _Say(out or sys.stdout)
+    out = out or sys.stdout
+    say = _Say(out)
+    clock = _Clock()
+    test, train_ins, n_test_all, n_train_all = _load_prompts(s)
+    out_dir = prepare_output_dir(s.output_dir)
+
     import torch
 
     if s.threads is not None:
         torch.set_num_threads(s.threads)
     from alignkit import models
-    from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS, load_instructions
+    from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS
     from alignkit.evaluation.runner import write_results
     from alignkit.evaluation.tables import print_table
 
-    test_all = load_instructions(s.prompts, "test")
-    train_all = load_instructions(s.prompts, "train")
-    if not test_all or not train_all:
-        raise DemoError(f"{s.prompts or DEFAULT_INSTRUCTIONS}: needs rows in both a 'train' and a 'test' split")
-    _check_disjoint(train_all, test_all)
-    test = [i for i in spread(test_all, s.eval_prompts) if i.constraints]
-    train_ins = [i for i in spread(train_all, s.train_prompts) if i.constraints]
-    if not test or not train_ins:
-        raise DemoError("the demo needs prompts with constraints in both splits")
-    out_dir = prepare_output_dir(s.output_dir)
-
     label = s.method.upper()
-    timings: dict[str, dict[str, float]] = {}
-
-    def timed(name: str, t_wall: float, t_cpu: float) -> None:
-        timings[name] = {"wall_s": round(time.perf_counter() - t_wall, 1), "cpu_s": round(time.process_time() - t_cpu, 1)}
-
-    t_start, c_start = time.perf_counter(), time.process_time()
+    eval_bs = min(s.gen_batch_size, 16)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     say(f"alignkit demo{' --quick' if s.quick else ''}: {s.model}, {label} + LoRA, torch {torch.__version__} "
         f"on {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} thread(s)"
         + (f", load average {load[0]:.1f}" if load else ""))
-    say(f"  held-out: {len(test)} of {len(test_all)} 'test' prompts (never sampled or trained on); "
-        f"training prompts: {len(train_ins)} of {len(train_all)} 'train' prompts")
+    say(f"  held-out: {len(test)} of {n_test_all} 'test' prompts (never sampled or trained on); "
+        f"training prompts: {len(train_ins)} of {n_train_all} 'train' prompts")
     say(f"  output: {out_dir}")
 
-    # -- 1. base model ----------------------------------------------------------------------------------
+    # -- 1. the base model on the held-out prompts -----------------------------------------------------
     say(f"\n[1/5] evaluating the base model on {len(test)} held-out prompts "
         f"(greedy, max_new_tokens {s.eval_max_new_tokens})")
-    t, c = time.perf_counter(), time.process_time()
+    clock.start()
     model = models.load_model(s.model)
     tok = models.load_tokenizer(s.model)
     base = evaluate_loaded(model, tok, test, spec=s.model, name=f"base ({s.model})",
-                           max_new_tokens=s.eval_max_new_tokens, batch_size=min(s.gen_batch_size, 16), say=say,
+                           max_new_tokens=s.eval_max_new_tokens, batch_size=eval_bs, say=say,
                            desc="base: generating")
-    timed("1_eval_base", t, c)
+    seconds = clock.stop("1_eval_base")
     bg = base["gold"]
     say(f"    base: prompt-level {100 * bg['prompt_level']:.1f}%, instruction-level "
-        f"{100 * bg['instruction_level']:.1f}% ({timings['1_eval_base']['wall_s']:.0f} s)")
+        f"{100 * bg['instruction_level']:.1f}% ({seconds:.0f} s)")
 
-    # -- 2. preference pairs from the model's own samples ------------------------------------------------
+    # -- 2. preference pairs from the model's own samples on the train prompts -------------------------
     say(f"\n[2/5] building preference pairs: {s.candidates} samples x {len(train_ins)} train prompts "
-        f"(temperature {s.temperature}, max_new_tokens {s.sample_max_new_tokens}), scored by the constraint reward")
-    t, c = time.perf_counter(), time.process_time()
-    pairs, samples, pstats = build_pairs(model, tok, train_ins, candidates=s.candidates, temperature=s.temperature,
-                                         top_p=s.top_p, max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds,
-                                         seed=s.seed, gen_batch_size=s.gen_batch_size, say=say)
+        f"(temperature {s.temperature}, max_new_tokens {s.sample_max_new_tokens}), scored by the constraint "
+        "reward")
+    clock.start()
+    pairs, samples, pstats = build_pairs(model, tok, train_ins, candidates=s.candidates,
+                                         temperature=s.temperature, top_p=s.top_p,
+                                         max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds, seed=s.seed,
+                                         gen_batch_size=s.gen_batch_size, say=say)
     prompt_tokens = max(len(models.encode_prompt(tok, i.prompt)) for i in train_ins)
     del model
     gc.collect()
     _write_jsonl(out_dir / "samples.jsonl", samples)
     _write_jsonl(out_dir / "pairs.jsonl", pairs)
-    timed("2_pairs", t, c)
+    seconds = clock.stop("2_pairs")
     say(f"    {pstats['pairs']} pairs from {pstats['prompts']} prompts; no pair (all samples scored alike): "
         f"{pstats['no_pair_all_pass']} all passed, {pstats['no_pair_all_fail']} all failed, "
-        f"{pstats['no_pair_other_tie']} other ties; samples fully passing: {100 * pstats['sample_pass_rate']:.0f}% "
-        f"({timings['2_pairs']['wall_s']:.0f} s)")
+        f"{pstats['no_pair_other_tie']} other ties; samples fully passing: "
+        f"{100 * pstats['sample_pass_rate']:.0f}% ({seconds:.0f} s)")
     if not pairs:
         raise DemoError("no preference pairs: every prompt's samples scored the same; try more --candidates, "
                         "--rounds or a higher --temperature")
@@ -480,39 +534,39 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     if batch_size < s.batch_size:
         say(f"    note: only {len(pairs)} pairs, so batch size {batch_size} instead of {s.batch_size}")
 
-    # -- 3. training ------------------------------------------------------------------------------------
+    # -- 3. training -----------------------------------------------------------------------------------
     what = f"DPO (sigmoid loss, beta {s.beta})" if s.method == "dpo" else "IFT on the chosen answers"
     say(f"\n[3/5] training: {what} + LoRA r={s.lora_r}, {s.steps} steps x {batch_size} pairs, lr {s.lr}")
-    t, c = time.perf_counter(), time.process_time()
-    result, config = train_on_pairs(s, out_dir / "pairs.jsonl", out_dir, prompt_tokens + s.sample_max_new_tokens + 8,
-                                    batch_size)
-    timed("3_train", t, c)
+    clock.start()
+    result, config = train_on_pairs(s, out_dir / "pairs.jsonl", out_dir,
+                                    max_length=prompt_tokens + s.sample_max_new_tokens + 8, batch_size=batch_size)
+    seconds = clock.stop("3_train")
     if result.final_dir is None:
         raise DemoError("training was interrupted; nothing to evaluate")
-    say(f"    {result.steps} steps, model in {result.final_dir} ({timings['3_train']['wall_s']:.0f} s)")
+    say(f"    {result.steps} steps, model in {result.final_dir} ({seconds:.0f} s)")
 
-    # -- 4. trained model -------------------------------------------------------------------------------
+    # -- 4. the trained model on the same held-out prompts ---------------------------------------------
     say(f"\n[4/5] evaluating the trained model on the same {len(test)} held-out prompts")
-    t, c = time.perf_counter(), time.process_time()
+    clock.start()
     model, tok = models.load_trained(result.final_dir)
-    if hasattr(model, "merge_and_unload"):  # LoRA merged for generation: same outputs, faster
+    if hasattr(model, "merge_and_unload"):  # LoRA merged for generation: same answers, faster
         model = model.merge_and_unload()
     trained = evaluate_loaded(model, tok, test, spec=str(result.final_dir), name=f"{s.method} ({result.final_dir})",
-                              max_new_tokens=s.eval_max_new_tokens, batch_size=min(s.gen_batch_size, 16), say=say,
+                              max_new_tokens=s.eval_max_new_tokens, batch_size=eval_bs, say=say,
                               desc=f"{s.method}: generating")
     del model
     gc.collect()
-    timed("4_eval_trained", t, c)
+    clock.stop("4_eval_trained")
 
-    # -- 5. results, report -----------------------------------------------------------------------------
+    # -- 5. table, results files, report ---------------------------------------------------------------
     say("\n[5/5] writing results and the report")
-    t, c = time.perf_counter(), time.process_time()
+    clock.start()
     fixed, broken = _flips(base, trained)
     rows = before_after_rows(base, trained)
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "prompts": {"file": s.prompts or DEFAULT_INSTRUCTIONS, "split": "test", "n": len(test)},
-        "settings": {"max_new_tokens": s.eval_max_new_tokens, "temperature": 0.0, "batch_size": min(s.gen_batch_size, 16),
+        "settings": {"max_new_tokens": s.eval_max_new_tokens, "temperature": 0.0, "batch_size": eval_bs,
                      "seed": 0, "limit": s.eval_prompts or None},
         "models": [base, trained],
         "notes": [f"alignkit demo: {s.method} on {len(pairs)} self-generated pairs from the 'train' split; "
@@ -523,15 +577,13 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     try:
         from alignkit.report import write_run_report
 
-        report = write_run_report(out_dir)  # curves + this eval table
+        report = write_run_report(out_dir)  # training curves + the eval table from results.json
     except ImportError:  # pragma: no cover - matplotlib missing
         pass
-    timed("5_report", t, c)
-    timings["total"] = {"wall_s": round(time.perf_counter() - t_start, 1),
-                        "cpu_s": round(time.process_time() - c_start, 1)}
+    clock.stop("5_report")
+    timings = clock.total()
 
     tg = trained["gold"]
-    delta = tg["prompt_level"] - bg["prompt_level"]
     summary = {
         "settings": asdict(s),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
@@ -540,11 +592,11 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
         "held_out": {"split": "test", "prompts": [i.id for i in test]},
         "train_prompts": [i.id for i in train_ins],
         "pairs": pstats,
-        "training": {"method": s.method, "steps": result.steps, "batch_size": batch_size, "max_length": config.max_length,
-                     "run_dir": str(out_dir)},
+        "training": {"method": s.method, "steps": result.steps, "batch_size": batch_size,
+                     "max_length": config.max_length, "run_dir": str(out_dir)},
         "before": {"prompt_level": bg["prompt_level"], "instruction_level": bg["instruction_level"]},
         "after": {"prompt_level": tg["prompt_level"], "instruction_level": tg["instruction_level"]},
-        "improved": delta > 0,
+        "improved": tg["prompt_level"] > bg["prompt_level"],
         "fixed": fixed,
         "broken": broken,
         "timings": timings,
@@ -554,23 +606,15 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
 
     say("")
     print_table(["held-out metric", "base", s.method, "change"], rows,
-                title=f"alignkit demo: {s.model} before/after {label} on {len(test)} held-out prompts",
-                file=out or sys.stdout)
+                title=f"alignkit demo: {s.model} before/after {label} on {len(test)} held-out prompts", file=out)
     say("")
-    n = bg["n_prompts"]
-    if delta > 0:
-        say(f"The {label}-trained model passes {round(tg['prompt_level'] * n)}/{n} held-out prompts, the base model "
-            f"{round(bg['prompt_level'] * n)}/{n} ({_pts(delta)}).")
-    elif delta == 0:
-        say(f"No change in this run: both models pass {round(bg['prompt_level'] * n)}/{n} held-out prompts.")
-    else:
-        say(f"No improvement in this run: the {label}-trained model passes {round(tg['prompt_level'] * n)}/{n} "
-            f"held-out prompts, the base model {round(bg['prompt_level'] * n)}/{n} ({_pts(delta)}).")
-    say(f"  prompts now passing: {', '.join(fixed) or 'none'}; now failing: {', '.join(broken) or 'none'}")
+    for line in _outcome_lines(s, base, trained, fixed, broken):
+        say(line)
     say(f"  {len(pairs)} pairs from {len(train_ins)} train prompts x {pstats['candidates_per_prompt']} samples; "
         "the held-out prompts were never sampled or trained on")
-    say("  wall time: " + ", ".join(f"{k[2:].replace('_', ' ')} {v['wall_s']:.0f} s" for k, v in timings.items()
-                                    if k != "total") + f"; total {timings['total']['wall_s']:.0f} s")
+    stages = ", ".join(f"{k[2:].replace('_', ' ')} {v['wall_s']:.0f} s" for k, v in timings.items() if k != "total")
+    say(f"  wall time: {stages}; total {timings['total']['wall_s']:.0f} s "
+        f"(CPU time of this process: {timings['total']['cpu_s']:.0f} s)")
     say(f"  files: {out_dir}/ (results.md, pairs.jsonl, samples.jsonl, completions-*.jsonl, demo.json, final/)")
     if report:
         say(f"report: {report}")

@@ -191,12 +191,16 @@ def adaptive_kl_update(kl_coef: float, current_kl: float, target_kl: float, n_st
 class CriticParts(nn.Module):
     """The critic's own parameters: ``value_head`` Linear(hidden, 1) and, in the full-copy setup,
     ``body`` (the critic's copy of the decoder). With LoRA the body is the shared base with the
-    ``critic`` adapter active, so ``body`` is None."""
+    ``critic`` adapter active, so ``body`` is None.
+
+    The value head starts at zero (as in OpenAI's lm-human-preferences): the first rollout's values
+    are 0, so its advantages carry no random critic noise; the body starts receiving gradients once
+    the head has moved (from the second optimizer step on)."""
 
     def __init__(self, hidden_size: int, body: nn.Module | None = None) -> None:
         super().__init__()
         self.value_head = nn.Linear(hidden_size, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
+        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self.body = body
 
