@@ -276,18 +276,22 @@ def test_lora_one_base_two_adapters(tokenizer, reward_file, tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
-# tiny-random's next-token distribution is nearly uniform over 49,152 ids; a high lr and temperature 0.5 let the
-# policy concentrate on even ids within a few rollouts (the fraction of even ids starts near 0.5 with spread).
+# tiny-random's next-token distribution is nearly uniform over 49,152 ids, so the policy can only learn by
+# concentrating mass on sampled even ids (the fraction of even ids starts near 0.5, with spread). That takes a
+# high lr; at that lr the policy moves by tens of nats per rollout, so a second PPO epoch on the same rollout is
+# mostly clipped and kl_coef=0.05 would drown the score's spread (std ~0.16): one epoch per rollout and a small
+# kl_coef reach a mean reward of 1.0 within 7 steps for every seed tried (1, 3, 7, 42). Epochs x minibatches
+# are exercised by the stub test above and the resume test below.
 LEARN = ["reward=tokens.py:even_token_fraction", "lr=1e-1", "temperature=0.5", "scheduler=constant",
-         "batch_size=16", "max_new_tokens=8", "ppo_epochs=2"]
+         "batch_size=16", "max_new_tokens=8", "ppo_epochs=1", "kl_coef=0.005"]
 
 
 def test_ppo_learns_and_writes_run_directory(prompt_data, tmp_path):
     out = tmp_path / "run"
-    assert _ppo(f"data={prompt_data}", f"output_dir={out}", *LEARN, "max_steps=12", "seed=1",
-                "log_completions_steps=6") == 0
+    assert _ppo(f"data={prompt_data}", f"output_dir={out}", *LEARN, "max_steps=8", "seed=3",
+                "log_completions_steps=4") == 0
     rows = read_metrics(out)
-    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert [r["step"] for r in rows] == list(range(1, 9))
     for key in ("loss", "reward", "reward_std", "rewards/even_token_fraction", "kl", "entropy", "clip_ratio",
                 "value_loss", "policy_loss", "explained_variance", "completion_length", "kl_coef",
                 "advantages/mean", "tokens_per_second", "grad_norm", "learning_rate"):
@@ -297,17 +301,18 @@ def test_ppo_learns_and_writes_run_directory(prompt_data, tmp_path):
     assert 0.3 < start < 0.7, rewards
     assert end > max(start + 0.3, 0.8), rewards
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0
-    assert "ppo_epochs: 2" in (out / "config.yaml").read_text()
+    assert rows[-1]["entropy"] < rows[0]["entropy"]
+    assert "ppo_epochs: 1" in (out / "config.yaml").read_text()
     assert (out / "final" / "config.json").is_file() and (out / "final" / "critic" / "value_head.safetensors").is_file()
-    assert (out / "checkpoints" / "step-12" / "state.json").is_file()
-    assert {json.loads(line)["step"] for line in (out / "completions.jsonl").read_text().splitlines()} == {6, 12}
+    assert (out / "checkpoints" / "step-8" / "state.json").is_file()
+    assert {json.loads(line)["step"] for line in (out / "completions.jsonl").read_text().splitlines()} == {4, 8}
 
 
 def test_resume_in_the_middle_of_a_rollout(prompt_data, tmp_path, monkeypatch):
     """ppo_epochs=2 x num_minibatches=2 with the adaptive controller: interrupted at step 6 (second step of
     rollout 1), the resumed run reloads the rollout and the kl_coef and matches an uninterrupted run."""
     common = [f"data={prompt_data}", *LEARN, "batch_size=4", "max_new_tokens=4", "max_steps=8", "save_steps=3",
-              "num_minibatches=2", "target_kl=0.01", "horizon=20", "lr=1e-2", "lora.r=4", "lora.alpha=32",
+              "ppo_epochs=2", "num_minibatches=2", "target_kl=0.01", "horizon=20", "lr=1e-2", "lora.r=4", "lora.alpha=32",
               f"eval_data={prompt_data}"]
     ref = tmp_path / "ref"
     assert _ppo(*common, f"output_dir={ref}") == 0
