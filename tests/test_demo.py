@@ -138,9 +138,17 @@ def _check_run(out_dir, stdout: str, method: str) -> dict:
     return summary
 
 
-def test_demo_pipeline_on_tiny_random(tmp_path, capsys):
+def _length_reward(prompts, completions, **columns):
+    """tiny-random's 8-token samples satisfy no constraint, so every candidate would tie; score by
+    length instead so that the pipeline (pairs -> DPO -> eval) is exercised end to end."""
+    return [min(1.0, len(c) / 40) for c in completions]
+
+
+def test_demo_pipeline_on_tiny_random(tmp_path, capsys, monkeypatch):
+    import alignkit.evaluation.constraints as constraints
     from alignkit.commands.demo import main
 
+    monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
     out_dir = tmp_path / "demo"
     assert main(TINY + ["--output-dir", str(out_dir)]) == 0
     summary = _check_run(out_dir, capsys.readouterr().out, "dpo")

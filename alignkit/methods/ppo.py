@@ -46,7 +46,9 @@ K = ``ppo_epochs * num_minibatches`` steps:
    the token sum by the global token count).
 
 So the defaults (``ppo_epochs=4``, ``num_minibatches=1``) sample a rollout every 4 steps and train 4
-times on all of it; ``max_steps=100`` is 25 rollouts. Prompts the engine hands to the other steps of
+times on all of it; ``max_steps=100`` is 25 rollouts. In TRL's terms (PPOTrainer), alignkit's
+``batch_size * grad_accum`` is the per-device rollout (TRL's ``per_device_train_batch_size *
+gradient_accumulation_steps * num_mini_batches``) and ``num_minibatches`` is TRL's ``num_mini_batches``. Prompts the engine hands to the other steps of
 a block are not used (as GRPO's ``num_iterations``): a run sees 1/K of its prompts per data epoch,
 so size ``max_steps`` rather than ``epochs``.
 
@@ -81,10 +83,13 @@ the missing-EOS penalty), ``kl`` (mean per-sequence KL to the reference, summed 
 the rollout), ``non_score_reward`` (mean per-sequence sum of -kl_coef * KL_t), ``kl_coef``,
 ``completion_length``, ``completions/clipped_ratio``, ``advantages/mean`` (raw GAE advantages before
 whitening), ``returns/mean``, ``values/mean``, ``explained_variance`` (1 - Var(returns - values) /
-Var(returns) of the rollout's old values), all per rollout; and per step ``policy_loss``,
+Var(returns) of the rollout's old values; omitted when the returns are constant), all per rollout
+(repeated on each step of its block); and per step ``policy_loss``,
 ``value_loss`` (the clipped value loss before ``vf_coef``), ``clip_ratio``, ``value_clip_ratio``,
 ``approx_kl`` (0.5 (logp - old)^2 against the sampling policy), ``entropy``; plus the engine's
-``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``.
+``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``. With ``eval_data``: ``eval_reward``
+and ``eval_rewards/NAME`` of one sampled completion per held-out prompt (fixed seeds). Sample
+completions go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
 
 Multi-process (DDP) runs: the critic forward calls the critic's modules directly, not through the
 DDP wrapper's forward; gradients still reach every parameter in the same backward, but this path
@@ -132,7 +137,6 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 ROLLOUT_FORMAT = 1
 KL_CLIP = 0.2
 
-_TOKEN_KEYS = ("completion_mask", "old_logps", "old_values", "advantages", "returns")
 _SEQ_KEYS = ("input_ids", "attention_mask", "position_ids", "labels")
 
 
