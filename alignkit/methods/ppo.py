@@ -20,7 +20,9 @@ Models
 
 The critic parts live on the built model as the submodule ``ppo_critic`` (``.value_head``, and
 ``.body`` in the full-copy setup), so the engine's single optimizer, gradient clipping and
-checkpoints cover them like any other trainable parameter.
+checkpoints cover them like any other trainable parameter. Policy and critic share no trainable
+parameter (separate adapters or bodies), so under Adam ``vf_coef`` mostly sets how much the value
+loss weighs in the global ``max_grad_norm`` clipping, not the critic's step size (that is ``lr``).
 
 One rollout, then ``ppo_epochs`` x ``num_minibatches`` optimizer steps
 ---------------------------------------------------------------------
@@ -46,11 +48,12 @@ K = ``ppo_epochs * num_minibatches`` steps:
    the token sum by the global token count).
 
 So the defaults (``ppo_epochs=4``, ``num_minibatches=1``) sample a rollout every 4 steps and train 4
-times on all of it; ``max_steps=100`` is 25 rollouts. In TRL's terms (PPOTrainer), alignkit's
-``batch_size * grad_accum`` is the per-device rollout (TRL's ``per_device_train_batch_size *
-gradient_accumulation_steps * num_mini_batches``) and ``num_minibatches`` is TRL's ``num_mini_batches``. Prompts the engine hands to the other steps of
+times on all of it; ``max_steps=100`` is 25 rollouts. Prompts the engine hands to the other steps of
 a block are not used (as GRPO's ``num_iterations``): a run sees 1/K of its prompts per data epoch,
-so size ``max_steps`` rather than ``epochs``.
+so size ``max_steps`` rather than ``epochs``. In TRL's terms (PPOTrainer), alignkit's
+``batch_size * grad_accum`` is the per-device rollout (TRL's ``per_device_train_batch_size *
+gradient_accumulation_steps * num_mini_batches``) and ``num_minibatches`` is TRL's
+``num_mini_batches``.
 
 KL controller
 -------------
@@ -89,7 +92,8 @@ Var(returns) of the rollout's old values; omitted when the returns are constant)
 ``approx_kl`` (0.5 (logp - old)^2 against the sampling policy), ``entropy``; plus the engine's
 ``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``. With ``eval_data``: ``eval_reward``
 and ``eval_rewards/NAME`` of one sampled completion per held-out prompt (fixed seeds). Sample
-completions go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
+completions go to ``OUTPUT_DIR/completions.jsonl`` from each rollout whose block contains a multiple of
+``log_completions_steps``, labelled with the block's first step (the step that sampled them).
 
 Multi-process (DDP) runs: the critic forward calls the critic's modules directly, not through the
 DDP wrapper's forward; gradients still reach every parameter in the same backward, but this path
@@ -249,7 +253,8 @@ class _PPOModelMixin:
             result = super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
             _write_value_head(parts, out / CRITIC_DIR, "lora-adapter")
             return result
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith(CRITIC_ATTR + ".")}  # type: ignore[attr-defined]
+        prefix = CRITIC_ATTR + "."
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith(prefix)}  # type: ignore[attr-defined]
         kwargs["state_dict"] = state
         result = super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
         parts.body.save_pretrained(str(out / CRITIC_DIR))
