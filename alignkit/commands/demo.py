@@ -36,21 +36,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's default); 1 is often faster on a busy machine")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and training (default 0)")
-    adv = p.add_argument_group("advanced (defaults depend on --quick; see alignkit.demo.pipeline FULL/QUICK)")
+    from alignkit.demo.pipeline import FULL, QUICK
+
+    def d(key: str) -> str:
+        return f" (default {FULL[key]}; --quick: {QUICK[key]})" if FULL[key] != QUICK[key] else f" (default {FULL[key]})"
+
+    adv = p.add_argument_group("advanced: tuning the stages")
     adv.add_argument("--prompts", default=None, metavar="FILE",
                      help="instruction file with 'train' and 'test' splits (default: the shipped set)")
-    adv.add_argument("--eval-prompts", type=int, default=None, metavar="N", help="held-out test prompts (0: all)")
-    adv.add_argument("--train-prompts", type=int, default=None, metavar="N", help="train prompts sampled (0: all)")
+    adv.add_argument("--eval-prompts", type=int, default=None, metavar="N",
+                     help="held-out test prompts evaluated, spread over the split; 0: all" + d("eval_prompts"))
+    adv.add_argument("--train-prompts", type=int, default=None, metavar="N",
+                     help="train prompts sampled; 0: all" + d("train_prompts"))
     adv.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                     help="tokens per answer, for evaluation and sampling alike")
-    adv.add_argument("--candidates", type=int, default=None, metavar="K", help="samples per train prompt")
-    adv.add_argument("--temperature", type=float, default=None, help="sampling temperature for the candidates")
+                     help="tokens per answer, for evaluation and sampling alike" + d("eval_max_new_tokens"))
+    adv.add_argument("--candidates", type=int, default=None, metavar="K",
+                     help="samples per train prompt" + d("candidates"))
+    adv.add_argument("--temperature", type=float, default=None, metavar="T",
+                     help="sampling temperature of the candidates" + d("temperature"))
     adv.add_argument("--rounds", type=int, default=None, metavar="N",
-                     help="sampling rounds (later rounds resample prompts left without a pair)")
-    adv.add_argument("--steps", type=int, default=None, metavar="N", help="optimizer steps")
-    adv.add_argument("--batch-size", type=int, default=None, metavar="N", help="pairs per optimizer step")
-    adv.add_argument("--lr", type=float, default=None, help="learning rate (LoRA)")
-    adv.add_argument("--beta", type=float, default=None, help="DPO beta")
+                     help="sampling rounds; later rounds resample the prompts left without a pair" + d("rounds"))
+    adv.add_argument("--steps", type=int, default=None, metavar="N", help="optimizer steps" + d("steps"))
+    adv.add_argument("--batch-size", type=int, default=None, metavar="N",
+                     help="pairs per optimizer step" + d("batch_size"))
+    adv.add_argument("--lr", type=float, default=None, help="learning rate of the LoRA weights" + d("lr"))
+    adv.add_argument("--beta", type=float, default=None, help="DPO beta" + d("beta"))
     return p
 
 
