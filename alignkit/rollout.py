@@ -11,6 +11,12 @@ independent of the backend.
     ``model.generate`` on the (unwrapped) training model itself: KV cache, left padding, stop at
     EOS, sampling with ``temperature``/``top_p`` (top-k off). Seeded per call, so a rollout depends
     only on the weights, the prompts and the seed (exact resume).
+    With ``rollout_dtype`` set (``bfloat16`` or ``float32``) it generates instead from an
+    :class:`InferenceCopy`: a generation-only copy of the policy in that dtype with the LoRA adapters
+    merged in, refreshed from the training weights before every rollout (the same split of training
+    and inference weights that vLLM-based trainers use). On CPUs with bf16 matrix units (AMX) a
+    bfloat16 copy samples about 1.7x faster than the float32 LoRA model, for one extra copy of the
+    weights in bfloat16. Training, and the log-probs the loss uses, stay in the training dtype.
 ``vllm`` (:class:`VLLMRolloutBackend`)
     vLLM on a CUDA GPU, colocated with training: the policy's current weights (LoRA merged) are
     loaded into the vLLM engine before each generation. Needs the ``vllm`` package and a GPU; it is
@@ -37,6 +43,7 @@ __all__ = [
     "RolloutBackend",
     "SamplingSettings",
     "HFRolloutBackend",
+    "InferenceCopy",
     "VLLMRolloutBackend",
     "make_backend",
     "rollout_from_token_lists",
@@ -106,21 +113,107 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+ROLLOUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class InferenceCopy:
+    """A generation-only copy of a causal LM in ``dtype``, with peft LoRA adapters merged in.
+
+    :meth:`refresh` copies the policy's current weights into it: each LoRA-wrapped linear layer gets
+    W + sum over active adapters of (alpha / r) B A; every other parameter is copied as it is. Frozen
+    parameters (a LoRA base) are copied on the first refresh only; trainable ones on every refresh.
+    Floating-point buffers (RoPE frequencies) stay in float32. Works for plain and peft models of any
+    ``PreTrainedModel`` class that can be built from its config.
+    """
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.model: torch.nn.Module | None = None
+        self._copied_frozen = False
+
+    def _build(self, base: torch.nn.Module) -> torch.nn.Module:
+        import copy
+
+        device = next(base.parameters()).device
+        with torch.device("meta"):  # no random initialisation: every parameter is overwritten by refresh()
+            model = type(base)(copy.deepcopy(base.config))
+        model = model.to_empty(device=device)
+        if hasattr(model, "tie_weights"):  # to_empty gives tied parameters separate storage: tie them again
+            model.tie_weights()
+        # buffers (RoPE frequencies) are computed at construction, which meta skipped: take the policy's,
+        # in float32. requires_grad stays True although the copy only runs under no_grad: with frozen bf16
+        # parameters generate() measured 1.3x slower here (torch 2.13, CPU); the copy is no module of
+        # the policy, so no optimizer ever sees it.
+        own = dict(base.named_buffers())
+        for name, buf in model.named_buffers():
+            buf.copy_(own[name])
+        for p in model.parameters():
+            p.data = torch.empty_like(p.data, dtype=self.dtype)
+        if getattr(base, "generation_config", None) is not None:
+            model.generation_config = copy.deepcopy(base.generation_config)
+        return model.eval()
+
+    @torch.no_grad()
+    def refresh(self, policy: torch.nn.Module) -> torch.nn.Module:
+        """Bring the copy up to date with ``policy`` (possibly DDP-wrapped) and return it."""
+        inner = _unwrap(policy)
+        base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+        if self.model is None:
+            self.model = self._build(base)
+        target = dict(self.model.named_parameters())
+        merged: set[str] = set()
+        written: set[str] = set()
+        try:
+            from peft.tuners.lora import LoraLayer
+        except ImportError:  # pragma: no cover - peft is a dependency
+            LoraLayer = ()  # noqa: N806
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer) and not getattr(module, "disable_adapters", False):
+                weight = module.get_base_layer().weight
+                delta = [] if module.merged else [module.get_delta_weight(a) for a in module.active_adapters
+                                                  if a in module.lora_A]
+                target[name + ".weight"].copy_(weight + sum(delta) if delta else weight)
+                merged.add(name + ".weight")
+                written.add(name + ".weight")
+        for name, p in base.named_parameters():
+            if "lora_" in name:
+                continue
+            key = name.replace(".base_layer", "")
+            if key in merged or (self._copied_frozen and not p.requires_grad):
+                continue
+            if key not in target:
+                raise RolloutBackendError(f"rollout_dtype: the inference copy has no parameter {key!r} "
+                                          "(a model the copy cannot mirror; unset rollout_dtype)")
+            target[key].copy_(p)
+            written.add(key)
+        if not self._copied_frozen and written != set(target):
+            missing = sorted(set(target) - written)[:3]
+            raise RolloutBackendError(f"rollout_dtype: the policy has no weights for {missing} of its inference "
+                                      "copy (a model the copy cannot mirror; unset rollout_dtype)")
+        self._copied_frozen = True
+        return self.model
+
+
 class HFRolloutBackend:
-    """Generation with Hugging Face ``generate`` on the training model (see the module docstring)."""
+    """Generation with Hugging Face ``generate`` on the training model, or on an :class:`InferenceCopy`
+    in ``dtype`` (see the module docstring)."""
 
     name = "hf"
 
-    def __init__(self, settings: SamplingSettings) -> None:
+    def __init__(self, settings: SamplingSettings, dtype: str | None = None) -> None:
         if settings.temperature <= 0:
             raise ValueError("online RL samples its completions: temperature must be > 0")
+        if dtype is not None and dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)} (or unset), got {dtype!r}")
         self.settings = settings
+        self.copy = InferenceCopy(ROLLOUT_DTYPES[dtype]) if dtype is not None else None
 
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                  num_generations: int, seed: int) -> Rollout:
         s = self.settings
+        sampler = self.copy.refresh(model) if self.copy is not None else _unwrap(model)
         return sample_completions(
-            _unwrap(model), prompt_ids, pad_id=s.pad_id, eos_id=list(s.eos_ids), max_new_tokens=s.max_new_tokens,
+            sampler, prompt_ids, pad_id=s.pad_id, eos_id=list(s.eos_ids), max_new_tokens=s.max_new_tokens,
             temperature=s.temperature, top_p=s.top_p, num_generations=num_generations, generator_seed=seed)
 
 
@@ -247,7 +340,7 @@ def make_backend(name: str, settings: SamplingSettings, *, model_path: str | Non
                  **kwargs: Any) -> RolloutBackend:
     """The backend called ``name`` (``hf`` or ``vllm``)."""
     if name == "hf":
-        return HFRolloutBackend(settings)
+        return HFRolloutBackend(settings, **kwargs)
     if name == "vllm":
         if model_path is None:
             raise RolloutBackendError("rollout_backend=vllm needs a model directory it can load")

@@ -163,3 +163,19 @@ def test_demo_pipeline_ift_on_tiny_random(tmp_path, capsys):
     out_dir = tmp_path / "demo-ift"
     assert main(TINY + ["--method", "ift", "--output-dir", str(out_dir)]) == 0
     _check_run(out_dir, capsys.readouterr().out, "ift")
+
+
+@pytest.mark.parametrize("method, expect", [("sft", (0.0, 0.0)), ("ift", (0.2, 0.95))])
+def test_demo_sft_is_ift_with_lambda_and_gamma_zero(tmp_path, monkeypatch, method, expect):
+    import alignkit.engine.trainer as trainer
+    from alignkit.demo.pipeline import train_on_pairs
+    from alignkit.methods.ift import IFT
+
+    seen = {}
+    monkeypatch.setattr(trainer, "train", lambda cls, config: seen.update(cls=cls, config=config) or "ran")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    result, config = train_on_pairs(settings_for(True, model="tiny-random", method=method), data, tmp_path / "run",
+                                    max_length=64, batch_size=1)
+    assert result == "ran" and seen["cls"] is IFT
+    assert (config.ift_lambda, config.drp_gamma) == expect

@@ -325,3 +325,16 @@ def test_resume_in_the_middle_of_a_rollout_block(prompt_data, tmp_path, monkeypa
         assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}, ra["step"]
     assert (ref / "completions.jsonl").read_text() == (run / "completions.jsonl").read_text()
     assert any(r["clip_ratio"] > 0 or r["loss"] != 0 for r in a)
+
+
+def test_grpo_learns_sampling_from_a_bfloat16_copy(prompt_data, tmp_path, capsys):
+    """rollout_dtype=bfloat16: completions come from a bf16 copy refreshed every step; learning must
+    still work (a copy that went stale would sample from the initial policy and stop improving)."""
+    out = tmp_path / "bf16"
+    assert _grpo(f"data={prompt_data}", f"output_dir={out}", *LEARN, "max_steps=10", "seed=11",
+                 "rollout_dtype=bfloat16") == 0
+    rewards = [r["reward"] for r in read_metrics(out)]
+    start, end = sum(rewards[:2]) / 2, sum(rewards[-3:]) / 3
+    assert end > max(start + 0.3, 0.8), rewards
+    with pytest.raises(ConfigError, match="rollout_dtype applies to rollout_backend=hf"):
+        load_config(GRPOConfig, overrides=["reward=x.py:f", "rollout_dtype=bfloat16", "rollout_backend=vllm"])

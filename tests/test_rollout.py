@@ -152,3 +152,73 @@ def test_backend_selection(tokenizer, model):
 def test_vllm_backend_says_what_it_needs():
     with pytest.raises(RolloutBackendError, match="needs the `vllm` package and a CUDA GPU|needs a CUDA GPU"):
         VLLMRolloutBackend(SamplingSettings(max_new_tokens=4, pad_id=0, eos_ids=(2,)), "/nonexistent")
+
+
+# ------------------------------------------------------------------------------ inference copy
+def _lora_policy():
+    from alignkit.config import LoraSettings
+    from alignkit.models import apply_lora
+
+    torch.manual_seed(0)
+    policy = apply_lora(build_tiny_random(), LoraSettings(r=4, alpha=8.0))
+    with torch.no_grad():  # lora_B starts at zero: make the adapters matter
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    return policy
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def test_inference_copy_float32_matches_the_lora_policy_and_follows_updates():
+    from alignkit.rollout import InferenceCopy
+
+    policy = _lora_policy()
+    ids = torch.randint(0, 1000, (2, 9))
+    copy = InferenceCopy(torch.float32)
+    merged = copy.refresh(policy)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert torch.allclose(_logits(merged, ids), _logits(policy, ids), atol=1e-5)
+    # an optimizer step changes the adapters: the next refresh must carry the change
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_A" in name:
+                p.add_(0.3)
+    stale = _logits(merged, ids)
+    fresh = _logits(copy.refresh(policy), ids)
+    assert copy.refresh(policy) is merged  # one copy, updated in place
+    assert not torch.allclose(stale, _logits(policy, ids), atol=1e-3)
+    assert torch.allclose(fresh, _logits(policy, ids), atol=1e-5)
+    with policy.disable_adapter():  # the base itself was never touched
+        assert torch.allclose(_logits(policy, ids), _logits(build_tiny_random(), ids), atol=0)
+
+
+def test_inference_copy_bfloat16_full_model_tracks_trainable_weights():
+    from alignkit.rollout import InferenceCopy
+
+    policy = build_tiny_random()
+    ids = torch.randint(0, 1000, (2, 9))
+    copy = InferenceCopy(torch.bfloat16)
+    merged = copy.refresh(policy)
+    assert all(p.dtype == torch.bfloat16 for p in merged.parameters())
+    assert all(b.dtype == torch.float32 for b in merged.buffers() if b.is_floating_point())
+    with torch.no_grad():
+        policy.model.norm.weight.mul_(3.0)  # a trainable weight moves
+    ref = _logits(policy, ids)
+    got = _logits(copy.refresh(policy), ids)
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_hf_backend_samples_from_the_copy(tokenizer, prompts):
+    policy = _lora_policy()
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0, pad_id=tokenizer.pad_token_id,
+                                eos_ids=stop_token_ids(tokenizer))
+    own = HFRolloutBackend(settings).generate(policy, prompts, num_generations=2, seed=3)
+    copied = HFRolloutBackend(settings, dtype="float32").generate(policy, prompts, num_generations=2, seed=3)
+    # float32 merged weights sample the same tokens as the LoRA model for the same seed
+    assert torch.equal(own.sequences, copied.sequences)
+    with pytest.raises(ValueError, match="rollout_dtype"):
+        HFRolloutBackend(settings, dtype="float16")

@@ -43,6 +43,71 @@ def run_child(module: str, args: dict, log_path: Path) -> dict:
     return result
 
 
+def ensure_model(name: str) -> None:
+    """Convert a GGUF model (the embedded default) to its cached safetensors directory before anything is
+    timed: a one-off install cost that would otherwise land in whichever side runs first."""
+    from alignkit.models import resolve_model
+
+    resolve_model(name)
+
+
+def child_settings() -> dict:
+    """In a child: the settings dict the parent passed as ``--args JSON``."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--args", required=True)
+    return json.loads(p.parse_args().args)
+
+
+def read_rows(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def load_trl_model(name: str):
+    """The peer's model and tokenizer, read from the same local directory alignkit uses (no download)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.models import build_tiny_random, load_tokenizer, resolve_model
+
+    path = resolve_model(name)
+    if path == "tiny-random":
+        return build_tiny_random(), load_tokenizer("tiny-random")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def train_alignkit(method_cls, s: dict, overrides: list[str]) -> tuple[float, list[dict]]:
+    """In a child: train ``method_cls`` with the common settings of ``s`` plus ``overrides`` in a fresh
+    run directory; returns the training time (s) and the logged metrics rows."""
+    import shutil
+
+    from alignkit.config import load_config
+    from alignkit.engine.logging import read_metrics
+    from alignkit.engine.trainer import train
+
+    run_dir = Path(s["output_dir"]) / "alignkit-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = load_config(method_cls.config_cls, None, [
+        f"model={s['model']}", f"data={s['data']}", f"output_dir={run_dir}", f"max_steps={s['steps']}",
+        f"max_length={s['max_length']}", f"lora.r={s['lora_r']}", f"lora.alpha={2 * s['lora_r']}",
+        f"lr={s['lr']}", f"seed={s['seed']}", "scheduler=linear", "max_grad_norm=1.0",
+        f"gradient_checkpointing={str(s['gradient_checkpointing']).lower()}", *overrides,
+    ])
+    t0 = time.perf_counter()
+    train(method_cls, config)
+    return time.perf_counter() - t0, read_metrics(run_dir)
+
+
+def print_ratios(a: dict, t: dict, time_key: str, time_label: str) -> dict:
+    """Print (and return) TRL/alignkit time ratios and the alignkit/TRL peak-memory ratio."""
+    wall = t["wall_s"] / a["wall_s"]
+    timed = t[time_key] / a[time_key]
+    memory = a["peak_rss_mb"] / t["peak_rss_mb"]
+    print(f"\nspeed-up, whole process (TRL wall / alignkit wall): {wall:.2f}x")
+    print(f"speed-up, {time_label} (TRL / alignkit): {timed:.2f}x")
+    print(f"peak memory (alignkit / TRL): {memory:.2f}")
+    return {"speedup": wall, "speedup_" + time_key: timed, "memory_ratio": memory}
+
+
 def format_table(rows: list[tuple[str, dict]], keys: list[tuple[str, str]]) -> str:
     """Rows of (name, figures) as an aligned text table; ``keys`` = [(key, header)]."""
     header = f"{'':<10}" + "".join(f"{h:>16}" for _, h in keys)
@@ -68,21 +133,29 @@ def main(argv: list[str]) -> int:
     dpo.add_argument("--batch-size", type=int, default=4)
     dpo.add_argument("--max-length", type=int, default=256)
     dpo.add_argument("--lora-r", type=int, default=16)
+    dpo.add_argument("--gradient-checkpointing", action="store_true",
+                     help="on for both sides (TRL's default); off by default")
     dpo.add_argument("--output-dir", default="runs/bench-dpo")
     dpo.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
     grpo = sub.add_parser("grpo", help="alignkit grpo vs TRL GRPOTrainer")
     grpo.add_argument("--model", default="smollm2-135m")
-    grpo.add_argument("--steps", type=int, default=4)
+    grpo.add_argument("--steps", type=int, default=8)
+    grpo.add_argument("--prompts-per-step", type=int, default=2)
+    grpo.add_argument("--num-generations", type=int, default=4)
+    grpo.add_argument("--max-new-tokens", type=int, default=32)
+    grpo.add_argument("--lora-r", type=int, default=16)
+    grpo.add_argument("--gradient-checkpointing", action="store_true",
+                      help="on for both sides (TRL's default); off by default")
+    grpo.add_argument("--rollout-dtype", choices=["float32", "bfloat16"], default=None,
+                      help="alignkit samples from a merged copy in this dtype (TRL has no CPU equivalent); "
+                           "default: both sample from the training model")
     grpo.add_argument("--output-dir", default="runs/bench-grpo")
-    grpo.add_argument("--only", choices=["alignkit", "trl"], default=None)
+    grpo.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
     args = p.parse_args(argv)
     if args.which == "dpo":
         from alignkit.bench.dpo import run
 
         return run(args)
-    try:
-        from alignkit.bench.grpo import run
-    except ImportError:
-        print("alignkit bench grpo: not available yet in this version.", file=sys.stderr)
-        return 2
+    from alignkit.bench.grpo import run
+
     return run(args)

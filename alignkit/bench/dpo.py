@@ -1,7 +1,8 @@
 """``alignkit bench dpo``: alignkit's DPO vs TRL's DPOTrainer, same model, pairs and hyper-parameters.
 
 Settings of the issue's target: the embedded SmolLM2-135M on CPU, LoRA r=16 on all linear layers,
-sigmoid DPO (beta 0.1), batch 4 pairs, max_length 256, 12 steps, whole process timed.
+sigmoid DPO (beta 0.1), batch 4 pairs, max_length 256, 12 steps, whole process timed. Gradient
+checkpointing is off on both sides, or on on both with ``--gradient-checkpointing`` (TRL's default).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import random
 from pathlib import Path
 
-from alignkit.bench import format_table, run_child
+from alignkit.bench import ensure_model, format_table, print_ratios, run_child
 
 TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "honeybees", "libraries", "comets", "tea", "glaciers",
           "chess", "lighthouses", "octopuses", "windmills", "deserts", "violins", "coral reefs"]
@@ -48,12 +49,13 @@ def build_pairs(n: int, seed: int = 0) -> list[dict]:
 def run(args) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ensure_model(args.model)
     data = out / "pairs.jsonl"
     pairs = build_pairs(args.steps * args.batch_size)
     data.write_text("".join(json.dumps(r) + "\n" for r in pairs))
     settings = {"model": args.model, "data": str(data), "steps": args.steps, "batch_size": args.batch_size,
                 "max_length": args.max_length, "lora_r": args.lora_r, "lr": 5e-5, "beta": 0.1, "seed": 42,
-                "output_dir": str(out)}
+                "output_dir": str(out), "gradient_checkpointing": args.gradient_checkpointing}
     print(f"bench dpo: {args.model}, LoRA r={args.lora_r}, batch {args.batch_size} pairs, "
           f"max_length {args.max_length}, {args.steps} steps, {len(pairs)} pairs; whole process timed")
     results = []
@@ -70,13 +72,10 @@ def run(args) -> int:
     figures = dict(results)
     if "alignkit" in figures and "trl" in figures:
         a, t = figures["alignkit"], figures["trl"]
-        speedup = t["wall_s"] / a["wall_s"]
-        memory = a["peak_rss_mb"] / t["peak_rss_mb"]
+        ratios = print_ratios(a, t, time_key="train_s", time_label="training loop")
         diff = abs(a["first_loss"] - t["first_loss"])
-        print(f"\nspeed-up (TRL wall / alignkit wall): {speedup:.2f}x")
-        print(f"peak memory (alignkit / TRL): {memory:.2f}")
         print(f"first-step loss: alignkit {a['first_loss']:.6f}, TRL {t['first_loss']:.6f}, "
               f"|diff| {diff:.2e}, ln 2 = {math.log(2):.6f}")
-        (out / "bench.json").write_text(json.dumps({"settings": settings, "alignkit": a, "trl": t,
-                                                    "speedup": speedup, "memory_ratio": memory}, indent=2))
+        (out / "bench.json").write_text(json.dumps({"settings": settings, "alignkit": a, "trl": t, **ratios,
+                                                    "first_loss_diff": diff}, indent=2))
     return 0

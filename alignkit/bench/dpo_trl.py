@@ -5,39 +5,25 @@ The model is read from the same local safetensors directory alignkit uses; nothi
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
-from alignkit.bench import emit_result
+from alignkit.bench import child_settings, emit_result, load_trl_model, read_rows
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--args", required=True)
-    s = json.loads(p.parse_args().args)
+    s = child_settings()
     try:
         from datasets import Dataset
         from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from transformers import TrainerCallback
         from trl import DPOConfig, DPOTrainer
     except ImportError as e:
         raise SystemExit(f"TRL side needs the bench extra (pip install 'alignkit[bench]'): {e}") from None
 
-    from alignkit.models import resolve_model
-
     t0 = time.perf_counter()
-    path = resolve_model(s["model"])
-    if path == "tiny-random":
-        from alignkit.models import build_tiny_random, load_tokenizer
-
-        model, tokenizer = build_tiny_random(), load_tokenizer("tiny-random")
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    rows = [json.loads(line) for line in Path(s["data"]).read_text().splitlines() if line.strip()]
-    dataset = Dataset.from_list(rows)
+    model, tokenizer = load_trl_model(s["model"])
+    dataset = Dataset.from_list(read_rows(s["data"]))
     losses: list[float] = []
 
     class Capture(TrainerCallback):
@@ -50,7 +36,7 @@ def main() -> None:
         max_steps=s["steps"], learning_rate=s["lr"], beta=s["beta"], loss_type=["sigmoid"],
         max_length=s["max_length"], logging_steps=1, report_to=[], save_strategy="no", seed=s["seed"],
         use_cpu=True, lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, disable_tqdm=True,
-        bf16=False,
+        bf16=False, gradient_checkpointing=bool(s["gradient_checkpointing"]),
     )
     lora = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")

@@ -6,7 +6,7 @@
   2. build preference pairs from the model's own samples on the 'train' split prompts: k samples per
      prompt, each scored by the fraction of its constraints met; chosen = best, rejected = worst,
      ties dropped;
-  3. train on those pairs with DPO + LoRA (or IFT on the chosen answers: --method ift);
+  3. train on those pairs with DPO + LoRA (or IFT / plain SFT on the chosen answers: --method ift|sft);
   4. evaluate the trained model on the same held-out prompts;
   5. print a before/after table; write results.json/.md, pairs, samples, demo.json and report.html
      (training curves and the eval table) into the output directory.
@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the 2-minute version (fewer prompts, samples, steps)")
-    p.add_argument("--method", choices=["dpo", "ift"], default="dpo",
-                   help="dpo: DPO on the pairs (default); ift: Intuitive Fine-Tuning on the chosen answers")
+    p.add_argument("--method", choices=["dpo", "ift", "sft"], default="dpo",
+                   help="dpo: DPO on the pairs (default); ift: Intuitive Fine-Tuning on the chosen answers; "
+                        "sft: plain SFT on the chosen answers (for comparison)")
     p.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--model", default="smollm2-135m",
                    help="model to align (default: the embedded smollm2-135m; tiny-random for a smoke test)")

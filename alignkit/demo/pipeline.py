@@ -14,7 +14,8 @@ Stages (each prints a stage line, shows a progress bar on a terminal and logs pr
    sampling order; empty samples are never used. With ``rounds > 1`` the prompts left without a pair
    are sampled again and their pools grow. Train and test prompts are checked to be disjoint.
 3. **Train** with LoRA on those pairs: DPO (``loss=sigmoid``) by default, or IFT on the chosen answers
-   (``method="ift"``), through the same engine as ``alignkit dpo`` / ``alignkit ift``; the output
+   (``method="ift"``), or plain SFT on the chosen answers (``method="sft"``: IFT with lambda = 0 and
+   gamma = 0, which is exactly SFT, so the three differ only in the objective), through the same engine as ``alignkit dpo`` / ``alignkit ift``; the output
    directory is an ordinary run directory (``config.yaml``, ``metrics.jsonl``, ``final/``, ...).
 4. **Evaluate the trained model** on the same held-out prompts with the same settings.
 5. **Report**: a before/after table, ``results.json`` / ``results.md`` / ``completions-*.jsonl``
@@ -42,7 +43,7 @@ from typing import Any, TextIO
 __all__ = ["FULL", "QUICK", "DemoError", "DemoSettings", "build_pairs", "choose_pair", "run_demo", "spread"]
 
 MARKER = ".alignkit-demo"  # marks a directory the demo made (and may therefore clear on the next run)
-METHODS = ("dpo", "ift")
+METHODS = ("dpo", "ift", "sft")
 
 
 class DemoError(RuntimeError):
@@ -329,7 +330,7 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
 
 
 def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_length: int, batch_size: int):
-    """LoRA DPO (or IFT on the chosen answers) on the pairs file; returns (the engine's RunResult, config)."""
+    """LoRA DPO (or IFT / SFT on the chosen answers) on the pairs file; returns (the engine's RunResult, config)."""
     from alignkit.config import load_config
     from alignkit.engine.trainer import train
 
@@ -346,7 +347,8 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
     else:
         from alignkit.methods.ift import IFT, IFTConfig
 
-        method_cls, config = IFT, load_config(IFTConfig, None, overrides)
+        plain = ["ift_lambda=0", "drp_gamma=0"] if s.method == "sft" else []  # lambda = gamma = 0 is SFT
+        method_cls, config = IFT, load_config(IFTConfig, None, overrides + plain)
     return train(method_cls, config), config
 
 
@@ -535,7 +537,8 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
         say(f"    note: only {len(pairs)} pairs, so batch size {batch_size} instead of {s.batch_size}")
 
     # -- 3. training -----------------------------------------------------------------------------------
-    what = f"DPO (sigmoid loss, beta {s.beta})" if s.method == "dpo" else "IFT on the chosen answers"
+    what = {"dpo": f"DPO (sigmoid loss, beta {s.beta})", "ift": "IFT on the chosen answers",
+            "sft": "SFT on the chosen answers"}[s.method]
     say(f"\n[3/5] training: {what} + LoRA r={s.lora_r}, {s.steps} steps x {batch_size} pairs, lr {s.lr}")
     clock.start()
     result, config = train_on_pairs(s, out_dir / "pairs.jsonl", out_dir,

@@ -60,14 +60,13 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
-from alignkit.data import load_examples, tokenize_prompts
 from alignkit.losses import grpo_loss_with_stats
-from alignkit.methods.base import Method, StepOutput
+from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,
+    PromptMethod,
     RolloutStore,
-    collate_prompt_examples,
     completion_token_logps,
     compute_advantages,
     group_stats,
@@ -104,6 +103,9 @@ class GRPOConfig(TrainConfig):
     max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
                                           "(default max_length - max_new_tokens)")
     rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="hf backend: sample from a copy of the policy in this dtype with LoRA merged, refreshed "
+        "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: sample from the training model")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share of vLLM")
 
     @model_validator(mode="before")
@@ -117,16 +119,17 @@ class GRPOConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _check(self) -> GRPOConfig:
+        if self.rollout_dtype is not None and self.rollout_backend == "vllm":
+            raise ValueError("rollout_dtype applies to rollout_backend=hf (vLLM sets its own dtype); unset one of them")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be smaller than max_length "
                              f"({self.max_length}): prompt and completion share max_length")
         return self
 
 
-class GRPO(Method):
+class GRPO(PromptMethod):
     name = "grpo"
     config_cls = GRPOConfig
-    data_kinds = ("prompt", "prompt_completion", "preference", "unpaired")
 
     def __init__(self, config: GRPOConfig, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)
@@ -135,7 +138,6 @@ class GRPO(Method):
                               "with reward_weights); shipped ones: reward=format.py:word_limit, "
                               "reward=tokens.py:even_token_fraction")
         self.rewards = load_reward_functions(config.reward, config.reward_weights)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.accelerator: Any = None
         self.backend: Any = None
         self.reference: Reference | None = None
@@ -144,20 +146,6 @@ class GRPO(Method):
         self._first_step: int | None = None
 
     # -- data ---------------------------------------------------------------------------------
-    def build_examples(self, path: str) -> list[dict]:
-        cfg = self.config
-        room = cfg.max_length - cfg.max_new_tokens
-        max_prompt = min(cfg.max_prompt_length or room, room)
-        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
-        return tokenize_prompts(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid,
-                                max_prompt_length=max_prompt)
-
-    def example_length(self, example: dict) -> int:
-        return len(example["prompt_ids"])
-
-    def collate(self, examples: list[dict]) -> dict[str, Any]:
-        return collate_prompt_examples(examples, self.pad_id)
-
     def count_units(self, batch: dict[str, Any]) -> int:
         if "completion_mask" not in batch or batch.get("loss_weight", 1.0) == 0.0:
             return 0  # a prompt batch (evaluation) or a placeholder that trains nothing
@@ -184,7 +172,7 @@ class GRPO(Method):
             self.backend = make_backend("vllm", settings, model_path=str(model_path),
                                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
         else:
-            self.backend = make_backend("hf", settings)
+            self.backend = make_backend("hf", settings, dtype=cfg.rollout_dtype)
         from alignkit.judges import bind_policy
 
         if bind_policy(self.rewards, model, self.tokenizer):

@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from alignkit.data import collate_prompts
+from alignkit.data import collate_prompts, load_examples, tokenize_prompts
 from alignkit.logprobs import sequence_token_logps
 from alignkit.losses import group_advantages, reinforce_pp_advantages, rloo_advantages
+from alignkit.methods.base import Method
 from alignkit.models.generation import Rollout
 
 __all__ = [
@@ -53,6 +54,32 @@ LOGPROB_CHUNK = 1024
 
 
 # ----------------------------------------------------------------------------- batches
+
+
+class PromptMethod(Method):
+    """Base of the online methods (grpo, ppo, online-dpo): the data are prompts only (any SPEC 3 kind with
+    a ``prompt``; other fields are ignored). A prompt keeps its last ``max_prompt_length`` tokens (default
+    and at most ``max_length - max_new_tokens``), so that the completion always fits."""
+
+    data_kinds = ("prompt", "prompt_completion", "preference", "unpaired")
+
+    def __init__(self, config: Any, tokenizer: Any) -> None:
+        super().__init__(config, tokenizer)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    def build_examples(self, path: str) -> list[dict]:
+        cfg = self.config
+        room = cfg.max_length - cfg.max_new_tokens
+        max_prompt = min(cfg.max_prompt_length or room, room)
+        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
+        return tokenize_prompts(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid,
+                                max_prompt_length=max_prompt)
+
+    def example_length(self, example: dict) -> int:
+        return len(example["prompt_ids"])
+
+    def collate(self, examples: list[dict]) -> dict[str, Any]:
+        return collate_prompt_examples(examples, self.pad_id)
 
 
 def collate_prompt_examples(examples: Sequence[dict], pad_id: int) -> dict[str, Any]:

@@ -53,14 +53,13 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError
-from alignkit.data import load_examples, tokenize_prompts
 from alignkit.losses import nll_term, preference_loss, preference_rewards
-from alignkit.methods.base import Method, StepOutput
+from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.dpo import DPOConfig
 from alignkit.methods.online import (
     CompletionLog,
-    collate_prompt_examples,
+    PromptMethod,
     completion_token_logps,
     reference_token_logps,
     rollout_batch,
@@ -92,6 +91,9 @@ class OnlineDPOConfig(DPOConfig):
                                           "(default max_length - max_new_tokens)")
     log_completions_steps: int = Field(10, ge=0, description="write sample completions every N steps; 0: never")
     rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="hf backend: sample from a copy of the policy in this dtype with LoRA merged, refreshed "
+        "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: sample from the training model")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share of vLLM")
     judge_samples: int = Field(3, ge=1, description="judge:MODEL: samples per completion, averaged")
     judge_temperature: float = Field(0.7, ge=0, description="judge:MODEL: sampling temperature of the judge")
@@ -108,6 +110,8 @@ class OnlineDPOConfig(DPOConfig):
 
     @model_validator(mode="after")
     def _check_online(self) -> OnlineDPOConfig:
+        if self.rollout_dtype is not None and self.rollout_backend == "vllm":
+            raise ValueError("rollout_dtype applies to rollout_backend=hf (vLLM sets its own dtype); unset one of them")
         if self.precompute_ref_log_probs:
             raise ValueError("precompute_ref_log_probs=true does not apply to online-dpo: its pairs are sampled "
                              "during training, so reference log-probs are computed on the fly")
@@ -169,10 +173,9 @@ def _trim(t: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class OnlineDPO(Method):
+class OnlineDPO(PromptMethod):
     name = "online-dpo"
     config_cls = OnlineDPOConfig
-    data_kinds = ("prompt", "prompt_completion", "preference", "unpaired")
 
     def __init__(self, config: OnlineDPOConfig, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)
@@ -182,7 +185,6 @@ class OnlineDPO(Method):
                               "reward=rm:PATH or reward=FILE.py:FUNC (shipped: reward=format.py:word_limit)")
         self.rewards = build_reward_set(config)
         self.judges = [s for s in self.rewards.sources if hasattr(s, "judge") and hasattr(s, "last")]
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.accelerator: Any = None
         self.backend: Any = None
         self.reference: Reference | None = None
@@ -196,20 +198,6 @@ class OnlineDPO(Method):
         return self.config.loss in REFERENCE_FREE
 
     # -- data ---------------------------------------------------------------------------------
-    def build_examples(self, path: str) -> list[dict]:
-        cfg = self.config
-        room = cfg.max_length - cfg.max_new_tokens
-        max_prompt = min(cfg.max_prompt_length or room, room)
-        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
-        return tokenize_prompts(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid,
-                                max_prompt_length=max_prompt)
-
-    def example_length(self, example: dict) -> int:
-        return len(example["prompt_ids"])
-
-    def collate(self, examples: list[dict]) -> dict[str, Any]:
-        return collate_prompt_examples(examples, self.pad_id)
-
     def count_units(self, batch: dict[str, Any]) -> int:
         if "completion_mask" not in batch or batch.get("loss_weight", 1.0) == 0.0:
             return 0  # a prompt batch (evaluation) or a placeholder that trains nothing
@@ -232,7 +220,7 @@ class OnlineDPO(Method):
             self.backend = make_backend("vllm", settings, model_path=str(model_path),
                                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
         else:
-            self.backend = make_backend("hf", settings)
+            self.backend = make_backend("hf", settings, dtype=cfg.rollout_dtype)
         if bind_policy(self.rewards, model, self.tokenizer):
             announce("online-dpo: judge:self - the policy judges its own samples", accelerator)
         if self.reference_free:

@@ -116,14 +116,13 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from alignkit.config import ConfigError, TrainConfig
-from alignkit.data import load_examples, tokenize_prompts
 from alignkit.engine.checkpoint import list_checkpoints
 from alignkit.losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss
-from alignkit.methods.base import Method, StepOutput
+from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,
-    collate_prompt_examples,
+    PromptMethod,
     completion_token_logps,
     decode_completions,
     reward_inputs,
@@ -377,10 +376,9 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # ----------------------------------------------------------------------------- the method
 
 
-class PPO(Method):
+class PPO(PromptMethod):
     name = "ppo"
     config_cls = PPOConfig
-    data_kinds = ("prompt", "prompt_completion", "preference", "unpaired")
 
     def __init__(self, config: PPOConfig, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)
@@ -389,7 +387,6 @@ class PPO(Method):
                               "with reward_weights); shipped ones: reward=format.py:word_limit, "
                               "reward=tokens.py:even_token_fraction")
         self.rewards = load_reward_functions(config.reward, config.reward_weights)
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         self.period = config.ppo_epochs * config.num_minibatches
         self.accelerator: Any = None
         self.backend: Any = None
@@ -404,20 +401,6 @@ class PPO(Method):
         self._first_step: int | None = None
 
     # -- data ---------------------------------------------------------------------------------
-    def build_examples(self, path: str) -> list[dict]:
-        cfg = self.config
-        room = cfg.max_length - cfg.max_new_tokens
-        max_prompt = min(cfg.max_prompt_length or room, room)
-        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
-        return tokenize_prompts(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid,
-                                max_prompt_length=max_prompt)
-
-    def example_length(self, example: dict) -> int:
-        return len(example["prompt_ids"])
-
-    def collate(self, examples: list[dict]) -> dict[str, Any]:
-        return collate_prompt_examples(examples, self.pad_id)
-
     def count_units(self, batch: dict[str, Any]) -> int:
         """Completion tokens: the loss is a mean over the minibatch's tokens."""
         return int(batch["completion_mask"].sum()) if "completion_mask" in batch else 0

@@ -1,0 +1,52 @@
+"""``alignkit bench``: both benches run end to end on tiny-random (the alignkit side always; the TRL side
+only where the optional ``bench`` extra, i.e. trl, is installed)."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from alignkit.bench.grpo import build_prompts
+from alignkit.cli import main
+
+HAS_TRL = importlib.util.find_spec("trl") is not None
+
+
+def test_grpo_prompts_are_distinct_chat_turns():
+    rows = build_prompts(10)
+    texts = [r["prompt"][0]["content"] for r in rows]
+    assert len(set(texts)) == 10 and all(r["prompt"][0]["role"] == "user" for r in rows)
+
+
+def test_bench_grpo_alignkit_side(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "grpo", "--model", "tiny-random", "--steps", "2", "--max-new-tokens", "8",
+                 "--only", "alignkit", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "s / step" in printed and "alignkit" in printed
+    rows = [json.loads(line) for line in (out / "alignkit-run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(0.0 <= r["reward"] <= 1.0 for r in steps)  # word_limit is a fraction
+
+
+def test_bench_dpo_alignkit_side_first_loss_is_ln2(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "dpo", "--model", "tiny-random", "--steps", "2", "--batch-size", "2",
+                 "--max-length", "64", "--only", "alignkit", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    line = next(ln for ln in printed.splitlines() if ln.startswith("alignkit"))
+    first_loss = float(line.split()[-1])
+    assert abs(first_loss - math.log(2)) < 1e-4
+
+
+@pytest.mark.skipif(not HAS_TRL, reason="needs the bench extra (trl)")
+def test_bench_grpo_both_sides(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "grpo", "--model", "tiny-random", "--steps", "2", "--max-new-tokens", "8",
+                 "--output-dir", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert len(result["trl"]["rewards"]) == 2 and len(result["alignkit"]["rewards"]) == 2
+    assert result["speedup_step_s"] == pytest.approx(result["trl"]["step_s"] / result["alignkit"]["step_s"])
+    assert "time per step" in capsys.readouterr().out
