@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 RESULT_PREFIX = "ALIGNKIT_BENCH_RESULT "
 
@@ -58,6 +59,10 @@ def child_settings() -> dict:
     return json.loads(p.parse_args().args)
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def read_rows(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -95,6 +100,47 @@ def train_alignkit(method_cls, s: dict, overrides: list[str]) -> tuple[float, li
     t0 = time.perf_counter()
     train(method_cls, config)
     return time.perf_counter() - t0, read_metrics(run_dir)
+
+
+def trl_side(s: dict, metric: str) -> SimpleNamespace:
+    """In a TRL child: the ``trl`` module, model and tokenizer, dataset, LoRA config, the training
+    arguments both benches share (``common``), and a callback that collects the logged ``metric``
+    into ``values``; ``t0`` is when set-up began."""
+    t0 = time.perf_counter()
+    try:
+        import trl
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import TrainerCallback
+    except ImportError as e:
+        raise SystemExit(f"TRL side needs the bench extra (pip install 'alignkit[bench]'): {e}") from None
+    values: list[float] = []
+
+    class Capture(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and metric in logs:
+                values.append(float(logs[metric]))
+
+    model, tokenizer = load_trl_model(s["model"])
+    common = dict(output_dir=str(Path(s["output_dir"]) / "trl-run"), max_steps=s["steps"], learning_rate=s["lr"],
+                  logging_steps=1, report_to=[], save_strategy="no", seed=s["seed"], use_cpu=True,
+                  lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, disable_tqdm=True, bf16=False,
+                  gradient_checkpointing=bool(s["gradient_checkpointing"]))
+    lora = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    return SimpleNamespace(trl=trl, model=model, tokenizer=tokenizer, dataset=Dataset.from_list(read_rows(s["data"])),
+                           lora=lora, common=common, callback=Capture(), values=values, t0=t0)
+
+
+def run_sides(bench: str, settings: dict, out: Path, only: str | None) -> list[tuple[str, dict]]:
+    """Run ``alignkit.bench.{bench}_alignkit`` then ``..._trl`` (or ``only`` one) as children."""
+    results = []
+    for name in ("alignkit", "trl"):
+        if only and only != name:
+            continue
+        print(f"running {name} ...", flush=True)
+        results.append((name, run_child(f"alignkit.bench.{bench}_{name}", settings, out / f"{name}.log")))
+    return results
 
 
 def print_ratios(a: dict, t: dict, time_key: str, time_label: str) -> dict:

@@ -12,7 +12,7 @@ import math
 import random
 from pathlib import Path
 
-from alignkit.bench import ensure_model, format_table, print_ratios, run_child
+from alignkit.bench import ensure_model, format_table, print_ratios, run_sides, write_jsonl
 
 TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "honeybees", "libraries", "comets", "tea", "glaciers",
           "chess", "lighthouses", "octopuses", "windmills", "deserts", "violins", "coral reefs"]
@@ -52,20 +52,15 @@ def run(args) -> int:
     ensure_model(args.model)
     data = out / "pairs.jsonl"
     pairs = build_pairs(args.steps * args.batch_size)
-    data.write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    write_jsonl(data, pairs)
     settings = {"model": args.model, "data": str(data), "steps": args.steps, "batch_size": args.batch_size,
                 "max_length": args.max_length, "lora_r": args.lora_r, "lr": 5e-5, "beta": 0.1, "seed": 42,
                 "output_dir": str(out), "gradient_checkpointing": args.gradient_checkpointing}
     print(f"bench dpo: {args.model}, LoRA r={args.lora_r}, batch {args.batch_size} pairs, "
           f"max_length {args.max_length}, {args.steps} steps, {len(pairs)} pairs; whole process timed")
-    results = []
-    for name, module in (("alignkit", "alignkit.bench.dpo_alignkit"), ("trl", "alignkit.bench.dpo_trl")):
-        if args.only and args.only != name:
-            continue
-        print(f"running {name} ...", flush=True)
-        fig = run_child(module, settings, out / f"{name}.log")
+    results = run_sides("dpo", settings, out, args.only)
+    for _, fig in results:
         fig["pairs_per_s"] = args.steps * args.batch_size / fig["wall_s"]
-        results.append((name, fig))
     keys = [("wall_s", "wall s"), ("train_s", "train loop s"), ("pairs_per_s", "pairs/s"),
             ("peak_rss_mb", "peak RSS MB"), ("first_loss", "first loss")]
     print(format_table(results, keys))

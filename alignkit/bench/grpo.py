@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alignkit.bench import ensure_model, format_table, print_ratios, run_child
+from alignkit.bench import ensure_model, format_table, print_ratios, run_sides, write_jsonl
 from alignkit.bench.dpo import TOPICS
 
 QUESTIONS = ["What is special about {}?", "Describe {} in a few words.", "Why do people like {}?",
@@ -34,7 +34,7 @@ def run(args) -> int:
     ensure_model(args.model)
     data = out / "prompts.jsonl"
     prompts = build_prompts(args.steps * args.prompts_per_step)
-    data.write_text("".join(json.dumps(r) + "\n" for r in prompts))
+    write_jsonl(data, prompts)
     settings = {"model": args.model, "data": str(data), "steps": args.steps,
                 "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
                 "max_new_tokens": args.max_new_tokens, "max_length": 256, "lora_r": args.lora_r, "lr": 1e-5,
@@ -46,16 +46,11 @@ def run(args) -> int:
           f"reward format.py:word_limit, beta 0, loss dapo"
           + (f"; alignkit samples from a {args.rollout_dtype} copy" if args.rollout_dtype else "")
           + "; whole process timed")
-    results = []
-    for name, module in (("alignkit", "alignkit.bench.grpo_alignkit"), ("trl", "alignkit.bench.grpo_trl")):
-        if args.only and args.only != name:
-            continue
-        print(f"running {name} ...", flush=True)
-        fig = run_child(module, settings, out / f"{name}.log")
+    results = run_sides("grpo", settings, out, args.only)
+    for _, fig in results:
         fig["step_s"] = fig["train_s"] / args.steps
         fig["completions_per_s"] = args.steps * completions / fig["train_s"]
         fig["mean_reward"] = sum(fig["rewards"]) / len(fig["rewards"])
-        results.append((name, fig))
     keys = [("wall_s", "wall s"), ("train_s", "train loop s"), ("step_s", "s / step"),
             ("completions_per_s", "completions/s"), ("peak_rss_mb", "peak RSS MB"), ("mean_reward", "mean reward")]
     print(format_table(results, keys))
