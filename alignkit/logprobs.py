@@ -360,14 +360,86 @@ def final_hidden_states(
             use_cache=False,
         )
         return out.hidden_states[-1]
+    out = _decoder_body(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=False)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def _decoder_body(model: nn.Module) -> nn.Module:
+    """The decoder stack (embeddings, layers, final norm) of a causal LM, under peft wrappers."""
     inner = _inner_causal_lm(model)
     body = inner.get_decoder() if hasattr(inner, "get_decoder") else None
     if body is None or body is inner:
         body = getattr(inner, getattr(inner, "base_model_prefix", "model"), None)
     if body is None:
         raise ValueError(f"cannot find the decoder body of {type(inner).__name__}")
-    out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return body
+
+
+def can_share_prompts(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      completion_width: int, group_size: int) -> bool:
+    """Whether :func:`shared_prompt_token_logps` applies: rows come in groups of ``group_size`` with
+    identical (left-padded) prompts, the model is called directly (no DDP/DeepSpeed wrapper, whose
+    forward must run) and gradient checkpointing is off (it turns the KV cache off)."""
+    N, T = input_ids.shape
+    P = T - completion_width
+    if group_size < 2 or N % group_size or P < 1 or _is_wrapper(model):
+        return False
+    inner = _inner_causal_lm(model)
+    flag = "is_activation_checkpointing" if hasattr(inner, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    if getattr(inner, flag, False):
+        return False
+    ids = input_ids[:, :P].reshape(N // group_size, group_size, P)
+    mask = attention_mask[:, :P].reshape(N // group_size, group_size, P)
+    return bool(torch.equal(ids, ids[:, :1].expand_as(ids)) and torch.equal(mask, mask[:, :1].expand_as(mask)))
+
+
+def shared_prompt_token_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    group_size: int,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    return_entropy: bool = False,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs [N, C] of the completions of N rows that share one prompt per group of
+    ``group_size`` rows (GRPO's G samples of a prompt), running each prompt through the model once.
+
+    ``input_ids``/``attention_mask`` [N, P + C] are left-padded prompt | right-padded completion;
+    ``completion_mask`` [N, C]. The N/G distinct prompts run first with a KV cache; the cache is repeated
+    G times and the completions run on top of it, so prompt tokens cost 1/G of the full forward (on
+    SmolLM2-135M, 8 rows of 30 + 32 tokens: forward + backward 1.1 s instead of 1.8 s). Gradients flow
+    through the shared prompt activations exactly as through G separate copies (their sum). The first
+    completion token is predicted from the prompt's last hidden state. Returns ``(logps, entropy)``,
+    0 where ``completion_mask`` is 0 (entropy None unless ``return_entropy``, detached otherwise as in
+    :func:`token_logps_from_hidden`); equal to :func:`sequence_token_logps` on the full rows up to
+    float rounding (tested).
+    """
+    from transformers import DynamicCache
+
+    N, T = input_ids.shape
+    C = completion_mask.shape[1]
+    P = T - C
+    prompt_ids, prompt_mask = input_ids[::group_size, :P], attention_mask[::group_size, :P]
+    body = _decoder_body(model)
+    cache = DynamicCache()
+    first = body(input_ids=prompt_ids, attention_mask=prompt_mask,
+                 position_ids=((prompt_mask.cumsum(-1) - 1).clamp(min=0) * prompt_mask),
+                 past_key_values=cache, use_cache=True)
+    last = first.last_hidden_state[:, -1:].repeat_interleave(group_size, dim=0)  # predicts completion token 0
+    cache.batch_repeat_interleave(group_size)
+    lengths = prompt_mask.sum(-1, keepdim=True).repeat_interleave(group_size, dim=0)
+    positions = lengths + torch.arange(C, device=input_ids.device)[None]
+    second = body(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=positions,
+                  past_key_values=cache, use_cache=True)
+    hidden = torch.cat([last, second.last_hidden_state[:, :-1]], dim=1)  # hidden[:, t] predicts token P + t
+    targets = input_ids[:, P:].masked_fill(completion_mask == 0, IGNORE_INDEX)
+    out = token_logps_from_hidden(hidden, output_head(model), targets, chunk_size=chunk_size,
+                                  return_entropy=return_entropy, temperature=temperature,
+                                  softcap=_softcap_of(model))
+    return (out[0], out[1]) if return_entropy else (out, None)
 
 
 def _softcap_of(model: nn.Module) -> float | None:

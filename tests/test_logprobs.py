@@ -286,3 +286,75 @@ def test_sum_token_logps():
     mask = torch.tensor([[False, True, True], [False, True, False]])
     sums, lengths = sum_token_logps(lp, mask)
     assert sums.tolist() == [-3.0, -0.5] and lengths.tolist() == [2.0, 1.0]
+
+
+# ------------------------------------------------------------------ shared prompts (GRPO groups)
+def _grouped_rollout(G=3, n=2, P=7, C=6, seed=0):
+    """n prompts (the second left-padded by 3) x G completions (one right-padded after 2 tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(3, 900, (n, P), generator=g)
+    pmask = torch.ones(n, P, dtype=torch.long)
+    pmask[1, :3] = 0
+    prompts = prompts.masked_fill(pmask == 0, 0)
+    comp = torch.randint(3, 900, (n * G, C), generator=g)
+    cmask = torch.ones(n * G, C, dtype=torch.long)
+    cmask[1, 2:] = 0
+    comp = comp.masked_fill(cmask == 0, 0)
+    ids = torch.cat([prompts.repeat_interleave(G, 0), comp], 1)
+    attn = torch.cat([pmask.repeat_interleave(G, 0), cmask], 1)
+    return ids, attn, cmask
+
+
+def test_shared_prompt_logps_equal_the_full_forward_values_and_grads():
+    from alignkit.config import LoraSettings
+    from alignkit.logprobs import can_share_prompts, shared_prompt_token_logps
+    from alignkit.methods.online import completion_token_logps
+    from alignkit.models import apply_lora, build_tiny_random
+
+    torch.manual_seed(0)
+    model = apply_lora(build_tiny_random(), LoraSettings(r=4, alpha=8.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    G = 3
+    ids, attn, cmask = _grouped_rollout(G)
+    C = cmask.shape[1]
+    assert can_share_prompts(model, ids, attn, C, G)
+    labels = ids.masked_fill(torch.cat([torch.zeros_like(attn[:, :-C]), cmask], 1) == 0, -100)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0) * attn
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    full, _, full_ent = sequence_token_logps(model, ids, attn, labels, return_entropy=True, position_ids=position_ids)
+    full, full_ent = full[:, -C:], full_ent[:, -C:]
+    shared, shared_ent = shared_prompt_token_logps(model, ids, attn, cmask, G, return_entropy=True)
+    assert torch.allclose(shared, full, atol=1e-5) and torch.allclose(shared_ent, full_ent, atol=1e-5)
+    assert (shared[cmask == 0] == 0).all() and (shared[cmask == 1] < 0).all()
+    weights = torch.randn(shared.shape)
+    g_full = torch.autograd.grad((full * weights).sum(), params)
+    g_shared = torch.autograd.grad((shared * weights).sum(), params)
+    for a, b in zip(g_full, g_shared):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    # the online helper takes the shared path for groups and the full one without
+    batch = {"input_ids": ids, "attention_mask": attn, "labels": labels, "position_ids": position_ids,
+             "completion_mask": cmask}
+    with torch.no_grad():
+        assert torch.allclose(completion_token_logps(model, batch, group_size=G), full.detach(), atol=1e-5)
+        assert torch.allclose(completion_token_logps(model, batch, group_size=1), full.detach(), atol=1e-6)
+
+
+def test_can_share_prompts_only_for_identical_prompts_per_group():
+    from alignkit.logprobs import can_share_prompts
+    from alignkit.models import build_tiny_random
+
+    model = build_tiny_random()
+    ids, attn, cmask = _grouped_rollout(G=3)
+    C = cmask.shape[1]
+    assert can_share_prompts(model, ids, attn, C, 3)
+    assert not can_share_prompts(model, ids, attn, C, 1)
+    assert not can_share_prompts(model, ids, attn, C, 4)  # 6 rows are not groups of 4
+    other = ids.clone()
+    other[1, 4] += 1  # one row of the first group has another prompt
+    assert not can_share_prompts(model, other, attn, C, 3)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert not can_share_prompts(model, ids, attn, C, 3)

@@ -16,8 +16,10 @@ One optimizer step:
    REINFORCE++-baseline (group-centred, then whitened over the step's whole batch, all processes).
    ``dynamic_sampling=true`` drops groups whose rewards are all equal (DAPO; no re-sampling: the step
    trains on fewer groups, and on none at all if every group is flat - it then contributes zero loss).
-4. **Log-probs**: with ``num_iterations=1`` the old policy *is* the current one, so old log-probs are
-   the detached current ones (no extra forward). With ``beta>0`` the reference log-probs come from the
+4. **Log-probs**: the G completions of a prompt share one prompt forward (``share_prompt``, default
+   on: its KV cache is repeated G times, so prompt tokens cost 1/G; see
+   :func:`alignkit.logprobs.shared_prompt_token_logps`). With ``num_iterations=1`` the old policy *is*
+   the current one, so old log-probs are the detached current ones (no extra forward). With ``beta>0`` the reference log-probs come from the
    base model with the LoRA adapters disabled, or from one frozen copy in full fine-tuning; with
    ``beta=0`` no reference is built or run at all.
 5. **Loss** (``loss``): the clipped surrogate :func:`alignkit.losses.grpo_loss` (``eps_low``/``eps_high``,
@@ -103,6 +105,8 @@ class GRPOConfig(TrainConfig):
     max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
                                           "(default max_length - max_new_tokens)")
     rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    share_prompt: bool = Field(True, description="training forward: run each prompt once per group of "
+                               "num_generations completions (KV cache shared; same numbers, less compute)")
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="hf backend: sample from a copy of the policy in this dtype with LoRA merged, refreshed "
         "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: sample from the training model")
@@ -258,10 +262,15 @@ class GRPO(PromptMethod):
             with torch.no_grad(), self._autocast():
                 for t in micro:
                     if cfg.num_iterations > 1:  # the sampling policy's log-probs, once per rollout
-                        t["old_logps"] = completion_token_logps(unwrap(model), t, cfg.temperature).float()
+                        t["old_logps"] = completion_token_logps(unwrap(model), t, cfg.temperature,
+                                                                group_size=self._group_size).float()
                     if self.reference is not None:
                         t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature)
         return micro, metrics
+
+    @property
+    def _group_size(self) -> int:
+        return self.config.num_generations if self.config.share_prompt else 1
 
     def _autocast(self):
         return self.accelerator.autocast() if self.accelerator is not None else contextlib.nullcontext()
@@ -298,7 +307,8 @@ class GRPO(PromptMethod):
         if "completion_mask" not in batch:
             return self._evaluate_prompts(model, batch)
         cfg = self.config
-        logps, entropy = completion_token_logps(model, batch, cfg.temperature, with_entropy=True)
+        logps, entropy = completion_token_logps(model, batch, cfg.temperature, with_entropy=True,
+                                                group_size=self._group_size)
         mask = batch["completion_mask"]
         old = batch.get("old_logps")
         if old is None:

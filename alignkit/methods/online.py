@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from alignkit.data import collate_prompts, load_examples, tokenize_prompts
-from alignkit.logprobs import sequence_token_logps
+from alignkit.logprobs import can_share_prompts, sequence_token_logps, shared_prompt_token_logps
 from alignkit.losses import group_advantages, reinforce_pp_advantages, rloo_advantages
 from alignkit.methods.base import Method
 from alignkit.models.generation import Rollout
@@ -113,13 +113,20 @@ def rollout_batch(rollout: Rollout) -> dict[str, torch.Tensor]:
 
 
 def completion_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float = 1.0,
-                           with_entropy: bool = False, chunk_size: int = LOGPROB_CHUNK
+                           with_entropy: bool = False, chunk_size: int = LOGPROB_CHUNK, group_size: int = 1
                            ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs [N, C] (float32) of the completion tokens of a :func:`rollout_batch`, and
     with ``with_entropy`` the entropy [N, C] of each predictive distribution (detached), both 0 on
     padding. Logits are divided by ``temperature`` (the sampling temperature). Gradients flow when
-    grad mode is on; the full [N, T, V] logits are never built (see :mod:`alignkit.logprobs`)."""
+    grad mode is on; the full [N, T, V] logits are never built (see :mod:`alignkit.logprobs`).
+    ``group_size`` > 1: rows come in groups sharing one prompt, which then runs once per group
+    (:func:`alignkit.logprobs.shared_prompt_token_logps`) where that applies."""
     C = batch["completion_mask"].shape[1]
+    if can_share_prompts(model, batch["input_ids"], batch["attention_mask"], C, group_size):
+        logps, entropy = shared_prompt_token_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], group_size,
+            chunk_size=chunk_size, return_entropy=with_entropy, temperature=temperature)
+        return (logps, entropy.detach()) if with_entropy else logps
     out = sequence_token_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
                                chunk_size=chunk_size, return_entropy=with_entropy, temperature=temperature,
                                position_ids=batch.get("position_ids"))
