@@ -265,7 +265,8 @@ class GRPO(PromptMethod):
                         t["old_logps"] = completion_token_logps(unwrap(model), t, cfg.temperature,
                                                                 group_size=self._group_size).float()
                     if self.reference is not None:
-                        t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature)
+                        t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature,
+                                                               group_size=self._group_size)
         return micro, metrics
 
     @property

@@ -176,11 +176,12 @@ def score_rollout(rewards: Any, tokenizer: Any, batch: dict[str, Any], rollout: 
     return total, per, prompts, texts
 
 
-def reference_token_logps(reference: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+def reference_token_logps(reference: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0,
+                          group_size: int = 1) -> torch.Tensor:
     """Completion log-probs [N, C] under a :class:`~alignkit.methods.reference.Reference` (adapters
-    disabled, or the frozen copy), without gradients."""
+    disabled, or the frozen copy), without gradients (``group_size``: see :func:`completion_token_logps`)."""
     with torch.no_grad(), reference.module() as ref_model:
-        return completion_token_logps(ref_model, batch, temperature).float()
+        return completion_token_logps(ref_model, batch, temperature, group_size=group_size).float()
 
 
 # ----------------------------------------------------------------------------- advantages
