@@ -59,6 +59,17 @@ def child_settings() -> dict:
     return json.loads(p.parse_args().args)
 
 
+def prepare_run(args: argparse.Namespace, filename: str, rows: list[dict]) -> dict:
+    """In the parent: create the output directory, convert the model, write the bench data, and return
+    the settings every child gets (each bench adds its own)."""
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_model(args.model)
+    write_jsonl(out / filename, rows)
+    return {"model": args.model, "data": str(out / filename), "steps": args.steps, "lora_r": args.lora_r,
+            "seed": 42, "output_dir": str(out), "gradient_checkpointing": args.gradient_checkpointing}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

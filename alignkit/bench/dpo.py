@@ -12,7 +12,7 @@ import math
 import random
 from pathlib import Path
 
-from alignkit.bench import ensure_model, format_table, print_ratios, run_sides, write_jsonl
+from alignkit.bench import format_table, prepare_run, print_ratios, run_sides
 
 TOPICS = ["rivers", "volcanoes", "bread", "bicycles", "honeybees", "libraries", "comets", "tea", "glaciers",
           "chess", "lighthouses", "octopuses", "windmills", "deserts", "violins", "coral reefs"]
@@ -47,15 +47,10 @@ def build_pairs(n: int, seed: int = 0) -> list[dict]:
 
 
 def run(args) -> int:
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_model(args.model)
-    data = out / "pairs.jsonl"
     pairs = build_pairs(args.steps * args.batch_size)
-    write_jsonl(data, pairs)
-    settings = {"model": args.model, "data": str(data), "steps": args.steps, "batch_size": args.batch_size,
-                "max_length": args.max_length, "lora_r": args.lora_r, "lr": 5e-5, "beta": 0.1, "seed": 42,
-                "output_dir": str(out), "gradient_checkpointing": args.gradient_checkpointing}
+    settings = {**prepare_run(args, "pairs.jsonl", pairs), "batch_size": args.batch_size,
+                "max_length": args.max_length, "lr": 5e-5, "beta": 0.1}
+    out = Path(args.output_dir)
     print(f"bench dpo: {args.model}, LoRA r={args.lora_r}, batch {args.batch_size} pairs, "
           f"max_length {args.max_length}, {args.steps} steps, {len(pairs)} pairs; whole process timed")
     results = run_sides("dpo", settings, out, args.only)

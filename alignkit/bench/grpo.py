@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alignkit.bench import ensure_model, format_table, print_ratios, run_sides, write_jsonl
+from alignkit.bench import format_table, prepare_run, print_ratios, run_sides
 from alignkit.bench.dpo import TOPICS
 
 QUESTIONS = ["What is special about {}?", "Describe {} in a few words.", "Why do people like {}?",
@@ -29,17 +29,11 @@ def build_prompts(n: int) -> list[dict]:
 
 
 def run(args) -> int:
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_model(args.model)
-    data = out / "prompts.jsonl"
     prompts = build_prompts(args.steps * args.prompts_per_step)
-    write_jsonl(data, prompts)
-    settings = {"model": args.model, "data": str(data), "steps": args.steps,
-                "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
-                "max_new_tokens": args.max_new_tokens, "max_length": 256, "lora_r": args.lora_r, "lr": 1e-5,
-                "temperature": 1.0, "seed": 42, "output_dir": str(out),
-                "gradient_checkpointing": args.gradient_checkpointing, "rollout_dtype": args.rollout_dtype}
+    settings = {**prepare_run(args, "prompts.jsonl", prompts), "prompts_per_step": args.prompts_per_step,
+                "num_generations": args.num_generations, "max_new_tokens": args.max_new_tokens,
+                "max_length": 256, "lr": 1e-5, "temperature": 1.0, "rollout_dtype": args.rollout_dtype}
+    out = Path(args.output_dir)
     completions = args.prompts_per_step * args.num_generations
     print(f"bench grpo: {args.model}, LoRA r={args.lora_r}, {args.prompts_per_step} prompts x "
           f"{args.num_generations} completions per step, {args.max_new_tokens} new tokens, {args.steps} steps, "
