@@ -338,3 +338,25 @@ def test_grpo_learns_sampling_from_a_bfloat16_copy(prompt_data, tmp_path, capsys
     assert end > max(start + 0.3, 0.8), rewards
     with pytest.raises(ConfigError, match="rollout_dtype applies to rollout_backend=hf"):
         load_config(GRPOConfig, overrides=["reward=x.py:f", "rollout_dtype=bfloat16", "rollout_backend=vllm"])
+
+
+def test_num_iterations_hands_each_batch_to_mu_steps_and_skips_no_prompt(prompt_data, reward_file, tmp_path,
+                                                                         monkeypatch):
+    """num_iterations=2: steps 2k and 2k+1 get the same prompts (one rollout); over an epoch every prompt
+    is rolled out once, so an epoch takes twice the steps."""
+    seen = []
+    original = GRPO.prepare_step
+
+    def spy(self, model, batches, step):
+        seen.append([row for b in batches for row in b["rows"]])
+        return original(self, model, batches, step)
+
+    monkeypatch.setattr(GRPO, "prepare_step", spy)
+    n = len(QUESTIONS)
+    assert _grpo(f"data={prompt_data}", f"output_dir={tmp_path / 'mu'}", f"reward={reward_file}:first_token",
+                 "num_iterations=2", "epochs=1", "max_steps=-1", "batch_size=2", "num_generations=2",
+                 "max_new_tokens=2") == 0
+    assert len(seen) == 2 * (n // 2)
+    assert all(seen[2 * k] == seen[2 * k + 1] for k in range(len(seen) // 2))
+    rolled_out = sorted(row for rows in seen[::2] for row in rows)
+    assert rolled_out == sorted(set(rolled_out)) and len(rolled_out) == 2 * (n // 2)

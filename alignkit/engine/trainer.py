@@ -109,7 +109,9 @@ class Trainer:
                 f"{config.data}: {len(self.examples)} usable examples, fewer than one optimizer step needs "
                 f"(batch_size {bs} x grad_accum {accum} x {world} processes = {self.step_size})"
             )
-        self.steps_per_epoch = len(self.examples) // self.step_size
+        self.batches_per_epoch = len(self.examples) // self.step_size
+        self.repeat = max(1, int(self.method.steps_per_batch))  # optimizer steps per data batch
+        self.steps_per_epoch = self.batches_per_epoch * self.repeat
         if config.max_steps > 0:
             self.total_steps = config.max_steps
         else:
@@ -144,7 +146,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     def _step_batches(self, step: int, cache: dict[int, list[list[int]]]) -> list[dict[str, torch.Tensor]]:
-        epoch, pos = divmod(step, self.steps_per_epoch)
+        epoch, pos = divmod(step // self.repeat, self.batches_per_epoch)
         if epoch not in cache:
             cache.clear()
             cache[epoch] = epoch_batches(self.lengths, self.step_size, self.config.seed, epoch,

@@ -47,6 +47,12 @@ class Method:
         self.config = config
         self.tokenizer = tokenizer
 
+    @property
+    def steps_per_batch(self) -> int:
+        """Optimizer steps the engine hands the same data batch to (GRPO's num_iterations: one rollout,
+        several steps); an epoch then takes this many times more steps, and no example is skipped."""
+        return 1
+
     # -- data ---------------------------------------------------------------------------------
     def build_examples(self, path: str) -> list[dict]:
         """Read, validate and tokenise a data file into a list of examples (dicts of int lists)."""

@@ -33,8 +33,9 @@ One optimizer step:
 block k. At the block's first step the rollout is generated from the prompts the engine hands that step,
 and the sampling policy's per-token log-probs (``old_logps``) are computed once by a no-grad forward;
 the next mu - 1 steps train on the same rollout (same advantages, same old log-probs, so the ratio and
-the clipping do their job) and **ignore the prompts the engine hands them**: a run sees 1/mu of its
-prompts per epoch, so size ``max_steps``/``epochs`` for that. The rollout of the current block is also
+the clipping do their job). The engine hands all mu steps of a block the same prompts
+(:attr:`steps_per_batch`), so every prompt is used and an epoch takes mu times as many steps (as in
+TRL). The rollout of the current block is also
 written to ``OUTPUT_DIR/rollouts/`` (safetensors), so a run interrupted in the middle of a block resumes
 on the very same rollout.
 
@@ -268,6 +269,10 @@ class GRPO(PromptMethod):
                         t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature,
                                                                group_size=self._group_size)
         return micro, metrics
+
+    @property
+    def steps_per_batch(self) -> int:
+        return self.config.num_iterations
 
     @property
     def _group_size(self) -> int:
