@@ -352,3 +352,26 @@ def test_resume_in_the_middle_of_a_rollout_and_at_its_start(prompt_data, tmp_pat
         assert any("eval_reward" in r for r in rows)
     assert (run / "final" / "adapter_config.json").is_file()
     assert (run / "final" / "critic" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_critic_lr_gets_its_own_param_groups(tokenizer, lora):
+    from alignkit.engine.trainer import param_groups
+
+    args = ["model=tiny-random", "reward=tokens.py:even_token_fraction", "lr=1e-4", "critic_lr=3e-3",
+            "weight_decay=0.1"] + (["lora.r=4"] if lora else [])
+    method = PPO(load_config(PPOConfig, overrides=args), tokenizer)
+    model = method.build_model()
+    groups = param_groups(model, method, method.config)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(by_id) == len(named)  # every trainable parameter in exactly one group
+    for name, p in named:
+        critic = ".critic." in name or name.startswith("ppo_critic.")
+        assert by_id[id(p)]["lr"] == (3e-3 if critic else 1e-4), name
+        assert by_id[id(p)]["weight_decay"] == (0.1 if p.ndim >= 2 else 0.0), name
+    assert any(".critic." in n or n.startswith("ppo_critic.body") for n, _ in named)  # the critic body trains
+    assert groups[0]["lr"] == 1e-4  # the logged learning_rate is the policy's
+    # without critic_lr: one learning rate for all
+    plain = PPO(load_config(PPOConfig, overrides=[a for a in args if not a.startswith("critic_lr=")]), tokenizer)
+    assert {g["lr"] for g in param_groups(plain.build_model(), plain, plain.config)} == {1e-4}

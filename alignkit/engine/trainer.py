@@ -68,6 +68,20 @@ def _split_step(indices: list[int], world: int, rank: int, accum: int) -> list[l
     return [indices[(k * world + rank) * per:(k * world + rank + 1) * per] for k in range(accum)]
 
 
+def param_groups(model: torch.nn.Module, method: Method, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups of the trainable parameters: weight decay on matrices only, and the
+    learning rate the method asks for each parameter (``Method.param_lr``; ``config.lr`` by default).
+    Groups keep a fixed order (first appearance), so a checkpoint's optimizer state always fits."""
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = method.param_lr(name)
+        groups.setdefault((config.lr if lr is None else float(lr), p.ndim >= 2), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": config.weight_decay if decay else 0.0}
+            for (lr, decay), ps in groups.items()]
+
+
 def _reduce_sums(accelerator: Accelerator, values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
@@ -119,12 +133,7 @@ class Trainer:
 
         model = self.method.build_model()
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": config.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr,
+        optimizer = torch.optim.AdamW(param_groups(model, self.method, config), lr=config.lr,
                                       betas=(config.adam_beta1, config.adam_beta2))
         warmup = config.warmup_steps or int(config.warmup_ratio * self.total_steps)
         self.scheduler = build_scheduler(optimizer, self.total_steps, warmup, config.scheduler)

@@ -47,6 +47,11 @@ class Method:
         self.config = config
         self.tokenizer = tokenizer
 
+    def param_lr(self, name: str) -> float | None:
+        """Learning rate for the trainable parameter ``name`` (as in ``model.named_parameters()``);
+        None: the config's ``lr``. (PPO gives its critic ``critic_lr``.)"""
+        return None
+
     @property
     def steps_per_batch(self) -> int:
         """Optimizer steps the engine hands the same data batch to (GRPO's num_iterations: one rollout,

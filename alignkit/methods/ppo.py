@@ -161,6 +161,8 @@ class PPOConfig(TrainConfig):
     cliprange: float = Field(0.2, gt=0, description="policy ratio clip range")
     cliprange_value: float = Field(0.2, gt=0, description="value clip range around the rollout's values")
     vf_coef: float = Field(0.1, ge=0, description="weight of the value loss")
+    critic_lr: float | None = Field(None, gt=0, description="learning rate of the critic (adapter or body, and "
+                                    "value head); unset: lr")
     ppo_epochs: int = Field(4, ge=1, description="passes over each rollout (one optimizer step per minibatch)")
     num_minibatches: int = Field(1, ge=1, description="minibatches per PPO epoch; each is one optimizer step")
     whiten_advantages: bool = Field(True, description="normalise advantages over the rollout's tokens")
@@ -404,6 +406,12 @@ class PPO(PromptMethod):
     def count_units(self, batch: dict[str, Any]) -> int:
         """Completion tokens: the loss is a mean over the minibatch's tokens."""
         return int(batch["completion_mask"].sum()) if "completion_mask" in batch else 0
+
+    def param_lr(self, name: str) -> float | None:
+        """``critic_lr`` for the critic's parameters (its LoRA adapter or body copy, and the value head)."""
+        if self.config.critic_lr is not None and (f".{CRITIC_ADAPTER}." in name or name.startswith(CRITIC_ATTR + ".")):
+            return self.config.critic_lr
+        return None
 
     # -- models -------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
