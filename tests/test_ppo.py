@@ -375,3 +375,26 @@ def test_critic_lr_gets_its_own_param_groups(tokenizer, lora):
     # without critic_lr: one learning rate for all
     plain = PPO(load_config(PPOConfig, overrides=[a for a in args if not a.startswith("critic_lr=")]), tokenizer)
     assert {g["lr"] for g in param_groups(plain.build_model(), plain, plain.config)} == {1e-4}
+
+
+def test_lora_ppo_on_two_processes(tmp_path):
+    """torchrun with 2 CPU processes (gloo): LoRA PPO with a separate critic_lr trains, logs the global
+    metrics once and writes the policy adapter plus critic/ from the main process only."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} plus {i + 1}?"} for i in range(8)])
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "alignkit", "ppo",
+           "model=tiny-random", f"data={data}", f"output_dir={out}", "reward=tokens.py:even_token_fraction",
+           "max_steps=2", "batch_size=2", "max_new_tokens=4", "max_length=48", "ppo_epochs=2", "lora.r=4",
+           "critic_lr=1e-3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("loss", "value_loss", "reward", "kl", "grad_norm"):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    assert (out / "final" / "adapter_config.json").is_file() and (out / "final" / "critic").is_dir()
