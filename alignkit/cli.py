@@ -52,6 +52,9 @@ COMMANDS: dict[str, str | None] = {
 def _type_name(annotation: typing.Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return "|".join(str(a).lower() if isinstance(a, bool) else str(a) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:  # Optional[X]: "X | None"
+        return " | ".join(_type_name(a) for a in args if a is not type(None)) + " | None"
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "")
 

@@ -58,6 +58,9 @@ def test_cli_help_levels(capsys):
     assert main(["sft", "--help"]) == 0
     out = capsys.readouterr().out
     assert "neftune_alpha" in out and "lora.r" in out and "max_steps" in out
+    assert main(["grpo", "--help"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("rollout_dtype"))
+    assert "float32|bfloat16 | None" in line  # an optional choice shows its choices
 
 
 def test_cli_unknown_command(capsys):
