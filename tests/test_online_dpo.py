@@ -176,3 +176,29 @@ def test_resume_matches_uninterrupted_run(prompt_data, reward_file, tmp_path, mo
 
     assert losses(run) == losses(ref)
     assert all("rewards/judge_self" in r for r in read_metrics(ref))
+
+
+def test_bfloat16_rollout_copy_resumes_exactly(prompt_data, reward_file, tmp_path, monkeypatch):
+    """rollout_dtype=bfloat16: samples come from a merged bf16 copy rebuilt after a resume; the resumed
+    run must still match the uninterrupted one (the copy mirrors the restored weights)."""
+    common = [*FAST, f"data={prompt_data}", "max_steps=3", "save_steps=1", "lora.r=4", "lr=5e-3",
+              f"reward={reward_file}:count_e", "rollout_dtype=bfloat16"]
+    ref = tmp_path / "ref"
+    assert main(["online-dpo", *common, f"output_dir={ref}"]) == 0
+    run = tmp_path / "run"
+    original = OnlineDPO.loss
+
+    def interrupting(self, model, batch, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original(self, model, batch, step)
+
+    monkeypatch.setattr(OnlineDPO, "loss", interrupting)
+    assert main(["online-dpo", *common, f"output_dir={run}"]) == 130
+    monkeypatch.setattr(OnlineDPO, "loss", original)
+    assert main(["online-dpo", *common, f"output_dir={run}", "resume=true"]) == 0
+
+    def rows(out):
+        return [(r["step"], r["loss"], r["reward"]) for r in read_metrics(out)]
+
+    assert rows(run) == rows(ref) and len(rows(ref)) == 3
