@@ -46,6 +46,7 @@ __all__ = [
     "InferenceCopy",
     "VLLMRolloutBackend",
     "make_backend",
+    "rollout_dtype",
     "rollout_from_token_lists",
     "rollout_seed",
     "stop_token_ids",
@@ -334,6 +335,16 @@ class VLLMRolloutBackend:
         return rollout_from_token_lists(prompt_ids, completions, pad_id=s.pad_id, eos_ids=s.eos_ids,
                                         max_new_tokens=s.max_new_tokens, num_generations=num_generations,
                                         device=device)
+
+
+def rollout_dtype(config: Any, accelerator: Any) -> str | None:
+    """The sampling copy's dtype for the hf backend: ``config.rollout_dtype`` when set; otherwise
+    bfloat16 under bf16 mixed precision (generating from float32 weights under autocast casts every
+    weight matrix at every token: a SmolLM2-135M GRPO step took 6.9 s instead of 5.1 s in float32 on
+    CPU), else None (the training model samples itself)."""
+    if getattr(config, "rollout_dtype", None) is not None:
+        return config.rollout_dtype
+    return "bfloat16" if getattr(accelerator, "mixed_precision", "no") == "bf16" else None
 
 
 def make_backend(name: str, settings: SamplingSettings, *, model_path: str | None = None,

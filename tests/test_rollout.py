@@ -222,3 +222,14 @@ def test_hf_backend_samples_from_the_copy(tokenizer, prompts):
     assert torch.equal(own.sequences, copied.sequences)
     with pytest.raises(ValueError, match="rollout_dtype"):
         HFRolloutBackend(settings, dtype="float16")
+
+
+def test_rollout_dtype_defaults_to_bfloat16_under_bf16_mixed_precision():
+    from types import SimpleNamespace
+
+    from alignkit.rollout import rollout_dtype
+
+    bf16, fp32 = SimpleNamespace(mixed_precision="bf16"), SimpleNamespace(mixed_precision="no")
+    assert rollout_dtype(SimpleNamespace(rollout_dtype=None), bf16) == "bfloat16"
+    assert rollout_dtype(SimpleNamespace(rollout_dtype=None), fp32) is None
+    assert rollout_dtype(SimpleNamespace(rollout_dtype="float32"), bf16) == "float32"  # an explicit choice wins

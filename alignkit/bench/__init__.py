@@ -203,6 +203,8 @@ def main(argv: list[str]) -> int:
     grpo.add_argument("--lora-r", type=int, default=16)
     grpo.add_argument("--gradient-checkpointing", action="store_true",
                       help="on for both sides (TRL's default); off by default")
+    grpo.add_argument("--bf16", action="store_true",
+                      help="bf16 mixed precision on both sides (alignkit bf16=true, TRL bf16=True)")
     grpo.add_argument("--rollout-dtype", choices=["float32", "bfloat16"], default=None,
                       help="alignkit samples from a merged copy in this dtype (TRL has no CPU equivalent); "
                            "default: both sample from the training model")

@@ -32,12 +32,13 @@ def run(args) -> int:
     prompts = build_prompts(args.steps * args.prompts_per_step)
     settings = {**prepare_run(args, "prompts.jsonl", prompts), "prompts_per_step": args.prompts_per_step,
                 "num_generations": args.num_generations, "max_new_tokens": args.max_new_tokens,
-                "max_length": 256, "lr": 1e-5, "temperature": 1.0, "rollout_dtype": args.rollout_dtype}
+                "max_length": 256, "lr": 1e-5, "temperature": 1.0, "rollout_dtype": args.rollout_dtype,
+                "bf16": args.bf16}
     out = Path(args.output_dir)
     completions = args.prompts_per_step * args.num_generations
     print(f"bench grpo: {args.model}, LoRA r={args.lora_r}, {args.prompts_per_step} prompts x "
           f"{args.num_generations} completions per step, {args.max_new_tokens} new tokens, {args.steps} steps, "
-          f"reward format.py:word_limit, beta 0, loss dapo"
+          f"reward format.py:word_limit, beta 0, loss dapo{', bf16 mixed precision on both' if args.bf16 else ''}"
           + (f"; alignkit samples from a {args.rollout_dtype} copy" if args.rollout_dtype else "")
           + "; whole process timed")
     results = run_sides("grpo", settings, out, args.only)

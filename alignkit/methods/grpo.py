@@ -79,7 +79,7 @@ from alignkit.methods.online import (
 )
 from alignkit.methods.reference import Reference, announce, build_reference
 from alignkit.rewards import load_reward_functions
-from alignkit.rollout import SamplingSettings, make_backend, rollout_seed, stop_token_ids
+from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 
 
 class GRPOConfig(TrainConfig):
@@ -110,7 +110,8 @@ class GRPOConfig(TrainConfig):
                                "num_generations completions (KV cache shared; same numbers, less compute)")
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="hf backend: sample from a copy of the policy in this dtype with LoRA merged, refreshed "
-        "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: sample from the training model")
+        "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: bfloat16 under bf16 mixed "
+        "precision, else the training model samples itself")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share of vLLM")
 
     @model_validator(mode="before")
@@ -177,7 +178,7 @@ class GRPO(PromptMethod):
             self.backend = make_backend("vllm", settings, model_path=str(model_path),
                                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
         else:
-            self.backend = make_backend("hf", settings, dtype=cfg.rollout_dtype)
+            self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator))
         from alignkit.judges import bind_policy
 
         if bind_policy(self.rewards, model, self.tokenizer):

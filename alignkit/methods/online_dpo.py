@@ -67,7 +67,7 @@ from alignkit.methods.online import (
 )
 from alignkit.methods.reference import Reference, announce, build_reference
 from alignkit.rewards import RewardSet, load_reward_source, parse_reward_spec
-from alignkit.rollout import SamplingSettings, make_backend, rollout_seed, stop_token_ids
+from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 
 PAIR_TENSORS = ("input_ids", "attention_mask", "position_ids", "labels")
 
@@ -93,7 +93,8 @@ class OnlineDPOConfig(DPOConfig):
     rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="hf backend: sample from a copy of the policy in this dtype with LoRA merged, refreshed "
-        "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: sample from the training model")
+        "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: bfloat16 under bf16 mixed "
+        "precision, else the training model samples itself")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share of vLLM")
     judge_samples: int = Field(3, ge=1, description="judge:MODEL: samples per completion, averaged")
     judge_temperature: float = Field(0.7, ge=0, description="judge:MODEL: sampling temperature of the judge")
@@ -220,7 +221,7 @@ class OnlineDPO(PromptMethod):
             self.backend = make_backend("vllm", settings, model_path=str(model_path),
                                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
         else:
-            self.backend = make_backend("hf", settings, dtype=cfg.rollout_dtype)
+            self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator))
         if bind_policy(self.rewards, model, self.tokenizer):
             announce("online-dpo: judge:self - the policy judges its own samples", accelerator)
         if self.reference_free:
