@@ -127,8 +127,9 @@ class InferenceCopy:
     ``PreTrainedModel`` class that can be built from its config.
     """
 
-    def __init__(self, dtype: torch.dtype) -> None:
+    def __init__(self, dtype: torch.dtype, skip: Sequence[str] = ()) -> None:
         self.dtype = dtype
+        self.skip = tuple(skip)  # parameter-name prefixes that are no part of the causal LM (PPO's critic)
         self.model: torch.nn.Module | None = None
         self._copied_frozen = False
 
@@ -177,7 +178,7 @@ class InferenceCopy:
                 merged.add(name + ".weight")
                 written.add(name + ".weight")
         for name, p in base.named_parameters():
-            if "lora_" in name:
+            if "lora_" in name or name.startswith(self.skip):
                 continue
             key = name.replace(".base_layer", "")
             if key in merged or (self._copied_frozen and not p.requires_grad):
@@ -201,13 +202,13 @@ class HFRolloutBackend:
 
     name = "hf"
 
-    def __init__(self, settings: SamplingSettings, dtype: str | None = None) -> None:
+    def __init__(self, settings: SamplingSettings, dtype: str | None = None, skip: Sequence[str] = ()) -> None:
         if settings.temperature <= 0:
             raise ValueError("online RL samples its completions: temperature must be > 0")
         if dtype is not None and dtype not in ROLLOUT_DTYPES:
             raise ValueError(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)} (or unset), got {dtype!r}")
         self.settings = settings
-        self.copy = InferenceCopy(ROLLOUT_DTYPES[dtype]) if dtype is not None else None
+        self.copy = InferenceCopy(ROLLOUT_DTYPES[dtype], skip) if dtype is not None else None
 
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                  num_generations: int, seed: int) -> Rollout:

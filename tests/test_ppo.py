@@ -398,3 +398,20 @@ def test_lora_ppo_on_two_processes(tmp_path):
     for key in ("loss", "value_loss", "reward", "kl", "grad_norm"):
         assert all(math.isfinite(r[key]) for r in rows), key
     assert (out / "final" / "adapter_config.json").is_file() and (out / "final" / "critic").is_dir()
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_float32_rollout_copy_reproduces_the_run(tmp_path, lora):
+    """rollout_dtype=float32 samples from a merged float32 copy of the policy only (no critic): the
+    completions, and so the whole run, match sampling from the training model itself."""
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"What is {i} plus {i + 1}?"} for i in range(8)])
+    common = ["ppo", "model=tiny-random", f"data={data}", "reward=tokens.py:even_token_fraction", "max_steps=4",
+              "batch_size=2", "max_new_tokens=6", "max_length=48", "ppo_epochs=2", "lr=1e-2",
+              *(["lora.r=4"] if lora else [])]
+    assert main([*common, f"output_dir={tmp_path / 'own'}"]) == 0
+    assert main([*common, f"output_dir={tmp_path / 'copy'}", "rollout_dtype=float32"]) == 0
+    own, copied = read_metrics(tmp_path / "own"), read_metrics(tmp_path / "copy")
+    assert [r["completion_length"] for r in own] == [r["completion_length"] for r in copied]
+    for a, b in zip(own, copied):
+        assert a["reward"] == b["reward"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)

@@ -130,7 +130,7 @@ from alignkit.methods.online import (
 )
 from alignkit.methods.reference import announce
 from alignkit.rewards import load_reward_functions
-from alignkit.rollout import SamplingSettings, make_backend, rollout_seed, stop_token_ids
+from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 
 POLICY_ADAPTER = "default"
 CRITIC_ADAPTER = "critic"
@@ -171,6 +171,9 @@ class PPOConfig(TrainConfig):
     log_completions_steps: int = Field(10, ge=0, description="write sample completions every N steps; 0: never")
     max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
                                           "(default max_length - max_new_tokens)")
+    rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="sample from a copy of the policy in this dtype with LoRA merged, refreshed each rollout; "
+        "unset: bfloat16 under bf16 mixed precision, else the training model samples itself")
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
@@ -445,7 +448,8 @@ class PPO(PromptMethod):
         self._trainable = [p for p in inner.parameters() if p.requires_grad]
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                     pad_id=self.pad_id, eos_ids=stop_token_ids(self.tokenizer, model))
-        self.backend = make_backend("hf", settings)
+        # the critic (value head, full-copy body) rides on the policy module: not part of the sampling copy
+        self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator), skip=(CRITIC_ATTR + ".",))
         if _is_peft(inner):
             how = "one base model: policy = LoRA adapter 'default', critic = LoRA adapter 'critic' + value head, " \
                   "reference = adapters disabled"
