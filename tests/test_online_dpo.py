@@ -152,13 +152,8 @@ def test_cli_run_with_http_judge_writes_run_dir(prompt_data, tmp_path):
     assert (out / "completions.jsonl").is_file()
 
 
-def test_resume_matches_uninterrupted_run(prompt_data, reward_file, tmp_path, monkeypatch):
-    common = [*FAST, f"data={prompt_data}", "max_steps=3", "save_steps=1", "lora.r=4", "lr=5e-3",
-              f"reward=[judge:self?samples=1&max_new_tokens=3, {reward_file}:count_e]"]
-    ref = tmp_path / "ref"
-    assert main(["online-dpo", *common, f"output_dir={ref}"]) == 0
-
-    run = tmp_path / "run"
+def _interrupt_at_step_2_then_resume(common: list[str], run, monkeypatch):
+    """Ctrl-C during step 2 (exit 130), then ``resume=true`` to the end; returns the run directory."""
     original = OnlineDPO.loss
 
     def interrupting(self, model, batch, step):
@@ -170,6 +165,16 @@ def test_resume_matches_uninterrupted_run(prompt_data, reward_file, tmp_path, mo
     assert main(["online-dpo", *common, f"output_dir={run}"]) == 130
     monkeypatch.setattr(OnlineDPO, "loss", original)
     assert main(["online-dpo", *common, f"output_dir={run}", "resume=true"]) == 0
+    return run
+
+
+def test_resume_matches_uninterrupted_run(prompt_data, reward_file, tmp_path, monkeypatch):
+    common = [*FAST, f"data={prompt_data}", "max_steps=3", "save_steps=1", "lora.r=4", "lr=5e-3",
+              f"reward=[judge:self?samples=1&max_new_tokens=3, {reward_file}:count_e]"]
+    ref = tmp_path / "ref"
+    assert main(["online-dpo", *common, f"output_dir={ref}"]) == 0
+
+    run = _interrupt_at_step_2_then_resume(common, tmp_path / "run", monkeypatch)
 
     def losses(out):
         return [(r["step"], r["loss"], r["reward"], r["rewards/margins"]) for r in read_metrics(out)]
@@ -185,18 +190,7 @@ def test_bfloat16_rollout_copy_resumes_exactly(prompt_data, reward_file, tmp_pat
               f"reward={reward_file}:count_e", "rollout_dtype=bfloat16"]
     ref = tmp_path / "ref"
     assert main(["online-dpo", *common, f"output_dir={ref}"]) == 0
-    run = tmp_path / "run"
-    original = OnlineDPO.loss
-
-    def interrupting(self, model, batch, step):
-        if step == 2:
-            raise KeyboardInterrupt
-        return original(self, model, batch, step)
-
-    monkeypatch.setattr(OnlineDPO, "loss", interrupting)
-    assert main(["online-dpo", *common, f"output_dir={run}"]) == 130
-    monkeypatch.setattr(OnlineDPO, "loss", original)
-    assert main(["online-dpo", *common, f"output_dir={run}", "resume=true"]) == 0
+    run = _interrupt_at_step_2_then_resume(common, tmp_path / "run", monkeypatch)
 
     def rows(out):
         return [(r["step"], r["loss"], r["reward"]) for r in read_metrics(out)]
