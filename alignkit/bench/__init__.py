@@ -185,31 +185,26 @@ def main(argv: list[str]) -> int:
     )
     sub = p.add_subparsers(dest="which", required=True)
     dpo = sub.add_parser("dpo", help="alignkit dpo vs TRL DPOTrainer")
-    dpo.add_argument("--model", default="smollm2-135m")
     dpo.add_argument("--steps", type=int, default=12)
     dpo.add_argument("--batch-size", type=int, default=4)
     dpo.add_argument("--max-length", type=int, default=256)
-    dpo.add_argument("--lora-r", type=int, default=16)
-    dpo.add_argument("--gradient-checkpointing", action="store_true",
-                     help="on for both sides (TRL's default); off by default")
-    dpo.add_argument("--output-dir", default="runs/bench-dpo")
-    dpo.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
     grpo = sub.add_parser("grpo", help="alignkit grpo vs TRL GRPOTrainer")
-    grpo.add_argument("--model", default="smollm2-135m")
     grpo.add_argument("--steps", type=int, default=8)
     grpo.add_argument("--prompts-per-step", type=int, default=2)
     grpo.add_argument("--num-generations", type=int, default=4)
     grpo.add_argument("--max-new-tokens", type=int, default=32)
-    grpo.add_argument("--lora-r", type=int, default=16)
-    grpo.add_argument("--gradient-checkpointing", action="store_true",
-                      help="on for both sides (TRL's default); off by default")
     grpo.add_argument("--bf16", action="store_true",
                       help="bf16 mixed precision on both sides (alignkit bf16=true, TRL bf16=True)")
     grpo.add_argument("--rollout-dtype", choices=["float32", "bfloat16"], default=None,
                       help="alignkit samples from a merged copy in this dtype (TRL has no CPU equivalent); "
                            "default: both sample from the training model")
-    grpo.add_argument("--output-dir", default="runs/bench-grpo")
-    grpo.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
+    for name, bench in (("dpo", dpo), ("grpo", grpo)):
+        bench.add_argument("--model", default="smollm2-135m")
+        bench.add_argument("--lora-r", type=int, default=16)
+        bench.add_argument("--gradient-checkpointing", action="store_true",
+                           help="on for both sides (TRL's default); off by default")
+        bench.add_argument("--output-dir", default=f"runs/bench-{name}")
+        bench.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
     args = p.parse_args(argv)
     if args.which == "dpo":
         from alignkit.bench.dpo import run
