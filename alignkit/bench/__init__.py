@@ -135,8 +135,8 @@ def trl_side(s: dict, metric: str) -> SimpleNamespace:
     model, tokenizer = load_trl_model(s["model"])
     common = dict(output_dir=str(Path(s["output_dir"]) / "trl-run"), max_steps=s["steps"], learning_rate=s["lr"],
                   logging_steps=1, report_to=[], save_strategy="no", seed=s["seed"], use_cpu=True,
-                  lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, disable_tqdm=True, bf16=False,
-                  gradient_checkpointing=bool(s["gradient_checkpointing"]))
+                  lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, disable_tqdm=True,
+                  bf16=bool(s.get("bf16")), gradient_checkpointing=bool(s["gradient_checkpointing"]))
     lora = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")
     return SimpleNamespace(trl=trl, model=model, tokenizer=tokenizer, dataset=Dataset.from_list(read_rows(s["data"])),

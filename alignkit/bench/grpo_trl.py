@@ -16,9 +16,8 @@ def main() -> None:
     side = trl_side(s, metric="reward")
     from alignkit.assets.rewards.format import word_limit
 
-    common = {**side.common, "bf16": bool(s.get("bf16"))}
     config = side.trl.GRPOConfig(
-        **common, per_device_train_batch_size=s["prompts_per_step"] * s["num_generations"],
+        **side.common, per_device_train_batch_size=s["prompts_per_step"] * s["num_generations"],
         num_generations=s["num_generations"], max_completion_length=s["max_new_tokens"],
         temperature=s["temperature"], top_p=1.0, beta=0.0, loss_type="dapo", num_iterations=1, shuffle_dataset=True,
     )
