@@ -92,9 +92,33 @@ def test_generate_txt_to_file(tmp_path, capsys):
                         "--max-new-tokens", "4", "--batch-size", "1"])
     assert rc == 0
     rows = read_jsonl(out)
-    assert [r["prompt"] for r in rows] == ["What is 2+2?", "Name a colour."]
-    assert all(isinstance(r["completion"], str) for r in rows)
+    # .txt lines are user turns: written as messages, the completion as an assistant message
+    assert [r["prompt"] for r in rows] == [[{"role": "user", "content": "What is 2+2?"}],
+                                           [{"role": "user", "content": "Name a colour."}]]
+    assert all(r["completion"][0]["role"] == "assistant" for r in rows)
     assert "wrote 2 completions" in capsys.readouterr().err
+
+
+def test_generate_rows_read_back_to_the_sampled_tokens(tmp_path):
+    """A file `alignkit generate` writes tokenises (as training data) to the prompt it sampled from."""
+    from alignkit.data import load_examples, tokenize_sft
+    from alignkit.data.render import render_prompt
+    from alignkit.models import load_tokenizer
+
+    tok = load_tokenizer("tiny-random")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Say hi."}) + "\n")
+    for mode, conversational in (("auto", False), ("always", True)):
+        out = tmp_path / f"{mode}.jsonl"
+        assert generate.main(["--model", "tiny-random", "--prompts", str(prompts), "--output", str(out),
+                              "--max-new-tokens", "8", "--temperature", "1.0", "--seed", "0",
+                              "--chat-template", mode]) == 0
+        row = read_jsonl(out)[0]
+        assert isinstance(row["prompt"], list) == conversational
+        sampled = render_prompt(tok, "Say hi.", mode).ids
+        ex = tokenize_sft(load_examples(out, ("prompt_completion",)), tok, 256)[0]
+        n_prompt = sum(1 for x in ex["labels"] if x == -100)
+        assert ex["input_ids"][:n_prompt] == sampled
 
 
 def test_generate_jsonl_to_stdout(tmp_path, capsys):
@@ -108,6 +132,8 @@ def test_generate_jsonl_to_stdout(tmp_path, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["prompt"] for x in lines] == ["Say hi.", [{"role": "user", "content": "Say bye."}]]
     assert set(lines[0]) == {"prompt", "completion"}
+    # a string prompt is plain text (TRL's convention), a message list is a conversation
+    assert isinstance(lines[0]["completion"], str) and lines[1]["completion"][0]["role"] == "assistant"
 
 
 def test_generate_errors(tmp_path, capsys):

@@ -280,10 +280,11 @@ def test_unrecognised_first_row(tmp_path):
         load_examples(p, "preference")
 
 
-def test_kind_comes_from_first_valid_row(tmp_path):
+def test_each_row_has_its_own_kind(tmp_path):
     p = write_lines(tmp_path, [{"prompt": 3, "completion": "x"}, {"text": "a"}, {"prompt": "p", "completion": "c"}])
     loaded = load_examples(p, ("lm", "prompt_completion"), skip_invalid=True)
-    assert loaded.kind == "lm" and loaded.row_numbers == [2] and loaded.skipped == 2
+    assert loaded.kind == "lm" and loaded.row_numbers == [2, 3] and loaded.skipped == 1
+    assert loaded.kinds == ["lm", "prompt_completion"]
 
 
 def test_skip_invalid_warns_and_all_invalid_fails(tmp_path, caplog):
@@ -498,3 +499,44 @@ def test_fixture_files(tokenizer, name, kind, fn):
     loaded = load_examples(FIXTURES / name, ("lm", "prompt_completion", "preference", "unpaired", "prompt"))
     assert loaded.kind == kind and len(loaded) == 8
     assert len(fn(loaded, tokenizer, 128)) == 8
+
+
+# ------------------------------------------------------------------------- mixed kinds (issue 11)
+def test_a_file_may_mix_messages_and_prompt_completion_rows(tmp_path):
+    from alignkit.models import load_tokenizer
+
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"messages": [msg(U, "Hi"), msg(A, "Hello!")]},
+            {"prompt": "Say yes.", "completion": "Yes."},
+            {"text": "plain text row"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = load_examples(path, ("lm", "prompt_completion"))
+    assert loaded.kinds == ["lm", "prompt_completion", "lm"]
+    examples = tokenize_sft(loaded, load_tokenizer("tiny-random"), 128)
+    assert [e["row"] for e in examples] == [1, 2, 3]
+    # the prompt-completion row trains on its completion only
+    assert examples[1]["labels"][0] == -100 and examples[1]["labels"][-1] != -100
+
+
+def test_a_row_that_fits_no_kind_keeps_the_precise_error(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n" + json.dumps({"prompt": "q"}) + "\n")
+    with pytest.raises(DataError, match=r"mixed.jsonl: row 2: field 'completion': missing"):
+        load_examples(path, ("lm", "prompt_completion"))
+
+
+def test_a_conversation_without_an_assistant_turn_is_an_error(tmp_path, tokenizer):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n"
+                    + json.dumps({"messages": [msg(U, "only a question")]}) + "\n")
+    with pytest.raises(DataError, match=r"m.jsonl: row 2: field 'messages': no assistant message"):
+        tokenize_sft(load_examples(path, ("lm", "prompt_completion")), tokenizer, 64)
+
+
+def test_kto_file_may_mix_paired_and_unpaired_rows(tmp_path):
+    path = tmp_path / "k.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "completion": "c", "label": True}) + "\n"
+                    + json.dumps({"prompt": "q", "chosen": "good", "rejected": "bad"}) + "\n")
+    loaded = load_examples(path, ("unpaired",))
+    assert loaded.kinds == ["unpaired"] * 3 and [r["label"] for r in loaded.rows] == [True, True, False]
+    assert loaded.row_numbers == [1, 2, 2]

@@ -39,6 +39,10 @@ def test_choose_pair_prefers_complete_chosen_and_truncated_rejected():
     assert choose_pair(rewards, [False] * 4, ["a", "b", "c", "d"]) == (0, 2)
 
 
+def test_choose_pair_skips_candidates_that_do_not_read_back():
+    assert choose_pair([1.0, 0.0, 0.5], [False] * 3, ["a", "b", "c"], [True, False, True]) == (0, 2)
+
+
 def test_choose_pair_ignores_blank_candidates():
     # the only 0.0 candidate is blank: what is left all scores 1.0, so no pair
     assert choose_pair([1.0, 0.0, 1.0], [False] * 3, ["a", "  ", "c"]) is None
@@ -133,15 +137,39 @@ def _check_run(out_dir, stdout: str, method: str) -> dict:
     pairs = [json.loads(line) for line in (out_dir / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == summary["pairs"]["pairs"]
     for p in pairs:
-        assert p["id"].startswith("train-") and p["chosen_reward"] > p["rejected_reward"] and p["chosen"].strip()
+        assert p["id"].startswith("train-") and p["chosen_reward"] > p["rejected_reward"]
+        assert p["chosen"][0]["role"] == "assistant" and p["chosen"][0]["content"].strip()
+    _check_pairs_read_back(out_dir)
     assert set(summary["timings"]) >= {"1_eval_base", "2_pairs", "3_train", "4_eval_trained", "total"}
     return summary
+
+
+def _check_pairs_read_back(out_dir) -> None:
+    """The token ids DPO trains on for each demo pair are the prompt and completion ids as sampled
+    (a truncated sample ends in the end-of-turn token every row ends with)."""
+    from alignkit.config import load_config
+    from alignkit.methods.dpo import DPO, DPOConfig
+    from alignkit.models import load_tokenizer
+
+    config = load_config(DPOConfig, out_dir / "config.yaml", [])
+    examples = DPO(config, load_tokenizer("tiny-random")).build_examples(str(out_dir / "pairs.jsonl"))
+    samples = {s["id"]: s for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())}
+    pairs = [json.loads(line) for line in (out_dir / "pairs.jsonl").read_text().splitlines()]
+    eos = load_tokenizer("tiny-random").eos_token_id
+    assert len(examples) == len(pairs)
+    for pair, ex in zip(pairs, examples):
+        sample = samples[pair["id"]]
+        assert ex["prompt_ids"] == sample["prompt_ids"]
+        for side in ("chosen", "rejected"):
+            cand = sample["candidates"][sample[side]]
+            assert cand["exact"]
+            assert ex[f"{side}_ids"] == cand["ids"] + ([eos] if cand["truncated"] else [])
 
 
 def _length_reward(prompts, completions, **columns):
     """tiny-random's 8-token samples satisfy no constraint, so every candidate would tie; score by
     length instead so that the pipeline (pairs -> DPO -> eval) is exercised end to end."""
-    return [min(1.0, len(c) / 40) for c in completions]
+    return [min(1.0, len(c) / 400) for c in completions]
 
 
 def test_demo_pipeline_on_tiny_random(tmp_path, capsys, monkeypatch):

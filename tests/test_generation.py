@@ -31,14 +31,14 @@ def scrambled():
 
 
 def test_encode_prompt_modes(tokenizer):
-    as_string = encode_prompt(tokenizer, "What is 2+2?")
     as_messages = encode_prompt(tokenizer, [{"role": "user", "content": "What is 2+2?"}])
-    assert as_string == as_messages == encode_prompt(tokenizer, "What is 2+2?", "always")
-    text = tokenizer.decode(as_string)
+    assert as_messages == encode_prompt(tokenizer, "What is 2+2?", "always")
+    text = tokenizer.decode(as_messages)
     assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nWhat is 2+2?<|im_end|>" in text
+    # TRL's convention under auto: a string is used as it is, exactly as the data layer tokenises it
     raw = encode_prompt(tokenizer, "What is 2+2?", "never")
-    assert tokenizer.decode(raw) == "What is 2+2?"
-    with pytest.raises(ValueError, match="chat template"):
+    assert tokenizer.decode(raw) == "What is 2+2?" == tokenizer.decode(encode_prompt(tokenizer, "What is 2+2?"))
+    with pytest.raises(ValueError, match="chat_template is 'never'"):
         encode_prompt(tokenizer, [{"role": "user", "content": "x"}], "never")
     with pytest.raises(ValueError):
         encode_prompt(tokenizer, "x", "sometimes")

@@ -44,11 +44,14 @@ def release(model: Any) -> None:
 def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict]], *, max_new_tokens: int,
                    temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                    batch_size: int = 8, chat_template: str = "auto") -> list[str]:
-    """One completion per prompt (a string is sent as a user message under ``chat_template="auto"``;
-    a list of messages is a conversation). Greedy when ``temperature == 0``."""
+    """One completion per prompt. The builders' prompts are requests to an assistant, so a string is
+    sent as a user turn (:func:`alignkit.data.render.request_prompt`) unless ``chat_template="never"``;
+    a list of messages is a conversation. Greedy when ``temperature == 0``."""
+    from alignkit.data.render import request_prompt
     from alignkit.models import generate
 
-    return generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, temperature=temperature,
+    prompts = [request_prompt(tokenizer, p, chat_template) for p in prompts]
+    return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                     top_p=top_p, batch_size=batch_size, chat_template=chat_template, seed=seed)
 
 

@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from alignkit.data.render import as_user_turn, conversational_row
+
 PAIR_DROPS = ("unparsable", "tie", "identical")
 
 
@@ -38,8 +40,7 @@ def as_chat(prompt: Any, completion: str, chat_template: str = "auto") -> tuple[
     (a string prompt becomes one user message) unless ``chat_template == "never"``."""
     if chat_template == "never":
         return prompt, completion
-    p = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return p, [{"role": "assistant", "content": completion}]
+    return conversational_row(as_user_turn(prompt), completion)
 
 
 def histogram(scores: Sequence[float | None], low: int = 0, high: int = 5) -> dict[str, int]:

@@ -1,9 +1,15 @@
 """``alignkit generate``: complete every prompt of a file and write ``{"prompt", "completion"}`` JSONL.
 
-The prompt file is any SPEC-3 data file with a ``prompt`` field (string or chat messages; other fields
-are ignored), or a ``.txt`` file with one prompt per line (blank lines skipped). String prompts are
-sent as a user message through the chat template (``--chat-template auto``, see
-``alignkit.models.generation``); ``--chat-template never`` sends them as raw text.
+The prompt file is any data file with a ``prompt`` field (string or chat messages; other fields are
+ignored), or a ``.txt`` file with one prompt per line (blank lines skipped). The one chat rule
+(:mod:`alignkit.data.render`) decides how a prompt is shown: under ``--chat-template auto`` a message
+list goes through the chat template and a string is used as it is (TRL's convention); ``always`` sends
+strings as a user turn, ``never`` as plain text. Lines of a ``.txt`` file are requests typed by a person,
+so they are user turns (plain text under ``never``).
+
+Rows are written in the form they were sampled in: a prompt sampled under the chat template is written
+as messages and its completion as ``[{"role": "assistant", "content": ...}]``, so that the file, read
+back as training data, tokenises to exactly the tokens that were sampled.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
-                   help="how string prompts are formatted (default auto: as a user message)")
+                   help="auto (default): messages via the chat template, strings as they are; always: strings "
+                   "as a user turn; never: plain text (.txt lines are user turns unless never)")
     p.add_argument("--skip-invalid", action="store_true", help="skip malformed rows instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
     return p
@@ -42,8 +49,9 @@ class PromptFileError(ValueError):
     pass
 
 
-def read_prompts(path: str | Path, skip_invalid: bool = False) -> list[Any]:
-    """Prompts of a file: strings or lists of chat messages, in file order."""
+def read_prompts(path: str | Path, skip_invalid: bool = False, txt_user_turns: bool = False) -> list[Any]:
+    """Prompts of a file: strings or lists of chat messages, in file order (``txt_user_turns``: the lines
+    of a ``.txt`` file as user turns, else as strings)."""
     p = Path(path)
     if not p.exists():
         raise PromptFileError(f"prompt file not found: {p}")
@@ -52,7 +60,11 @@ def read_prompts(path: str | Path, skip_invalid: bool = False) -> list[Any]:
         prompts = [x for x in prompts if x.strip()]
         if not prompts:
             raise PromptFileError(f"{p}: no prompts (the file is empty)")
-        return prompts
+        if not txt_user_turns:
+            return prompts
+        from alignkit.data.render import as_user_turn
+
+        return [as_user_turn(x) for x in prompts]
     from alignkit.data.io import DataError
     from alignkit.data.schema import load_examples
 
@@ -75,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
         return 2
     try:
-        prompts = read_prompts(args.prompts, skip_invalid=args.skip_invalid)
+        prompts = read_prompts(args.prompts, skip_invalid=args.skip_invalid, txt_user_turns=args.chat_template != "never")
     except PromptFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     from transformers.utils import logging as hf_logging
 
+    from alignkit.data.render import conversational_row, render_prompt
     from alignkit.models import ModelNotFoundError, generate, load_trained
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars around the replies
@@ -92,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        # the form each prompt is sampled in (messages when the chat template renders it)
+        prompts = [render_prompt(tokenizer, p, args.chat_template).messages or p for p in prompts]
         completions = generate(
             model,
             tokenizer,
@@ -106,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lines = [json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n"
-             for p, c in zip(prompts, completions)]
+    rows = [conversational_row(p, c) for p, c in zip(prompts, completions)]
+    lines = [json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n" for p, c in rows]
     if args.output is None:
         sys.stdout.writelines(lines)
         sys.stdout.flush()

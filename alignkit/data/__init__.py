@@ -23,6 +23,14 @@ from alignkit.data.batching import (
     pad,
 )
 from alignkit.data.io import DataError, iter_records, read_rows
+from alignkit.data.render import (
+    CHAT_MODES,
+    RenderedPrompt,
+    as_user_turn,
+    conversational_row,
+    render_prompt,
+    request_prompt,
+)
 from alignkit.data.schema import (
     KINDS,
     ROLES,
@@ -35,6 +43,7 @@ from alignkit.data.schema import (
 )
 from alignkit.data.tokenize import (
     special_token_ids,
+    tokenize_completion,
     tokenize_preference,
     tokenize_prompts,
     tokenize_sft,
@@ -42,7 +51,13 @@ from alignkit.data.tokenize import (
 )
 
 __all__ = [
+    "CHAT_MODES",
     "DataError",
+    "RenderedPrompt",
+    "as_user_turn",
+    "conversational_row",
+    "render_prompt",
+    "request_prompt",
     "IGNORE_INDEX",
     "KINDS",
     "ROLES",
@@ -64,6 +79,7 @@ __all__ = [
     "preference_to_unpaired",
     "read_rows",
     "special_token_ids",
+    "tokenize_completion",
     "tokenize_preference",
     "tokenize_prompts",
     "tokenize_sft",

@@ -18,7 +18,10 @@ A preference row may leave out ``prompt`` when ``chosen`` and ``rejected`` are w
 ``label`` accepts a bool, ``"true"``/``"false"`` (any case), ``1``/``0`` or ``"1"``/``"0"``.
 Extra columns are kept in each row (online methods hand them to reward functions).
 
-A file's kind is that of its first valid row; every later row is checked against that kind.
+Each row's kind is detected on its own among the kinds the method accepts (as TRL does per example),
+so a file may mix them (``messages`` rows beside ``prompt``/``completion`` rows, say). A row that fits
+none of them is checked against the kind of the file's first valid row, so its error names the field
+it lacks.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ FIELD_TYPE_MSG = "expected a non-empty string or a list of chat messages"
 class LoadedRows:
     """Validated rows of one data file.
 
-    ``rows[i]`` came from 1-based row ``row_numbers[i]`` of ``path``; ``kind`` is the detected kind;
-    ``skipped`` counts rows skipped under ``skip_invalid`` (the tokenisers add the rows they skip),
-    and ``errors`` holds the error of each skipped row.
+    ``rows[i]`` came from 1-based row ``row_numbers[i]`` of ``path`` and is of kind ``kinds[i]``;
+    ``kind`` is the kind of the first row (of every row unless the file mixes kinds); ``skipped``
+    counts rows skipped under ``skip_invalid`` (the tokenisers add the rows they skip), and ``errors``
+    holds the error of each skipped row.
     """
 
     path: str
@@ -68,12 +72,20 @@ class LoadedRows:
     row_numbers: list[int]
     skipped: int = 0
     errors: list[DataError] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            self.kinds = [self.kind] * len(self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         return iter(zip(self.row_numbers, self.rows))
+
+    def with_kinds(self) -> Iterator[tuple[int, dict[str, Any], str]]:
+        return iter(zip(self.row_numbers, self.rows, self.kinds))
 
     def record_skip(self, err: DataError) -> None:
         self.skipped += 1
@@ -284,8 +296,8 @@ def _skip_or_raise(loaded_errors: list[DataError], err: DataError, skip_invalid:
 def load_examples(path: str | Path, kinds: str | Iterable[str], skip_invalid: bool = False) -> LoadedRows:
     """Read and validate a data file whose rows are one of ``kinds``.
 
-    The kind is detected from the first valid row; later rows are validated against it. A malformed
-    row raises :class:`DataError` (file, 1-based row, field) unless ``skip_invalid``, which skips and
+    Each row's kind is detected among ``kinds``; a row that fits none is validated against the first
+    valid row's kind (for a precise error). A malformed row raises :class:`DataError` (file, 1-based row, field) unless ``skip_invalid``, which skips and
     counts it (and logs a warning with the count). When ``kinds`` accepts ``"unpaired"`` but not
     ``"preference"``, a paired preference file is converted (see :func:`preference_to_unpaired`).
     """
@@ -293,6 +305,7 @@ def load_examples(path: str | Path, kinds: str | Iterable[str], skip_invalid: bo
     errors: list[DataError] = []
     rows: list[dict] = []
     numbers: list[int] = []
+    row_kinds: list[str] = []
     kind: str | None = None
     total = 0
     for row_no, rec in iter_records(path):
@@ -301,41 +314,46 @@ def load_examples(path: str | Path, kinds: str | Iterable[str], skip_invalid: bo
             _skip_or_raise(errors, rec, skip_invalid)
             continue
         try:
-            if kind is None:
-                k = detect_kind(rec, accepted)
-                if k is None:
-                    raise _no_kind_error(rec, accepted, path, row_no)
-                norm = validate_row(rec, k, path=path, row_no=row_no)
-                kind = k
-            else:
-                norm = validate_row(rec, kind, path=path, row_no=row_no)
+            k = detect_kind(rec, accepted) or kind
+            if k is None:
+                raise _no_kind_error(rec, accepted, path, row_no)
+            norm = validate_row(rec, k, path=path, row_no=row_no)
         except DataError as err:
             _skip_or_raise(errors, err, skip_invalid)
             continue
+        kind = kind or k
         rows.append(norm)
         numbers.append(row_no)
+        row_kinds.append(k)
     if not rows:
         if total == 0:
             raise DataError("no rows", path=path)
         raise DataError(f"no valid rows: all {total} rows were invalid and skipped; the first error was: "
                         f"{errors[0]}", path=path)
     loaded = LoadedRows(path=str(path), kind=kind, rows=rows, row_numbers=numbers, skipped=len(errors),
-                        errors=errors)
+                        errors=errors, kinds=row_kinds)
     if errors:
         logger.warning("%s: skipped %d invalid row(s) of %d (skip_invalid=true); first: %s", path, len(errors),
                        total, errors[0])
-    if kind == "preference" and "preference" not in accepted and "unpaired" in accepted:
+    if "preference" in row_kinds and "preference" not in accepted and "unpaired" in accepted:
         loaded = preference_to_unpaired(loaded)
     return loaded
 
 
 def preference_to_unpaired(loaded: LoadedRows) -> LoadedRows:
     """Paired preference rows -> unpaired rows (for KTO): each pair gives ``(prompt, chosen, True)``
-    then ``(prompt, rejected, False)``; both keep the pair's row number and extra columns."""
-    if loaded.kind != "preference":
+    then ``(prompt, rejected, False)``; both keep the pair's row number and extra columns. Rows that
+    are unpaired already (a mixed file) stay as they are."""
+    if "preference" not in loaded.kinds:
         raise ValueError(f"expected preference rows, got {loaded.kind!r}")
     rows, numbers = [], []
-    for row_no, row in loaded:
+    for row_no, row, kind in loaded.with_kinds():
+        if kind == "unpaired":
+            rows.append(row)
+            numbers.append(row_no)
+            continue
+        if kind != "preference":
+            raise ValueError(f"expected preference or unpaired rows, got {kind!r}")
         extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
         rows.append({**extra, "prompt": row["prompt"], "completion": row["chosen"], "label": True})
         rows.append({**extra, "prompt": row["prompt"], "completion": row["rejected"], "label": False})

@@ -1,13 +1,11 @@
 """Turning validated rows into token id lists.
 
-Chat template use (``chat_template`` config key):
-
-* ``"auto"`` -- a row is rendered with the tokenizer's chat template when any of its text fields is a
-  list of chat messages; a plain-string field in such a row is wrapped (a prompt as a user message, a
-  completion as an assistant message). Rows of plain strings are tokenised as plain text.
-* ``"always"`` -- every prompt/completion row is rendered with the chat template (strings wrapped as
-  above). A language-modelling ``text`` field stays plain text: there is no turn to wrap it in.
-* ``"never"`` -- plain text only; a field holding chat messages is a malformed row.
+Chat template use (``chat_template`` config key) follows the one chat rule of
+:mod:`alignkit.data.render`: under ``"auto"`` a row is rendered with the tokenizer's chat template when
+any of its text fields is a list of chat messages (a plain-string field in such a row is wrapped: a
+prompt as a user message, a completion as an assistant message); rows of plain strings are plain text.
+``"always"`` renders every prompt/completion row with the chat template (a language-modelling ``text``
+field stays plain text: there is no turn to wrap it in); ``"never"``: plain text only.
 
 Plain text: the prompt (or ``text``) is tokenised with the tokenizer's special tokens (a BOS where the
 tokenizer adds one), a completion without them, and the EOS token is appended to a completion/text.
@@ -38,17 +36,21 @@ from collections.abc import Callable
 from typing import Any
 
 from alignkit.data.io import DataError
+from alignkit.data.render import (
+    NoChatTemplate,
+    check_mode,
+    encode_text,
+    is_messages,
+    render_messages,
+    render_prompt,
+    row_mode,
+)
 from alignkit.data.schema import LoadedRows, preference_to_unpaired
 
 logger = logging.getLogger("alignkit.data")
 
 IGNORE_INDEX = -100
-CHAT_MODES = ("auto", "always", "never")
 NO_ROOM = "prompt leaves no room for the response after truncation"
-
-
-class _FatalDataError(DataError):
-    """A file-level problem that ``skip_invalid`` must not hide (e.g. no chat template)."""
 
 
 def special_token_ids(tokenizer: Any) -> set[int]:
@@ -65,8 +67,7 @@ class _Tokenizer:
     """The tokenizer plus the row-level helpers every tokenising function needs."""
 
     def __init__(self, loaded: LoadedRows, tokenizer: Any, max_length: int, chat_template: str) -> None:
-        if chat_template not in CHAT_MODES:
-            raise ValueError(f"chat_template must be one of {', '.join(CHAT_MODES)}, got {chat_template!r}")
+        check_mode(chat_template)
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         self.path = loaded.path
@@ -79,11 +80,7 @@ class _Tokenizer:
 
     # -- primitives ---------------------------------------------------------------------------
     def encode(self, text: str, special: bool) -> list[int]:
-        ids = list(self.tok(text, add_special_tokens=special)["input_ids"])
-        if special and ids and ids[-1] == self.eos and self.eos != self.bos and \
-                not text.endswith(self.tok.eos_token or "\0"):
-            ids.pop()  # a post-processor that appends EOS: the caller decides where EOS goes
-        return ids
+        return encode_text(self.tok, text, special)
 
     def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -95,25 +92,17 @@ class _Tokenizer:
         return ids
 
     def use_chat(self, row: dict, fields: tuple[str, ...]) -> bool:
-        lists = [f for f in fields if isinstance(row.get(f), list)]
         if self.mode == "never":
+            lists = [f for f in fields if is_messages(row.get(f))]
             if lists:
                 raise DataError("is a list of chat messages but chat_template is 'never'", field=lists[0])
-            return False
-        return self.mode == "always" or bool(lists)
+        return row_mode(self.mode, *(row.get(f) for f in fields)) == "always"
 
     def render(self, messages: list[dict], generation_prompt: bool, field: str) -> str:
-        if getattr(self.tok, "chat_template", None) is None:
-            raise _FatalDataError("the data uses chat messages (or chat_template is 'always') but the "
-                                  "tokenizer has no chat template; set chat_template=never for plain text",
-                                  path=self.path)
         try:
-            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-        except Exception as e:  # jinja raises TemplateError (and templates raise their own errors)
-            raise DataError(f"the chat template cannot render these messages: {e}", field=field) from None
-        if not isinstance(text, str):  # a batch of one
-            text = text[0]
-        return text
+            return render_messages(self.tok, messages, generation_prompt, field)
+        except NoChatTemplate as e:
+            raise NoChatTemplate(e.reason, path=self.path) from None
 
     # -- chat spans -------------------------------------------------------------------------------
     def locate(self, messages: list[dict], i: int, text: str, floor: int, field: str) -> tuple[int, int] | None:
@@ -124,7 +113,7 @@ class _Tokenizer:
         if i > 0:
             try:
                 prefix = self.render(messages[:i], messages[i]["role"] == "assistant", field)
-            except _FatalDataError:
+            except NoChatTemplate:
                 raise
             except DataError:
                 prefix = None
@@ -144,7 +133,7 @@ class _Tokenizer:
             return len(text)
         try:
             prefix = self.render(messages[: i + 1], False, "messages")
-        except _FatalDataError:
+        except NoChatTemplate:
             raise
         except DataError:
             prefix = None
@@ -165,12 +154,11 @@ class _Tokenizer:
 
     # -- prompt / completion ------------------------------------------------------------------
     def prompt(self, row: dict, chat: bool) -> tuple[list[int], str, list[dict] | None]:
-        prompt = row["prompt"]
-        if chat:
-            msgs = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            text = self.render(msgs, True, "prompt")
-            return self.encode(text, special=False), text, msgs
-        return self.encode(prompt, special=True), prompt, None
+        try:
+            r = render_prompt(self.tok, row["prompt"], "always" if chat else "never")
+        except NoChatTemplate as e:
+            raise NoChatTemplate(e.reason, path=self.path) from None
+        return r.ids, r.text, r.messages
 
     def completion(self, value: Any, field: str, prompt_text: str, prompt_msgs: list[dict] | None) -> list[int]:
         if prompt_msgs is None:
@@ -215,13 +203,13 @@ class _Tokenizer:
         return prompt, [r[:room] for r in responses]
 
 
-def _run(loaded: LoadedRows, skip_invalid: bool, fn: Callable[[dict], dict], what: str) -> list[dict]:
+def _run(loaded: LoadedRows, skip_invalid: bool, fn: Callable[[dict, str], dict], what: str) -> list[dict]:
     out = []
     before = loaded.skipped
-    for row_no, row in loaded:
+    for row_no, row, kind in loaded.with_kinds():
         try:
-            ex = fn(row)
-        except _FatalDataError:
+            ex = fn(row, kind)
+        except NoChatTemplate:
             raise
         except DataError as err:
             err = err.with_location(loaded.path, row_no)
@@ -241,8 +229,9 @@ def _run(loaded: LoadedRows, skip_invalid: bool, fn: Callable[[dict], dict], wha
 
 
 def _check_kind(loaded: LoadedRows, kinds: tuple[str, ...], fn: str) -> None:
-    if loaded.kind not in kinds:
-        raise ValueError(f"{fn} handles {', '.join(kinds)} data, got {loaded.kind!r} rows from {loaded.path}")
+    other = sorted(set(loaded.kinds) - set(kinds))
+    if other:
+        raise ValueError(f"{fn} handles {', '.join(kinds)} data, got {other[0]!r} rows from {loaded.path}")
 
 
 # ----------------------------------------------------------------------------- public
@@ -261,7 +250,7 @@ def tokenize_sft(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_templ
     t = _Tokenizer(loaded, tokenizer, max_length, chat_template)
     L = max_length
 
-    def lm(row: dict) -> dict:
+    def lm(row: dict, kind: str) -> dict:
         if "messages" in row and row["messages"] is not None:
             if t.mode == "never":
                 raise DataError("is a list of chat messages but chat_template is 'never'", field="messages")
@@ -299,8 +288,8 @@ def tokenize_sft(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_templ
         ids = t.with_eos(t.encode(row["text"], special=True))[:L]
         return {"input_ids": ids, "labels": list(ids)}
 
-    def pair(row: dict) -> dict:
-        field = "completion" if loaded.kind == "prompt_completion" else "chosen"
+    def pair(row: dict, kind: str) -> dict:
+        field = "completion" if kind == "prompt_completion" else "chosen"
         chat = t.use_chat(row, ("prompt", field))
         p_ids, p_text, p_msgs = t.prompt(row, chat)
         c_ids = t.completion(row[field], field, p_text, p_msgs)
@@ -308,7 +297,7 @@ def tokenize_sft(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_templ
         prompt_labels = list(p_ids) if not completion_only_loss else [IGNORE_INDEX] * len(p_ids)
         return {"input_ids": p_ids + c_ids, "labels": prompt_labels + c_ids}
 
-    return _run(loaded, skip_invalid, lm if loaded.kind == "lm" else pair, "sft")
+    return _run(loaded, skip_invalid, lambda row, kind: (lm if kind == "lm" else pair)(row, kind), "sft")
 
 
 def tokenize_preference(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_template: str = "auto",
@@ -318,7 +307,7 @@ def tokenize_preference(loaded: LoadedRows, tokenizer: Any, max_length: int, cha
     _check_kind(loaded, ("preference",), "tokenize_preference")
     t = _Tokenizer(loaded, tokenizer, max_length, chat_template)
 
-    def one(row: dict) -> dict:
+    def one(row: dict, kind: str) -> dict:
         chat = t.use_chat(row, ("prompt", "chosen", "rejected"))
         p_ids, p_text, p_msgs = t.prompt(row, chat)
         c_ids = t.completion(row["chosen"], "chosen", p_text, p_msgs)
@@ -333,12 +322,12 @@ def tokenize_unpaired(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_
                       skip_invalid: bool = False) -> list[dict]:
     """Unpaired rows (or paired preference rows, converted) ->
     ``{"prompt_ids", "completion_ids", "label": bool, "row"}``."""
-    if loaded.kind == "preference":
+    if "preference" in loaded.kinds:
         loaded = preference_to_unpaired(loaded)
     _check_kind(loaded, ("unpaired",), "tokenize_unpaired")
     t = _Tokenizer(loaded, tokenizer, max_length, chat_template)
 
-    def one(row: dict) -> dict:
+    def one(row: dict, kind: str) -> dict:
         chat = t.use_chat(row, ("prompt", "completion"))
         p_ids, p_text, p_msgs = t.prompt(row, chat)
         c_ids = t.completion(row["completion"], "completion", p_text, p_msgs)
@@ -360,7 +349,7 @@ def tokenize_prompts(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_t
     _check_kind(loaded, ("prompt", "prompt_completion", "preference", "unpaired"), "tokenize_prompts")
     t = _Tokenizer(loaded, tokenizer, max_length, chat_template)
 
-    def one(row: dict) -> dict:
+    def one(row: dict, kind: str) -> dict:
         chat = t.use_chat(row, ("prompt",))
         p_ids, p_text, _ = t.prompt(row, chat)
         if len(p_ids) >= max_length:
@@ -372,3 +361,14 @@ def tokenize_prompts(loaded: LoadedRows, tokenizer: Any, max_length: int, chat_t
         return {"prompt_ids": p_ids, "prompt_text": p_text, "prompt": row["prompt"], "columns": columns}
 
     return _run(loaded, skip_invalid, one, "prompts")
+
+
+def tokenize_completion(tokenizer: Any, prompt: Any, completion: Any, chat_template: str = "auto"
+                        ) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, completion_ids)`` of one prompt and answer exactly as the tokenisers above see a
+    row holding them (no truncation): what a producer of data compares with the ids it sampled."""
+    loaded = LoadedRows(path="<row>", kind="prompt_completion", rows=[], row_numbers=[])
+    t = _Tokenizer(loaded, tokenizer, 2**31, chat_template)
+    row = {"prompt": prompt, "completion": completion}
+    p_ids, p_text, p_msgs = t.prompt(row, t.use_chat(row, ("prompt", "completion")))
+    return p_ids, t.completion(completion, "completion", p_text, p_msgs)

@@ -124,14 +124,16 @@ def spread(items: list, n: int) -> list:
     return [items[(i * len(items)) // n] for i in range(n)]
 
 
-def choose_pair(rewards: list[float], truncated: list[bool], texts: list[str]) -> tuple[int, int] | None:
+def choose_pair(rewards: list[float], truncated: list[bool], texts: list[str],
+                exact: list[bool] | None = None) -> tuple[int, int] | None:
     """(chosen, rejected) indices into the candidates, or None when they all score the same.
 
     Chosen: a highest-reward candidate, preferring one that ended on its own (not truncated);
     rejected: a lowest-reward one, preferring a truncated one; then the earliest. Empty (blank)
-    candidates take no part.
+    candidates take no part, nor those whose text does not read back to the sampled tokens
+    (``exact[i]`` False).
     """
-    usable = [i for i, t in enumerate(texts) if t.strip()]
+    usable = [i for i, t in enumerate(texts) if t.strip() and (exact is None or exact[i])]
     if not usable:
         return None
     best = max(rewards[i] for i in usable)
@@ -178,7 +180,23 @@ class _Progress:
 
 
 def _pair_of(pool: dict[str, list]) -> tuple[int, int] | None:
-    return choose_pair(pool["rewards"], pool["truncated"], pool["texts"])
+    return choose_pair(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"])
+
+
+def reads_back(tokenizer: Any, asked: Any, text: str, completion_ids: list[int], truncated: bool) -> bool:
+    """Whether a preference row holding ``(asked, text)`` tokenises to the sampled prompt and completion
+    ids (a truncated answer gets the end-of-turn token a row always ends with). False for the rare
+    sample whose decoded text re-tokenises differently (a non-canonical token split)."""
+    from alignkit.data.render import conversational_row, render_prompt
+    from alignkit.data.tokenize import tokenize_completion
+
+    prompt, completion = conversational_row(asked, text)
+    try:
+        p_ids, c_ids = tokenize_completion(tokenizer, prompt, completion)
+    except ValueError:  # empty after tokenisation, or a template that cannot split it
+        return False
+    want = list(completion_ids) + ([tokenizer.eos_token_id] if truncated else [])
+    return p_ids == render_prompt(tokenizer, asked).ids and c_ids == want
 
 
 def _mean(xs: list[float]) -> float:
@@ -246,15 +264,19 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
     with the worst (see :func:`choose_pair`). Returns ``(pairs, samples, stats)``: ``pairs`` are
     preference rows (``prompt``, ``chosen``, ``rejected`` and bookkeeping fields), ``samples`` one row
     per prompt with every candidate and its reward."""
+    from alignkit.data.render import conversational_row, request_prompt
     from alignkit.evaluation.constraints import constraint_reward
     from alignkit.models import encode_prompt, sample_completions
 
     say = say or _Say(sys.stderr)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    encoded = {ins.id: encode_prompt(tokenizer, ins.prompt) for ins in instructions}
-    pools: dict[str, dict[str, list]] = {ins.id: {"texts": [], "rewards": [], "truncated": [], "tokens": []}
-                                         for ins in instructions}
+    # sampled as a user turn; the pairs are written in the same (conversational) form, so that DPO
+    # trains on the tokens that were sampled
+    asked = {ins.id: request_prompt(tokenizer, ins.prompt) for ins in instructions}
+    encoded = {k: encode_prompt(tokenizer, p) for k, p in asked.items()}
+    pools: dict[str, dict[str, list]] = {ins.id: {"texts": [], "rewards": [], "truncated": [], "ids": [],
+                                                  "exact": []} for ins in instructions}
     per_batch = max(1, gen_batch_size // candidates)
     pending = list(instructions)
     rounds_run = 0
@@ -281,7 +303,9 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
                 pool["texts"] += texts[sl]
                 pool["rewards"] += [float(x) for x in rewards[sl]]
                 pool["truncated"] += [bool(x) for x in rollout.truncated[sl].tolist()]
-                pool["tokens"] += [len(ids) for ids in rollout.completion_ids[sl]]
+                pool["ids"] += rollout.completion_ids[sl]
+                pool["exact"] += [reads_back(tokenizer, asked[ins.id], t, ids, bool(tr)) for t, ids, tr in
+                                  zip(texts[sl], rollout.completion_ids[sl], rollout.truncated[sl].tolist())]
             progress.update(len(texts))
         progress.close()
         pending = [ins for ins in pending if _pair_of(pools[ins.id]) is None]
@@ -293,9 +317,10 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
         pool = pools[ins.id]
         picked = _pair_of(pool)
         samples.append({
-            "id": ins.id, "prompt": ins.prompt, "constraints": ins.constraints,
-            "candidates": [{"text": t, "reward": rw, "truncated": tr, "tokens": n} for t, rw, tr, n
-                           in zip(pool["texts"], pool["rewards"], pool["truncated"], pool["tokens"])],
+            "id": ins.id, "prompt": ins.prompt, "constraints": ins.constraints, "prompt_ids": encoded[ins.id],
+            "candidates": [{"text": t, "reward": rw, "truncated": tr, "ids": ids, "exact": ex}
+                           for t, rw, tr, ids, ex in zip(pool["texts"], pool["rewards"], pool["truncated"],
+                                                         pool["ids"], pool["exact"])],
             "chosen": picked[0] if picked else None, "rejected": picked[1] if picked else None,
         })
         if picked is None:
@@ -308,7 +333,9 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
                 other_ties += 1
             continue
         c, rj = picked
-        pairs.append({"prompt": ins.prompt, "chosen": pool["texts"][c], "rejected": pool["texts"][rj],
+        prompt, chosen = conversational_row(asked[ins.id], pool["texts"][c])
+        _, rejected = conversational_row(asked[ins.id], pool["texts"][rj])
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
                       "id": ins.id, "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
     all_rewards = [x for pool in pools.values() for x in pool["rewards"]]
     stats = {
@@ -319,6 +346,7 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
         "mean_reward": _mean(all_rewards),
         "sample_pass_rate": _mean([float(x == 1.0) for x in all_rewards]),
         "truncated_rate": _mean([float(t) for pool in pools.values() for t in pool["truncated"]]),
+        "not_read_back": sum(not e for pool in pools.values() for e in pool["exact"]),
         "pairs": len(pairs),
         "no_pair_all_pass": all_pass,
         "no_pair_all_fail": all_fail,
@@ -482,6 +510,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     if s.threads is not None:
         torch.set_num_threads(s.threads)
     from alignkit import models
+    from alignkit.data.render import request_prompt
     from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS
     from alignkit.evaluation.runner import write_results
     from alignkit.evaluation.tables import print_table
@@ -519,7 +548,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
                                          temperature=s.temperature, top_p=s.top_p,
                                          max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds, seed=s.seed,
                                          gen_batch_size=s.gen_batch_size, say=say)
-    prompt_tokens = max(len(models.encode_prompt(tok, i.prompt)) for i in train_ins)
+    prompt_tokens = max(len(models.encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
     del model
     gc.collect()
     _write_jsonl(out_dir / "samples.jsonl", samples)

@@ -66,10 +66,15 @@ def generate_with_ids(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[
                       batch_size: int = 8, temperature: float = 0.0, seed: int | None = 0,
                       chat_template: str = "auto", progress: Callable[[int], None] | None = None) -> Generations:
     """Like :func:`alignkit.models.generate` (batched, longest prompts first, greedy by default) but
-    also returns the prompt and completion token ids. ``progress(n)`` is called after each batch."""
+    also returns the prompt and completion token ids. ``progress(n)`` is called after each batch.
+
+    The prompts are instructions to an assistant (the instruction-following eval): a string is asked
+    as a user turn (:func:`alignkit.data.render.request_prompt`) unless ``chat_template="never"``."""
+    from alignkit.data.render import request_prompt
     from alignkit.models import encode_prompt, sample_completions
 
-    encoded = [encode_prompt(tokenizer, p, chat_template) for p in prompts]
+    encoded = [encode_prompt(tokenizer, request_prompt(tokenizer, p, chat_template), chat_template)
+               for p in prompts]
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; generation would not know where to stop")

@@ -95,6 +95,7 @@ class LocalBackend:
             raise JudgeError(f"judge:{self.name} has no model bound: judge:self judges with the policy being "
                              "trained, which the training method must hand over (alignkit.judges.bind_policy); "
                              "outside training pass policy=MODEL, tokenizer=TOKENIZER to load_judge")
+        from alignkit.data.render import request_prompt
         from alignkit.models.generation import encode_prompt, sample_completions
         from alignkit.rollout import stop_token_ids
 
@@ -103,7 +104,7 @@ class LocalBackend:
         limit = self._limit(model)
         encoded = []
         for t in texts:
-            ids = encode_prompt(tok, t)
+            ids = encode_prompt(tok, request_prompt(tok, t))
             if len(ids) > limit:
                 head = limit // 2
                 ids = ids[:head] + ids[len(ids) - (limit - head):]
@@ -149,6 +150,7 @@ class LocalBackend:
         cannot spell every value as one token."""
         import torch
 
+        from alignkit.data.render import request_prompt
         from alignkit.models.generation import encode_prompt, eval_mode
 
         if self.model is None or self.tokenizer is None or not texts:
@@ -162,7 +164,7 @@ class LocalBackend:
         limit = self._limit(model) + self.max_new_tokens
         seqs = []
         for text, reply in zip(texts, replies):
-            head = encode_prompt(tok, text)
+            head = encode_prompt(tok, request_prompt(tok, text))
             tail = list(tok(reply.rstrip() + "\nScore:" + sep, add_special_tokens=False)["input_ids"])
             ids = head + tail
             if len(ids) > limit:  # keep the reply's end (with "Score:") and the prompt's start

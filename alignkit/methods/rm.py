@@ -78,8 +78,8 @@ def read_margins(loaded: LoadedRows, skip_invalid: bool) -> tuple[LoadedRows, di
     if not any(row.get(MARGIN) is not None for row in loaded.rows):
         return loaded, None
     margins: dict[int, float] = {}
-    keep_rows, keep_numbers = [], []
-    for row_no, row in loaded:
+    keep_rows, keep_numbers, keep_kinds = [], [], []
+    for row_no, row, kind in loaded.with_kinds():
         try:
             margins[row_no] = _parse_margin(row.get(MARGIN), loaded.path, row_no)
         except DataError as err:
@@ -89,11 +89,12 @@ def read_margins(loaded: LoadedRows, skip_invalid: bool) -> tuple[LoadedRows, di
             continue
         keep_rows.append(row)
         keep_numbers.append(row_no)
+        keep_kinds.append(kind)
     if not keep_rows:
         raise DataError(f"no valid rows: every row has a bad margin; the first error was: {loaded.errors[-1]}",
                         path=loaded.path)
     out = LoadedRows(path=loaded.path, kind=loaded.kind, rows=keep_rows, row_numbers=keep_numbers,
-                     skipped=loaded.skipped, errors=loaded.errors)
+                     skipped=loaded.skipped, errors=loaded.errors, kinds=keep_kinds)
     return out, margins
 
 

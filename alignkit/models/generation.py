@@ -1,13 +1,10 @@
 """Text generation: a batched convenience API (``generate``) and the rollout primitive online RL uses
 (``sample_completions``).
 
-Prompt handling in :func:`generate` (``chat_template``):
-
-* ``"auto"`` (default) and ``"always"``: a list of ``{"role", "content"}`` messages goes through the
-  tokenizer's chat template with the generation prompt appended; a plain string is wrapped as one user
-  message first (the embedded model is an instruct model). Under ``"auto"`` a tokenizer without a chat
-  template takes plain strings as raw text; ``"always"`` then is an error.
-* ``"never"``: strings are tokenised as raw text (no special tokens added); messages are an error.
+Prompts are rendered by the one chat rule, :func:`alignkit.data.render.render_prompt` (``chat_template``
+``auto``: messages through the chat template, strings as they are; ``always``: strings as a user turn;
+``never``: plain text only). To ask an instruct model something, pass messages (or
+:func:`alignkit.data.render.as_user_turn` of the string).
 
 Both functions switch the model to eval mode while generating (dropout off, KV cache on) and restore its
 previous mode. Batches are left-padded; ``model.generate`` derives position ids from the attention mask,
@@ -181,24 +178,11 @@ def sample_completions(
 
 
 def encode_prompt(tokenizer: Any, prompt: str | list[dict], chat_template: str = "auto") -> list[int]:
-    """Token ids of one prompt, ready for generation (see the module docstring for ``chat_template``)."""
-    if chat_template not in ("auto", "always", "never"):
-        raise ValueError(f"chat_template must be 'auto', 'always' or 'never', got {chat_template!r}")
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if isinstance(prompt, str):
-        if chat_template == "never" or (chat_template == "auto" and not has_template):
-            return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
-        if chat_template == "never":
-            raise ValueError("a prompt given as chat messages needs a chat template (chat_template='never')")
-        messages = prompt
-    else:
-        raise TypeError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
-    if not has_template:
-        raise ValueError("this tokenizer has no chat template; pass plain strings with chat_template='never'")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """Token ids of one prompt, ready for generation: :func:`alignkit.data.render.render_prompt`, the
+    one chat rule that tokenisation, rollouts, judges and eval share."""
+    from alignkit.data.render import render_prompt
+
+    return render_prompt(tokenizer, prompt, chat_template).ids
 
 
 def generate(
