@@ -540,3 +540,42 @@ def test_kto_file_may_mix_paired_and_unpaired_rows(tmp_path):
     loaded = load_examples(path, ("unpaired",))
     assert loaded.kinds == ["unpaired"] * 3 and [r["label"] for r in loaded.rows] == [True, True, False]
     assert loaded.row_numbers == [1, 2, 2]
+
+
+# ------------------------------------------------------------- downloaded preference layouts (issue 11)
+def test_ultrafeedback_layout_prompt_column_and_whole_conversations(tmp_path, tokenizer):
+    row = {"prompt": "Name a colour.",
+           "chosen": [msg(U, "Name a colour."), msg(A, "Blue.")],
+           "rejected": [msg(U, "Name a colour."), msg(A, "No.")]}
+    r = load_examples(write_lines(tmp_path, [row]), "preference").rows[0]
+    assert r["prompt"] == [msg(U, "Name a colour.")] and r["chosen"] == [msg(A, "Blue.")]
+    (ex,) = tokenize_preference(load_examples(write_lines(tmp_path, [row]), "preference"), tokenizer, 128)
+    plain = {"prompt": [msg(U, "Name a colour.")], "chosen": [msg(A, "Blue.")], "rejected": [msg(A, "No.")]}
+    (want,) = tokenize_preference(load_examples(write_lines(tmp_path, [plain], name="b.jsonl"), "preference"),
+                                  tokenizer, 128)
+    assert {k: ex[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} == \
+        {k: want[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+
+
+def test_ultrafeedback_layout_prompt_must_match(tmp_path):
+    row = {"prompt": "Something else.",
+           "chosen": [msg(U, "Name a colour."), msg(A, "Blue.")],
+           "rejected": [msg(U, "Name a colour."), msg(A, "No.")]}
+    with pytest.raises(DataError, match=r"row 1: field 'prompt': does not match the conversation"):
+        load_examples(write_lines(tmp_path, [row]), "preference")
+
+
+def test_hh_rlhf_plain_text_layout(tmp_path):
+    chosen = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant: Blue is a colour."
+    rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant: Blah."
+    r = load_examples(write_lines(tmp_path, [{"chosen": chosen, "rejected": rejected}]), "preference").rows[0]
+    assert r["prompt"] == "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant:"
+    assert (r["chosen"], r["rejected"]) == (" Blue is a colour.", " Blah.")
+
+
+def test_plain_text_pairs_split_at_the_longest_common_prefix(tmp_path):
+    r = load_examples(write_lines(tmp_path, [{"chosen": "I like cats", "rejected": "I like cars"}]),
+                      "preference").rows[0]
+    assert (r["prompt"], r["chosen"], r["rejected"]) == ("I like", " cats", " cars")
+    with pytest.raises(DataError, match="share no leading"):
+        load_examples(write_lines(tmp_path, [{"chosen": "yes", "rejected": "no"}], name="n.jsonl"), "preference")

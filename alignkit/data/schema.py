@@ -13,8 +13,17 @@ kind                   fields                                   used by
 ``prompt``             ``prompt``                               ppo, grpo, online-dpo, ...
 =====================  =======================================  ==========================
 
-A preference row may leave out ``prompt`` when ``chosen`` and ``rejected`` are whole conversations
-(TRL's implicit-prompt format): the common leading messages become the prompt.
+Preference rows in the layouts people download (see :func:`split_preference`):
+
+* ``prompt`` + ``chosen``/``rejected`` answers (strings or assistant messages): as they are;
+* ``prompt`` (string or messages) + ``chosen``/``rejected`` as whole conversations that start with the
+  prompt's turns (UltraFeedback-binarized): the shared leading messages are the prompt, and they must
+  match the ``prompt`` column;
+* no ``prompt``, ``chosen``/``rejected`` whole conversations (TRL's implicit prompt): the shared leading
+  messages are the prompt;
+* no ``prompt``, ``chosen``/``rejected`` plain-text transcripts (HH-RLHF's ``\n\nHuman: ...
+  \n\nAssistant: ...``): split after the last ``Assistant:`` marker of the shared text, or, without
+  markers, at the longest common prefix (backed up to a word boundary).
 ``label`` accepts a bool, ``"true"``/``"false"`` (any case), ``1``/``0`` or ``"1"``/``"0"``.
 Extra columns are kept in each row (online methods hand them to reward functions).
 
@@ -168,6 +177,65 @@ def extract_prompt(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict]
     return chosen[:n], chosen[n:], rejected[n:]
 
 
+ASSISTANT_MARKERS = ("\n\nAssistant:", "\nAssistant:", "\n\nassistant:", "\nassistant:")
+
+
+def split_text_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Plain-text pairs with an implicit shared prompt -> ``(prompt, chosen rest, rejected rest)``:
+    the prompt ends after the last assistant-turn marker inside the longest common prefix (HH-RLHF), or,
+    with no marker there, at the common prefix itself, moved back so that a partly shared word (and
+    the whitespace before it) goes to both answers."""
+    n = 0
+    limit = min(len(chosen), len(rejected))
+    while n < limit and chosen[n] == rejected[n]:
+        n += 1
+    common = chosen[:n]
+    cut = max((common.rfind(m) + len(m) for m in ASSISTANT_MARKERS if m in common), default=-1)
+    if cut < 0:
+        cut = n
+        while cut > 0 and not common[cut - 1].isspace():  # they differ inside a word: it is theirs
+            cut -= 1
+        while cut > 0 and common[cut - 1].isspace():  # and so is the space before it (one token with it)
+            cut -= 1
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _starts_with_turns(value: Any) -> bool:
+    """A message list that holds the conversation (it opens with a non-assistant turn)."""
+    return isinstance(value, list) and bool(value) and value[0]["role"] != "assistant"
+
+
+def split_preference(row: dict, chosen: Any, rejected: Any, *, path=None, row_no=None) -> tuple[Any, Any, Any]:
+    """``(prompt, chosen, rejected)`` of a validated preference row in any layout of the module
+    docstring. Raises :class:`DataError` when no prompt can be found or it contradicts the column."""
+    loc = {"path": path, "row": row_no}
+    prompt = check_text_field(row, "prompt", path=path, row_no=row_no) if _present(row, "prompt") else None
+    if prompt is not None and not (_starts_with_turns(chosen) and _starts_with_turns(rejected)):
+        return prompt, chosen, rejected
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        shared, c, r = extract_prompt(chosen, rejected)
+    elif isinstance(chosen, str) and isinstance(rejected, str) and prompt is None:
+        shared, c, r = split_text_prompt(chosen, rejected)
+    else:
+        raise DataError("missing (a prompt may only be left out when 'chosen' and 'rejected' are both "
+                        "whole conversations, or both plain-text transcripts)", field="prompt", **loc)
+    if not shared:
+        raise DataError("missing, and 'chosen' and 'rejected' share no leading messages (or text) to use as the "
+                        "prompt", field="prompt", **loc)
+    if prompt is not None:
+        given = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        if [(m["role"], m["content"].strip()) for m in given] != [(m["role"], m["content"].strip())
+                                                                 for m in shared]:
+            raise DataError("does not match the conversation that 'chosen' and 'rejected' start with (their "
+                            "shared leading messages)", field="prompt", **loc)
+    for name, rest in (("chosen", c), ("rejected", r)):
+        empty = not rest.strip() if isinstance(rest, str) else not any(m["content"].strip() for m in rest)
+        if empty:
+            raise DataError("empty completion: nothing follows the prompt it shares with the other response",
+                            field=name, **loc)
+    return shared, c, r
+
+
 # ----------------------------------------------------------------------------- kinds
 
 
@@ -259,23 +327,8 @@ def validate_row(row: dict, kind: str, *, path=None, row_no=None) -> dict[str, A
     elif kind == "preference":
         chosen = check_text_field(row, "chosen", completion=True, **loc)
         rejected = check_text_field(row, "rejected", completion=True, **loc)
-        if _present(row, "prompt"):
-            out["prompt"] = check_text_field(row, "prompt", **loc)
-            out["chosen"], out["rejected"] = chosen, rejected
-        else:
-            if not (isinstance(chosen, list) and isinstance(rejected, list)):
-                raise DataError("missing (a prompt may only be left out when 'chosen' and 'rejected' are "
-                                "whole conversations as lists of chat messages)", path=path, row=row_no,
-                                field="prompt")
-            prompt, c, r = extract_prompt(chosen, rejected)
-            if not prompt:
-                raise DataError("missing, and 'chosen' and 'rejected' share no leading messages to use as the "
-                                "prompt", path=path, row=row_no, field="prompt")
-            for name, rest in (("chosen", c), ("rejected", r)):
-                if not rest or not any(m["content"].strip() for m in rest):
-                    raise DataError("empty completion: nothing follows the messages it shares with the other "
-                                    "response", path=path, row=row_no, field=name)
-            out["prompt"], out["chosen"], out["rejected"] = prompt, c, r
+        out["prompt"], out["chosen"], out["rejected"] = split_preference(row, chosen, rejected, path=path,
+                                                                         row_no=row_no)
     elif kind == "unpaired":
         out["prompt"] = check_text_field(row, "prompt", **loc)
         out["completion"] = check_text_field(row, "completion", completion=True, **loc)
