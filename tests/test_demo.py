@@ -7,15 +7,9 @@ import json
 
 import pytest
 
-from alignkit.demo.pipeline import (
-    MARKER,
-    QUICK,
-    DemoError,
-    choose_pair,
-    prepare_output_dir,
-    settings_for,
-    spread,
-)
+from alignkit.pipelines.demo.pairs import choose_pair, spread
+from alignkit.pipelines.demo.run import prepare_output_dir
+from alignkit.pipelines.demo.settings import MARKER, QUICK, DemoError, settings_for
 
 TINY = ["--model", "tiny-random", "--eval-prompts", "4", "--train-prompts", "16", "--max-new-tokens", "8",
         "--candidates", "4", "--temperature", "1.0", "--steps", "2", "--batch-size", "2", "--threads", "1"]
@@ -196,8 +190,8 @@ def test_demo_pipeline_ift_on_tiny_random(tmp_path, capsys):
 @pytest.mark.parametrize("method, expect", [("sft", (0.0, 0.0)), ("ift", (0.2, 0.95))])
 def test_demo_sft_is_ift_with_lambda_and_gamma_zero(tmp_path, monkeypatch, method, expect):
     import alignkit.engine.trainer as trainer
-    from alignkit.demo.pipeline import train_on_pairs
     from alignkit.methods.ift import IFT
+    from alignkit.pipelines.demo.run import train_on_pairs
 
     seen = {}
     monkeypatch.setattr(trainer, "train", lambda cls, config: seen.update(cls=cls, config=config) or "ran")

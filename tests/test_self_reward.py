@@ -16,7 +16,7 @@ from alignkit.cli import main
 from alignkit.data import load_examples
 from alignkit.engine.trainer import Trainer
 from alignkit.methods import reference
-from alignkit.methods import self_reward as sr
+from alignkit.pipelines.self_reward import loop as sr
 from tests.helpers import write_jsonl
 
 SEEDS = ["What is the capital of France?", "Write a haiku about the sea.", "Explain why the sky is blue.",

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's default); 1 is often faster on a busy machine")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and training (default 0)")
-    from alignkit.demo.pipeline import FULL, QUICK
+    from alignkit.pipelines.demo.settings import FULL, QUICK
 
     def d(key: str) -> str:
         return f" (default {FULL[key]}; --quick: {QUICK[key]})" if FULL[key] != QUICK[key] else f" (default {FULL[key]})"
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from alignkit.config import ConfigError
     from alignkit.data import DataError
-    from alignkit.demo.pipeline import DemoError, run_demo, settings_for
     from alignkit.evaluation import InstructionFileError
+    from alignkit.pipelines.demo import DemoError, run_demo, settings_for
 
     settings = settings_for(
         args.quick, model=args.model, output_dir=args.output_dir, method=args.method, threads=args.threads,

@@ -13,7 +13,7 @@ METHODS: dict[str, str | None] = {
     "ppo": "alignkit.methods.ppo:PPO",
     "grpo": "alignkit.methods.grpo:GRPO",
     "online-dpo": "alignkit.methods.online_dpo:OnlineDPO",
-    "self-reward": "alignkit.methods.self_reward:SelfReward",
+    "self-reward": "alignkit.pipelines.self_reward:SelfReward",
 }
 
 

@@ -1,30 +1,4 @@
-"""The demo pipeline: evaluate, build preference pairs from the model's own samples, train, evaluate again.
-
-Stages (each prints a stage line, shows a progress bar on a terminal and logs progress lines when piped):
-
-1. **Evaluate the base model** on held-out prompts: the ``test`` split of the shipped instruction set
-   (:data:`alignkit.evaluation.DEFAULT_INSTRUCTIONS`), greedy decoding, strict gold pass rates
-   (prompt-level and instruction-level), exactly what ``alignkit eval`` reports.
-2. **Build preference pairs from the model's own samples** on the ``train`` split prompts: ``candidates``
-   samples per prompt (``temperature``), each scored with the verifiable reward
-   :func:`alignkit.evaluation.constraints.constraint_reward` (the fraction of the prompt's constraints
-   met). Chosen = a best-scoring sample, rejected = a worst-scoring one; a prompt whose samples all
-   score the same gives no pair (a tie carries no preference). Ties *within* the best (worst) group
-   are broken towards a sample that ended on its own (was cut off by ``max_new_tokens``), then by
-   sampling order; empty samples are never used. With ``rounds > 1`` the prompts left without a pair
-   are sampled again and their pools grow. Train and test prompts are checked to be disjoint.
-3. **Train** with LoRA on those pairs: DPO (``loss=sigmoid``) by default, or IFT on the chosen answers
-   (``method="ift"``), or plain SFT on the chosen answers (``method="sft"``: IFT with lambda = 0 and
-   gamma = 0, which is exactly SFT, so the three differ only in the objective), through the same engine as ``alignkit dpo`` / ``alignkit ift``; the output
-   directory is an ordinary run directory (``config.yaml``, ``metrics.jsonl``, ``final/``, ...).
-4. **Evaluate the trained model** on the same held-out prompts with the same settings.
-5. **Report**: a before/after table, ``results.json`` / ``results.md`` / ``completions-*.jsonl``
-   (the ``alignkit eval`` files), ``report.html`` (training curves and the eval table) and
-   ``demo.json`` (settings, pair statistics, figures and wall/CPU time per stage).
-
-Nothing here is tuned on the test prompts' answers: the test split is only generated greedily and
-scored, before and after.
-"""
+"""The demo from start to end (``run_demo``): evaluate, build pairs, train, evaluate again, report."""
 
 from __future__ import annotations
 
@@ -36,171 +10,13 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["FULL", "QUICK", "DemoError", "DemoSettings", "build_pairs", "choose_pair", "run_demo", "spread"]
-
-MARKER = ".alignkit-demo"  # marks a directory the demo made (and may therefore clear on the next run)
-METHODS = ("dpo", "ift", "sft")
-
-
-class DemoError(RuntimeError):
-    """A problem the user can fix (settings, output directory, no preference pairs)."""
-
-
-@dataclass
-class DemoSettings:
-    model: str = "smollm2-135m"
-    output_dir: str = "runs/demo"
-    method: str = "dpo"
-    quick: bool = False
-    threads: int | None = None  # torch intra-op threads; None: torch's default
-    seed: int = 0
-    prompts: str | None = None  # instruction file with train and test splits; None: the shipped set
-    # evaluation (held-out test split, greedy)
-    eval_prompts: int = 32  # 0: all test prompts
-    eval_max_new_tokens: int = 160
-    # pair building (train split, sampled)
-    train_prompts: int = 0  # 0: all train prompts
-    candidates: int = 8
-    temperature: float = 0.9
-    top_p: float = 1.0
-    sample_max_new_tokens: int = 160
-    rounds: int = 1
-    # training
-    steps: int = 15
-    batch_size: int = 4
-    lr: float = 2e-4
-    beta: float = 0.1
-    lora_r: int = 16
-    lora_alpha: float = 32.0
-    gen_batch_size: int = 64  # sequences generated together (sampling; evaluation uses at most 16)
-
-    def check(self) -> None:
-        if self.method not in METHODS:
-            raise DemoError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps",
-                     "batch_size", "lora_r", "gen_batch_size"):
-            if getattr(self, name) < 1:
-                raise DemoError(f"{name.replace('_', '-')} must be at least 1")
-        if self.candidates < 2:
-            raise DemoError("--candidates must be at least 2 (a pair needs two samples)")
-        for name in ("eval_prompts", "train_prompts"):
-            if getattr(self, name) < 0:
-                raise DemoError(f"{name.replace('_', '-')} must be 0 (all) or more")
-        if self.threads is not None and self.threads < 1:
-            raise DemoError("--threads must be at least 1")
-        if not self.temperature > 0:
-            raise DemoError("--temperature must be > 0 (pairs need varied samples)")
-        if not 0 < self.top_p <= 1:
-            raise DemoError("--top-p must be in (0, 1]")
-        if not (self.lr > 0 and self.beta > 0):
-            raise DemoError("--lr and --beta must be > 0")
-
-
-# Presets: the full demo (about 15 minutes on 2 idle CPU cores) and --quick (about 2 minutes).
-FULL: dict[str, Any] = {f.name: f.default for f in fields(DemoSettings)
-                        if f.name in ("eval_prompts", "eval_max_new_tokens", "train_prompts", "candidates",
-                                      "temperature", "sample_max_new_tokens", "rounds", "steps",
-                                      "batch_size", "lr", "beta")}
-QUICK: dict[str, Any] = {**FULL, "eval_prompts": 16, "eval_max_new_tokens": 96, "train_prompts": 16,
-                         "candidates": 4, "sample_max_new_tokens": 96, "steps": 6}
-
-
-def settings_for(quick: bool = False, **given: Any) -> DemoSettings:
-    """The preset (full or quick) with every non-None value of ``given`` on top."""
-    values = dict(QUICK if quick else FULL)
-    values.update({k: v for k, v in given.items() if v is not None})
-    return DemoSettings(quick=quick, **values)
-
-
-# ----------------------------------------------------------------------------------- small helpers
-def spread(items: list, n: int) -> list:
-    """``n`` items evenly spread over ``items`` (all of them when ``n`` is 0 or too large), in order."""
-    if n <= 0 or n >= len(items):
-        return list(items)
-    return [items[(i * len(items)) // n] for i in range(n)]
-
-
-def choose_pair(rewards: list[float], truncated: list[bool], texts: list[str],
-                exact: list[bool] | None = None) -> tuple[int, int] | None:
-    """(chosen, rejected) indices into the candidates, or None when they all score the same.
-
-    Chosen: a highest-reward candidate, preferring one that ended on its own (not truncated);
-    rejected: a lowest-reward one, preferring a truncated one; then the earliest. Empty (blank)
-    candidates take no part, nor those whose text does not read back to the sampled tokens
-    (``exact[i]`` False).
-    """
-    usable = [i for i, t in enumerate(texts) if t.strip() and (exact is None or exact[i])]
-    if not usable:
-        return None
-    best = max(rewards[i] for i in usable)
-    worst = min(rewards[i] for i in usable)
-    if best == worst:
-        return None
-    chosen = min((i for i in usable if rewards[i] == best), key=lambda i: (bool(truncated[i]), i))
-    rejected = min((i for i in usable if rewards[i] == worst), key=lambda i: (not truncated[i], i))
-    return chosen, rejected
-
-
-class _Say:
-    """Stage lines on ``out`` (flushed at once, so piped logs stay in order with the progress lines)."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def __call__(self, msg: str = "") -> None:
-        print(msg, file=self.out, flush=True)
-
-
-class _Progress:
-    """A tqdm bar on a terminal (stderr); without one, a line on ``say`` every ``every`` seconds."""
-
-    def __init__(self, say: _Say, total: int, desc: str, unit: str, every: float = 20.0) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc=f"    {desc}", unit=unit, leave=False, disable=None,
-                        file=sys.stderr, dynamic_ncols=True)
-        self.say, self.total, self.desc, self.unit, self.every = say, total, desc, unit, every
-        self.done = 0
-        self.t0 = self.last = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-        self.done += n
-        now = time.perf_counter()
-        if self.bar.disable and (now - self.last >= self.every or self.done >= self.total):
-            self.last = now
-            self.say(f"    {self.desc}: {self.done}/{self.total} {self.unit}s ({now - self.t0:.0f} s)")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _pair_of(pool: dict[str, list]) -> tuple[int, int] | None:
-    return choose_pair(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"])
-
-
-def reads_back(tokenizer: Any, asked: Any, text: str, completion_ids: list[int], truncated: bool) -> bool:
-    """Whether a preference row holding ``(asked, text)`` tokenises to the sampled prompt and completion
-    ids (a truncated answer gets the end-of-turn token a row always ends with). False for the rare
-    sample whose decoded text re-tokenises differently (a non-canonical token split)."""
-    from alignkit.data.render import conversational_row, render_prompt
-    from alignkit.data.tokenize import tokenize_completion
-
-    prompt, completion = conversational_row(asked, text)
-    try:
-        p_ids, c_ids = tokenize_completion(tokenizer, prompt, completion)
-    except ValueError:  # empty after tokenisation, or a template that cannot split it
-        return False
-    want = list(completion_ids) + ([tokenizer.eos_token_id] if truncated else [])
-    return p_ids == render_prompt(tokenizer, asked).ids and c_ids == want
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")
+from alignkit.pipelines.demo.console import Clock, Progress, Say
+from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan, spread
+from alignkit.pipelines.demo.settings import MARKER, DemoError, DemoSettings
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -225,14 +41,14 @@ def prepare_output_dir(path: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ stages
 def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str, name: str,
-                    max_new_tokens: int, batch_size: int, say: _Say, desc: str) -> dict[str, Any]:
+                    max_new_tokens: int, batch_size: int, say: Say, desc: str) -> dict[str, Any]:
     """Greedy answers to ``instructions`` and their strict pass rates, as one model entry of the
     ``alignkit eval`` results (:func:`alignkit.evaluation.runner.evaluate_models`)."""
     from alignkit.evaluation.instructions import score_responses
     from alignkit.evaluation.metrics import generate_with_ids
 
     t0 = time.perf_counter()
-    progress = _Progress(say, len(instructions), desc, "prompt")
+    progress = Progress(say, len(instructions), desc, "prompt")
     gens = generate_with_ids(model, tokenizer, [ins.prompt for ins in instructions],
                              max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0, seed=0,
                              progress=progress.update)
@@ -244,7 +60,7 @@ def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str
         "model": str(spec),
         "name": name,
         "gold": gold,
-        "completion_tokens": _mean(lengths),
+        "completion_tokens": mean_or_nan(lengths),
         "truncated_rate": sum(gens.truncated) / len(gens.truncated),
         "seconds": round(time.perf_counter() - t0, 1),
         "_completions": [
@@ -255,106 +71,6 @@ def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str
             for ins, text, cids in zip(instructions, gens.texts, gens.completion_ids)
         ],
     }
-
-
-def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: int, temperature: float,
-                top_p: float, max_new_tokens: int, rounds: int, seed: int, gen_batch_size: int,
-                say: _Say | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Sample ``candidates`` answers per prompt, score them with the constraint reward and pair the best
-    with the worst (see :func:`choose_pair`). Returns ``(pairs, samples, stats)``: ``pairs`` are
-    preference rows (``prompt``, ``chosen``, ``rejected`` and bookkeeping fields), ``samples`` one row
-    per prompt with every candidate and its reward."""
-    from alignkit.data.render import conversational_row, request_prompt
-    from alignkit.evaluation.constraints import constraint_reward
-    from alignkit.models import encode_prompt, sample_completions
-
-    say = say or _Say(sys.stderr)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    # sampled as a user turn; the pairs are written in the same (conversational) form, so that DPO
-    # trains on the tokens that were sampled
-    asked = {ins.id: request_prompt(tokenizer, ins.prompt) for ins in instructions}
-    encoded = {k: encode_prompt(tokenizer, p) for k, p in asked.items()}
-    pools: dict[str, dict[str, list]] = {ins.id: {"texts": [], "rewards": [], "truncated": [], "ids": [],
-                                                  "exact": []} for ins in instructions}
-    per_batch = max(1, gen_batch_size // candidates)
-    pending = list(instructions)
-    rounds_run = 0
-    t0 = time.perf_counter()
-    for r in range(rounds):
-        if not pending:
-            break
-        rounds_run += 1
-        label = f"round {r + 1}/{rounds}: sampling" if rounds > 1 else "sampling"
-        progress = _Progress(say, len(pending) * candidates, label, "sample")
-        for start in range(0, len(pending), per_batch):
-            chunk = pending[start:start + per_batch]
-            rollout = sample_completions(model, [encoded[ins.id] for ins in chunk], pad_id=pad, eos_id=eos,
-                                         max_new_tokens=max_new_tokens, temperature=temperature,
-                                         top_p=top_p, num_generations=candidates,
-                                         generator_seed=seed + 100_003 * r + start)
-            texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollout.completion_ids]
-            cons = [ins.constraints for ins in chunk for _ in range(candidates)]
-            rewards = constraint_reward([ins.prompt for ins in chunk for _ in range(candidates)], texts,
-                                        constraints=cons)
-            for j, ins in enumerate(chunk):
-                pool = pools[ins.id]
-                sl = slice(j * candidates, (j + 1) * candidates)
-                pool["texts"] += texts[sl]
-                pool["rewards"] += [float(x) for x in rewards[sl]]
-                pool["truncated"] += [bool(x) for x in rollout.truncated[sl].tolist()]
-                pool["ids"] += rollout.completion_ids[sl]
-                pool["exact"] += [reads_back(tokenizer, asked[ins.id], t, ids, bool(tr)) for t, ids, tr in
-                                  zip(texts[sl], rollout.completion_ids[sl], rollout.truncated[sl].tolist())]
-            progress.update(len(texts))
-        progress.close()
-        pending = [ins for ins in pending if _pair_of(pools[ins.id]) is None]
-
-    pairs: list[dict] = []
-    samples: list[dict] = []
-    all_pass = all_fail = other_ties = 0
-    for ins in instructions:
-        pool = pools[ins.id]
-        picked = _pair_of(pool)
-        samples.append({
-            "id": ins.id, "prompt": ins.prompt, "constraints": ins.constraints, "prompt_ids": encoded[ins.id],
-            "candidates": [{"text": t, "reward": rw, "truncated": tr, "ids": ids, "exact": ex}
-                           for t, rw, tr, ids, ex in zip(pool["texts"], pool["rewards"], pool["truncated"],
-                                                         pool["ids"], pool["exact"])],
-            "chosen": picked[0] if picked else None, "rejected": picked[1] if picked else None,
-        })
-        if picked is None:
-            rewards = pool["rewards"]
-            if rewards and min(rewards) == 1.0:
-                all_pass += 1
-            elif rewards and max(rewards) == 0.0:
-                all_fail += 1
-            else:
-                other_ties += 1
-            continue
-        c, rj = picked
-        prompt, chosen = conversational_row(asked[ins.id], pool["texts"][c])
-        _, rejected = conversational_row(asked[ins.id], pool["texts"][rj])
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                      "id": ins.id, "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
-    all_rewards = [x for pool in pools.values() for x in pool["rewards"]]
-    stats = {
-        "prompts": len(instructions),
-        "candidates_per_prompt": candidates,
-        "rounds_run": rounds_run,
-        "samples": len(all_rewards),
-        "mean_reward": _mean(all_rewards),
-        "sample_pass_rate": _mean([float(x == 1.0) for x in all_rewards]),
-        "truncated_rate": _mean([float(t) for pool in pools.values() for t in pool["truncated"]]),
-        "not_read_back": sum(not e for pool in pools.values() for e in pool["exact"]),
-        "pairs": len(pairs),
-        "no_pair_all_pass": all_pass,
-        "no_pair_all_fail": all_fail,
-        "no_pair_other_tie": other_ties,
-        "mean_margin": _mean([p["chosen_reward"] - p["rejected_reward"] for p in pairs]),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return pairs, samples, stats
 
 
 def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_length: int, batch_size: int):
@@ -439,27 +155,6 @@ def _check_disjoint(train: list, test: list) -> None:
                         "measures on prompts it never trained on, so the splits must be disjoint")
 
 
-class _Clock:
-    """Wall and CPU time per stage (CPU time of this process, all its threads)."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, dict[str, float]] = {}
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
-        self.t, self.c = self.t0, self.c0
-
-    def start(self) -> None:
-        self.t, self.c = time.perf_counter(), time.process_time()
-
-    def stop(self, name: str) -> float:
-        self.stages[name] = {"wall_s": round(time.perf_counter() - self.t, 1),
-                             "cpu_s": round(time.process_time() - self.c, 1)}
-        return self.stages[name]["wall_s"]
-
-    def total(self) -> dict[str, dict[str, float]]:
-        return {**self.stages, "total": {"wall_s": round(time.perf_counter() - self.t0, 1),
-                                         "cpu_s": round(time.process_time() - self.c0, 1)}}
-
-
 def _load_prompts(s: DemoSettings) -> tuple[list, list, int, int]:
     """(held-out test prompts, train prompts, size of each split) after the disjointness check."""
     from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS, load_instructions
@@ -500,8 +195,8 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     s = settings
     s.check()
     out = out or sys.stdout
-    say = _Say(out)
-    clock = _Clock()
+    say = Say(out)
+    clock = Clock()
     test, train_ins, n_test_all, n_train_all = _load_prompts(s)
     out_dir = prepare_output_dir(s.output_dir)
 

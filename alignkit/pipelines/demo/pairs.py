@@ -1,0 +1,162 @@
+"""Stage 2 of the demo: preference pairs from the model's own samples, scored by the constraint reward,
+written in the form they were sampled in (see :func:`reads_back`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from alignkit.pipelines.demo.console import Progress, Say
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` items evenly spread over ``items`` (all of them when ``n`` is 0 or too large), in order."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+def choose_pair(rewards: list[float], truncated: list[bool], texts: list[str],
+                exact: list[bool] | None = None) -> tuple[int, int] | None:
+    """(chosen, rejected) indices into the candidates, or None when they all score the same.
+
+    Chosen: a highest-reward candidate, preferring one that ended on its own (not truncated);
+    rejected: a lowest-reward one, preferring a truncated one; then the earliest. Empty (blank)
+    candidates take no part, nor those whose text does not read back to the sampled tokens
+    (``exact[i]`` False).
+    """
+    usable = [i for i, t in enumerate(texts) if t.strip() and (exact is None or exact[i])]
+    if not usable:
+        return None
+    best = max(rewards[i] for i in usable)
+    worst = min(rewards[i] for i in usable)
+    if best == worst:
+        return None
+    chosen = min((i for i in usable if rewards[i] == best), key=lambda i: (bool(truncated[i]), i))
+    rejected = min((i for i in usable if rewards[i] == worst), key=lambda i: (not truncated[i], i))
+    return chosen, rejected
+
+
+def _pair_of(pool: dict[str, list]) -> tuple[int, int] | None:
+    return choose_pair(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"])
+
+
+def reads_back(tokenizer: Any, asked: Any, text: str, completion_ids: list[int], truncated: bool) -> bool:
+    """Whether a preference row holding ``(asked, text)`` tokenises to the sampled prompt and completion
+    ids (a truncated answer gets the end-of-turn token a row always ends with). False for the rare
+    sample whose decoded text re-tokenises differently (a non-canonical token split)."""
+    from alignkit.data.render import conversational_row, render_prompt
+    from alignkit.data.tokenize import tokenize_completion
+
+    prompt, completion = conversational_row(asked, text)
+    try:
+        p_ids, c_ids = tokenize_completion(tokenizer, prompt, completion)
+    except ValueError:  # empty after tokenisation, or a template that cannot split it
+        return False
+    want = list(completion_ids) + ([tokenizer.eos_token_id] if truncated else [])
+    return p_ids == render_prompt(tokenizer, asked).ids and c_ids == want
+
+
+def mean_or_nan(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: int, temperature: float,
+                top_p: float, max_new_tokens: int, rounds: int, seed: int, gen_batch_size: int,
+                say: Say | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Sample ``candidates`` answers per prompt, score them with the constraint reward and pair the best
+    with the worst (see :func:`choose_pair`). Returns ``(pairs, samples, stats)``: ``pairs`` are
+    preference rows (``prompt``, ``chosen``, ``rejected`` and bookkeeping fields), ``samples`` one row
+    per prompt with every candidate and its reward."""
+    from alignkit.data.render import conversational_row, request_prompt
+    from alignkit.evaluation.constraints import constraint_reward
+    from alignkit.models import encode_prompt, sample_completions
+
+    say = say or Say(sys.stderr)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    # sampled as a user turn; the pairs are written in the same (conversational) form, so that DPO
+    # trains on the tokens that were sampled
+    asked = {ins.id: request_prompt(tokenizer, ins.prompt) for ins in instructions}
+    encoded = {k: encode_prompt(tokenizer, p) for k, p in asked.items()}
+    pools: dict[str, dict[str, list]] = {ins.id: {"texts": [], "rewards": [], "truncated": [], "ids": [],
+                                                  "exact": []} for ins in instructions}
+    per_batch = max(1, gen_batch_size // candidates)
+    pending = list(instructions)
+    rounds_run = 0
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        if not pending:
+            break
+        rounds_run += 1
+        label = f"round {r + 1}/{rounds}: sampling" if rounds > 1 else "sampling"
+        progress = Progress(say, len(pending) * candidates, label, "sample")
+        for start in range(0, len(pending), per_batch):
+            chunk = pending[start:start + per_batch]
+            rollout = sample_completions(model, [encoded[ins.id] for ins in chunk], pad_id=pad, eos_id=eos,
+                                         max_new_tokens=max_new_tokens, temperature=temperature,
+                                         top_p=top_p, num_generations=candidates,
+                                         generator_seed=seed + 100_003 * r + start)
+            texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollout.completion_ids]
+            cons = [ins.constraints for ins in chunk for _ in range(candidates)]
+            rewards = constraint_reward([ins.prompt for ins in chunk for _ in range(candidates)], texts,
+                                        constraints=cons)
+            for j, ins in enumerate(chunk):
+                pool = pools[ins.id]
+                sl = slice(j * candidates, (j + 1) * candidates)
+                pool["texts"] += texts[sl]
+                pool["rewards"] += [float(x) for x in rewards[sl]]
+                pool["truncated"] += [bool(x) for x in rollout.truncated[sl].tolist()]
+                pool["ids"] += rollout.completion_ids[sl]
+                pool["exact"] += [reads_back(tokenizer, asked[ins.id], t, ids, bool(tr)) for t, ids, tr in
+                                  zip(texts[sl], rollout.completion_ids[sl], rollout.truncated[sl].tolist())]
+            progress.update(len(texts))
+        progress.close()
+        pending = [ins for ins in pending if _pair_of(pools[ins.id]) is None]
+
+    pairs: list[dict] = []
+    samples: list[dict] = []
+    all_pass = all_fail = other_ties = 0
+    for ins in instructions:
+        pool = pools[ins.id]
+        picked = _pair_of(pool)
+        samples.append({
+            "id": ins.id, "prompt": ins.prompt, "constraints": ins.constraints, "prompt_ids": encoded[ins.id],
+            "candidates": [{"text": t, "reward": rw, "truncated": tr, "ids": ids, "exact": ex}
+                           for t, rw, tr, ids, ex in zip(pool["texts"], pool["rewards"], pool["truncated"],
+                                                         pool["ids"], pool["exact"])],
+            "chosen": picked[0] if picked else None, "rejected": picked[1] if picked else None,
+        })
+        if picked is None:
+            rewards = pool["rewards"]
+            if rewards and min(rewards) == 1.0:
+                all_pass += 1
+            elif rewards and max(rewards) == 0.0:
+                all_fail += 1
+            else:
+                other_ties += 1
+            continue
+        c, rj = picked
+        prompt, chosen = conversational_row(asked[ins.id], pool["texts"][c])
+        _, rejected = conversational_row(asked[ins.id], pool["texts"][rj])
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                      "id": ins.id, "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
+    all_rewards = [x for pool in pools.values() for x in pool["rewards"]]
+    stats = {
+        "prompts": len(instructions),
+        "candidates_per_prompt": candidates,
+        "rounds_run": rounds_run,
+        "samples": len(all_rewards),
+        "mean_reward": mean_or_nan(all_rewards),
+        "sample_pass_rate": mean_or_nan([float(x == 1.0) for x in all_rewards]),
+        "truncated_rate": mean_or_nan([float(t) for pool in pools.values() for t in pool["truncated"]]),
+        "not_read_back": sum(not e for pool in pools.values() for e in pool["exact"]),
+        "pairs": len(pairs),
+        "no_pair_all_pass": all_pass,
+        "no_pair_all_fail": all_fail,
+        "no_pair_other_tie": other_ties,
+        "mean_margin": mean_or_nan([p["chosen_reward"] - p["rejected_reward"] for p in pairs]),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return pairs, samples, stats

@@ -1,0 +1,79 @@
+"""The demo's settings, its presets (full and ``--quick``) and its user-facing error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+MARKER = ".alignkit-demo"  # marks a directory the demo made (and may therefore clear on the next run)
+METHODS = ("dpo", "ift", "sft")
+
+
+class DemoError(RuntimeError):
+    """A problem the user can fix (settings, output directory, no preference pairs)."""
+
+
+@dataclass
+class DemoSettings:
+    model: str = "smollm2-135m"
+    output_dir: str = "runs/demo"
+    method: str = "dpo"
+    quick: bool = False
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    seed: int = 0
+    prompts: str | None = None  # instruction file with train and test splits; None: the shipped set
+    # evaluation (held-out test split, greedy)
+    eval_prompts: int = 32  # 0: all test prompts
+    eval_max_new_tokens: int = 160
+    # pair building (train split, sampled)
+    train_prompts: int = 0  # 0: all train prompts
+    candidates: int = 8
+    temperature: float = 0.9
+    top_p: float = 1.0
+    sample_max_new_tokens: int = 160
+    rounds: int = 1
+    # training
+    steps: int = 15
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta: float = 0.1
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    gen_batch_size: int = 64  # sequences generated together (sampling; evaluation uses at most 16)
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise DemoError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps",
+                     "batch_size", "lora_r", "gen_batch_size"):
+            if getattr(self, name) < 1:
+                raise DemoError(f"{name.replace('_', '-')} must be at least 1")
+        if self.candidates < 2:
+            raise DemoError("--candidates must be at least 2 (a pair needs two samples)")
+        for name in ("eval_prompts", "train_prompts"):
+            if getattr(self, name) < 0:
+                raise DemoError(f"{name.replace('_', '-')} must be 0 (all) or more")
+        if self.threads is not None and self.threads < 1:
+            raise DemoError("--threads must be at least 1")
+        if not self.temperature > 0:
+            raise DemoError("--temperature must be > 0 (pairs need varied samples)")
+        if not 0 < self.top_p <= 1:
+            raise DemoError("--top-p must be in (0, 1]")
+        if not (self.lr > 0 and self.beta > 0):
+            raise DemoError("--lr and --beta must be > 0")
+
+
+# Presets: the full demo (about 15 minutes on 2 idle CPU cores) and --quick (about 2 minutes).
+FULL: dict[str, Any] = {f.name: f.default for f in fields(DemoSettings)
+                        if f.name in ("eval_prompts", "eval_max_new_tokens", "train_prompts", "candidates",
+                                      "temperature", "sample_max_new_tokens", "rounds", "steps",
+                                      "batch_size", "lr", "beta")}
+QUICK: dict[str, Any] = {**FULL, "eval_prompts": 16, "eval_max_new_tokens": 96, "train_prompts": 16,
+                         "candidates": 4, "sample_max_new_tokens": 96, "steps": 6}
+
+
+def settings_for(quick: bool = False, **given: Any) -> DemoSettings:
+    """The preset (full or quick) with every non-None value of ``given`` on top."""
+    values = dict(QUICK if quick else FULL)
+    values.update({k: v for k, v in given.items() if v is not None})
+    return DemoSettings(quick=quick, **values)
