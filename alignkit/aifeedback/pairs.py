@@ -1,12 +1,9 @@
 """Best-versus-worst preference pairs from judged candidates, and the statistics the loop reports.
 
-For one prompt's candidates with scores (``None`` = unparsable or not judged):
-
-* fewer than two scored candidates -> dropped as ``unparsable``;
-* highest score equal to the lowest -> dropped as ``tie``;
-* chosen (first candidate with the highest score) has the same text as rejected (first with the
-  lowest) -> dropped as ``identical``;
-* otherwise the pair (chosen, rejected).
+For one prompt's candidates with scores (``None`` = unparsable or not judged), :func:`select_pair`
+applies the one pairing rule (:func:`alignkit.data.pairs.pick_pair`): fewer than two scored candidates
+-> ``unparsable``; highest equal to lowest -> ``tie``; the first best and the first worst with the same
+text -> ``identical``; else the pair (chosen, rejected).
 """
 
 from __future__ import annotations
@@ -16,23 +13,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from alignkit.data.pairs import PAIR_DROPS, pick_pair
 from alignkit.data.render import as_user_turn, conversational_row
-
-PAIR_DROPS = ("unparsable", "tie", "identical")
 
 
 def select_pair(completions: Sequence[str], scores: Sequence[float | None]) -> tuple[int, int] | str:
     """``(chosen_index, rejected_index)``, or the reason the prompt yields no pair."""
-    scored = [(i, float(s)) for i, s in enumerate(scores) if s is not None and math.isfinite(float(s))]
-    if len(scored) < 2:
-        return "unparsable"
-    best = max(scored, key=lambda t: (t[1], -t[0]))
-    worst = min(scored, key=lambda t: (t[1], t[0]))
-    if best[1] == worst[1]:
-        return "tie"
-    if completions[best[0]].strip() == completions[worst[0]].strip():
-        return "identical"
-    return best[0], worst[0]
+    return pick_pair(scores, same=lambda c, r: completions[c].strip() == completions[r].strip())
 
 
 def as_chat(prompt: Any, completion: str, chat_template: str = "auto") -> tuple[Any, Any]:

@@ -53,6 +53,7 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError
+from alignkit.data.pairs import pick_pair
 from alignkit.losses import nll_term, preference_loss, preference_rewards
 from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
@@ -146,15 +147,14 @@ def select_pairs(rewards: torch.Tensor, group_size: int,
     give no pair."""
     chosen, rejected = [], []
     g = rewards.detach().float().cpu().view(-1, group_size)
-    for i, row in enumerate(g):
-        hi, lo = int(torch.argmax(row)), int(torch.argmin(row))
-        if not row[hi] > row[lo]:
-            continue
-        c, r = i * group_size + hi, i * group_size + lo
-        if completion_ids is not None and list(completion_ids[c]) == list(completion_ids[r]):
-            continue
-        chosen.append(c)
-        rejected.append(r)
+    for i, row in enumerate(g.tolist()):
+        base = i * group_size
+        same = None if completion_ids is None else \
+            (lambda c, r, b=base: list(completion_ids[b + c]) == list(completion_ids[b + r]))
+        pick = pick_pair(row, same=same)
+        if not isinstance(pick, str):
+            chosen.append(base + pick[0])
+            rejected.append(base + pick[1])
     return chosen, rejected
 
 

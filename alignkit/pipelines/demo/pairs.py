@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from alignkit.data.pairs import pick_pair
 from alignkit.pipelines.demo.console import Progress, Say
 
 
@@ -19,23 +20,18 @@ def spread(items: list, n: int) -> list:
 
 def choose_pair(rewards: list[float], truncated: list[bool], texts: list[str],
                 exact: list[bool] | None = None) -> tuple[int, int] | None:
-    """(chosen, rejected) indices into the candidates, or None when they all score the same.
+    """(chosen, rejected) indices into the candidates, or None when there is no pair (the one pairing
+    rule, :func:`alignkit.data.pairs.pick_pair`).
 
     Chosen: a highest-reward candidate, preferring one that ended on its own (not truncated);
     rejected: a lowest-reward one, preferring a truncated one; then the earliest. Empty (blank)
     candidates take no part, nor those whose text does not read back to the sampled tokens
     (``exact[i]`` False).
     """
-    usable = [i for i, t in enumerate(texts) if t.strip() and (exact is None or exact[i])]
-    if not usable:
-        return None
-    best = max(rewards[i] for i in usable)
-    worst = min(rewards[i] for i in usable)
-    if best == worst:
-        return None
-    chosen = min((i for i in usable if rewards[i] == best), key=lambda i: (bool(truncated[i]), i))
-    rejected = min((i for i in usable if rewards[i] == worst), key=lambda i: (not truncated[i], i))
-    return chosen, rejected
+    usable = [bool(t.strip()) and (exact is None or exact[i]) for i, t in enumerate(texts)]
+    pick = pick_pair(rewards, usable=usable, chosen_rank=lambda i: truncated[i],
+                     rejected_rank=lambda i: not truncated[i])
+    return None if isinstance(pick, str) else pick
 
 
 def _pair_of(pool: dict[str, list]) -> tuple[int, int] | None:
