@@ -36,6 +36,23 @@ Other commands:
 output_dir, max_steps, epochs, batch_size, grad_accum, lr, seed, max_length, save_steps, resume, lora.*
 """
 
+
+def usage() -> str:
+    """The top-level help, with the Hugging Face / TRL key names accepted as aliases."""
+    from alignkit.config import ALIASES
+
+    names = ", ".join(f"{a.name}={a.target}" for a in ALIASES.values())
+    return USAGE + "\n" + _wrap(
+        "Hugging Face TrainingArguments / TRL key names are accepted as aliases by the methods that have "
+        f"the key they stand for (alias=alignkit key): {names}. Each method's --help lists the ones it takes.")
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=104, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False, break_long_words=False)
+
 # command -> "module:function" taking argv and returning an exit code; None = not built yet
 COMMANDS: dict[str, str | None] = {
     "demo": "alignkit.commands.demo:main",
@@ -72,6 +89,15 @@ def method_help(name: str, config_cls) -> str:
         default = field.default if field.default_factory is None else field.default_factory()
         desc = f"  {field.description}" if field.description else ""
         lines.append(f"  {key:<25} {_type_name(ann):<28} default {default!r}{desc}")
+    from alignkit.config import aliases_for, counts_completions
+
+    aliases = aliases_for(config_cls)
+    if aliases:
+        pairs = ", ".join(f"{name}={target}" for name, target in aliases.items())
+        note = (" (per_device_train_batch_size counts completions, as in TRL's GRPO: batch_size = it / "
+                "num_generations)") if "per_device_train_batch_size" in aliases and counts_completions(config_cls) else ""
+        lines += ["", "Hugging Face / TRL names accepted as aliases (alias=key; config.yaml shows the key):",
+                  _wrap(pairs + note, indent="  ")]
     return "\n".join(lines)
 
 
@@ -129,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
         from alignkit import __version__
@@ -153,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     close = difflib.get_close_matches(cmd, list(METHODS) + list(COMMANDS), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    print(f"alignkit: unknown command '{cmd}'{hint}\n\n{USAGE}", file=sys.stderr)
+    print(f"alignkit: unknown command '{cmd}'{hint}\n\n{usage()}", file=sys.stderr)
     return 2
 
 

@@ -1,12 +1,15 @@
 """Typed run configuration: YAML file plus ``key=value`` overrides, validated by pydantic.
 
 Every method has a config class derived from :class:`TrainConfig` (the keys every method accepts,
-SPEC section 4). Unknown keys are errors that name the closest valid key.
+SPEC section 4). Unknown keys are errors that name the closest valid key. The names Hugging Face
+``TrainingArguments`` and TRL give the same settings (``learning_rate``, ``per_device_train_batch_size``,
+...) are accepted as aliases (:data:`ALIASES`) by the methods whose config has the key they stand for.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +93,133 @@ class SFTConfig(TrainConfig):
     completion_only_loss: bool = True
 
 
+# ----------------------------------------------------------------------------- aliases
+
+
+@dataclass(frozen=True)
+class Alias:
+    """``name`` (a Hugging Face ``TrainingArguments`` / TRL spelling) stands for alignkit's ``target``
+    in every config that has ``target`` and the ``requires`` fields, and no key called ``name``."""
+
+    name: str
+    target: str
+    requires: tuple[str, ...] = ()
+    note: str = ""  # what the name means, for the error when a method does not take it
+
+
+#: HF/TRL name -> alignkit key. Names alignkit already spells the same way (``max_grad_norm``,
+#: ``warmup_ratio``, ``logging_steps``, ``beta``, ``num_generations``, ``cliprange``, ``kl_coef``, ...)
+#: need no alias; names whose meaning differs (TRL ORPO's ``beta``, PPO's ``whiten_rewards``, the
+#: ``lora_*`` keys that TRL applies only with ``use_peft``) have none.
+ALIASES: dict[str, Alias] = {a.name: a for a in (
+    # transformers TrainingArguments
+    Alias("learning_rate", "lr"),
+    Alias("per_device_train_batch_size", "batch_size"),
+    Alias("gradient_accumulation_steps", "grad_accum"),
+    Alias("num_train_epochs", "epochs"),
+    Alias("lr_scheduler_type", "scheduler"),
+    Alias("save_total_limit", "keep_checkpoints"),
+    Alias("resume_from_checkpoint", "resume"),
+    # TRL ModelConfig
+    Alias("model_name_or_path", "model"),
+    # TRL SFTConfig
+    Alias("max_seq_length", "max_length"),
+    Alias("neftune_noise_alpha", "neftune_alpha"),
+    # TRL DPOConfig / CPOConfig: the DPO family's loss choice and SimPO's margin
+    Alias("loss_type", "loss", note="the DPO family's 'loss'"),
+    Alias("simpo_gamma", "gamma", requires=("loss",), note="the DPO family's SimPO margin 'gamma' (loss=simpo)"),
+    # TRL GRPOConfig / OnlineDPOConfig
+    Alias("max_completion_length", "max_new_tokens", note="'max_new_tokens' of the methods that generate"),
+    Alias("epsilon_high", "eps_high"),
+    # TRL PPOConfig
+    Alias("num_ppo_epochs", "ppo_epochs"),
+    Alias("num_mini_batches", "num_minibatches"),
+    Alias("response_length", "max_new_tokens", note="'max_new_tokens' of the methods that generate"),
+)}
+
+#: HF/TRL names that look like an alignkit key but are not one
+_NOT_ALIASES = {
+    "dataset_name": "alignkit trains on local files, not hub datasets: set data=FILE (.jsonl, .json, .csv, "
+                    ".parquet or a save_to_disk directory)",
+}
+
+
+def aliases_for(config_cls: type[BaseModel]) -> dict[str, str]:
+    """The aliases ``config_cls`` accepts: HF/TRL name -> alignkit key."""
+    keys = set(_all_keys(config_cls))
+    return {a.name: a.target for a in ALIASES.values()
+            if a.name not in keys and a.target in keys and all(r in config_cls.model_fields for r in a.requires)}
+
+
+def counts_completions(config_cls: type[BaseModel]) -> bool:
+    """True for the GRPO family, whose TRL ``per_device_train_batch_size`` counts completions
+    (alignkit's ``batch_size`` counts prompts, each sampled ``num_generations`` times)."""
+    fields = config_cls.model_fields
+    return "num_generations" in fields and "eps_low" in fields
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """``1e-4`` (YAML reads it as a string), ``0.0001`` and ``1.0e-4`` are the same value."""
+    na, nb = _as_number(a), _as_number(b)
+    if na is not None and nb is not None:
+        return na == nb
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _canonical(items: list[tuple[str, Any]], aliases: dict[str, str], where: str) -> dict[str, tuple[str, Any]]:
+    """Map one source's ``(key, value)`` items (in order) to alignkit keys: alignkit key -> (key as
+    spelled, value). A key given twice under the same spelling: the later wins; an alias and its
+    target with different values: an error naming both."""
+    out: dict[str, tuple[str, Any]] = {}
+    for key, value in items:
+        target = aliases.get(key, key)
+        prev = out.get(target)
+        if prev is not None and prev[0] != key and not _same_value(prev[1], value):
+            alias, canon = (key, prev[0]) if key != target else (prev[0], key)
+            raise ConfigError(
+                f"{where}config keys {prev[0]}={_show(prev[1])} and {key}={_show(value)} disagree: '{alias}' is "
+                f"the Hugging Face/TRL name of '{canon}'; give only one of them"
+            )
+        out[target] = (key, value)
+    return out
+
+
+def _completions_to_prompts(given: dict[str, tuple[str, Any]], config_cls: type[BaseModel]) -> None:
+    """GRPO family: TRL's ``per_device_train_batch_size`` counts completions; turn it into prompts."""
+    spelled, value = given["batch_size"]
+    gen = given.get("num_generations", (None, config_cls.model_fields["num_generations"].default))[1]
+    n, g = _as_number(value), _as_number(gen)
+    if n is None or g is None or n != int(n) or g != int(g) or g < 1:
+        return  # the validator reports the bad value
+    n, g = int(n), int(g)
+    if n % g:
+        raise ConfigError(
+            f"config key '{spelled}'={n}: TRL's GRPO counts completions per device, alignkit's batch_size "
+            f"counts prompts of num_generations={g} completions each, and {n} is not a multiple of {g}; "
+            f"set per_device_train_batch_size to a multiple of {g}, or batch_size (prompts) instead"
+        )
+    given["batch_size"] = (spelled, n // g)
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -112,9 +242,20 @@ def _all_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(key: str, model_cls: type[BaseModel]) -> ConfigError:
+    if key in _NOT_ALIASES:
+        return ConfigError(f"unknown config key '{key}': {_NOT_ALIASES[key]}")
+    aliases = aliases_for(model_cls)
+    known = ALIASES.get(key)
+    if known is not None and key not in aliases:
+        what = known.note or f"'{known.target}'"
+        return ConfigError(f"unknown config key '{key}': it is the Hugging Face/TRL name of {what}, "
+                           "a key this method does not have")
     valid = _all_keys(model_cls)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    close = difflib.get_close_matches(key, valid + list(aliases), n=1, cutoff=0.5)
+    hint = ""
+    if close:
+        name = close[0]
+        hint = f"; did you mean '{aliases[name]}' (alias '{name}')?" if name in aliases else f"; did you mean '{name}'?"
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
@@ -138,12 +279,31 @@ def _check_keys(tree: dict, model_cls: type[BaseModel], prefix: str, root: type[
             _check_keys(value, ann, prefix + key + ".", root)
 
 
+def check_output_dir(output_dir: str | Path) -> None:
+    """Refuse an ``output_dir`` that is (or lies inside) an existing regular file; nothing is touched."""
+    path = Path(output_dir).expanduser()
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            where = "is an existing file" if p == path else f"lies inside '{p}', an existing file"
+            raise ConfigError(f"output_dir '{output_dir}' {where}, not a directory (left untouched); "
+                              "choose another output_dir")
+
+
 def load_config(config_cls: type[TrainConfig], yaml_path: str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Build a validated config from an optional YAML file and ``key=value`` overrides (later wins)."""
-    tree: dict[str, Any] = {}
+    """Build a validated config from an optional YAML file and ``key=value`` overrides (later wins).
+
+    Hugging Face / TRL names are accepted for the keys :func:`aliases_for` lists; the config holds
+    alignkit's names (so does the run directory's ``config.yaml``).
+    """
+    aliases = aliases_for(config_cls)
+    file_items: list[tuple[str, Any]] = []
+    where_file = ""
     if yaml_path is not None:
         path = Path(yaml_path)
+        where_file = f"{path}: "
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -154,24 +314,36 @@ def load_config(config_cls: type[TrainConfig], yaml_path: str | Path | None = No
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
         for k, v in loaded.items():
             if isinstance(v, dict):
-                for sub_k, sub_v in v.items():
-                    _set_dotted(tree, f"{k}.{sub_k}", sub_v)
+                file_items.extend((f"{k}.{sub_k}", sub_v) for sub_k, sub_v in v.items())
             else:
-                _set_dotted(tree, str(k), v)
+                file_items.append((str(k), v))
+    override_items: list[tuple[str, Any]] = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"expected key=value, got '{item}'")
         key, _, raw = item.partition("=")
-        _set_dotted(tree, key.strip(), _parse_value(raw))
+        override_items.append((key.strip(), _parse_value(raw)))
+    # each source on its own (an alias and its target disagreeing there is an error), then overrides win
+    given = _canonical(file_items, aliases, where_file)
+    given.update(_canonical(override_items, aliases, ""))
+    if "batch_size" in given and given["batch_size"][0] != "batch_size" and counts_completions(config_cls):
+        _completions_to_prompts(given, config_cls)
+    tree: dict[str, Any] = {}
+    for key, (_, value) in given.items():
+        _set_dotted(tree, key, value)
     _check_keys(tree, config_cls, "", config_cls)
     try:
-        return config_cls(**tree)
+        config = config_cls(**tree)
     except ValidationError as e:
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"config key '{loc}': {err['msg']} (got {err.get('input')!r})")
+            spelled = given.get(loc, (loc,))[0]
+            as_given = f" (given as '{spelled}')" if spelled != loc else ""
+            lines.append(f"config key '{loc}'{as_given}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    check_output_dir(config.output_dir)
+    return config
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

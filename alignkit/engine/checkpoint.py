@@ -20,11 +20,13 @@ import random
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -63,6 +65,66 @@ def find_resume_checkpoint(output_dir: str | Path, resume: bool | str) -> Path |
     if ckpts:
         return ckpts[-1][1]
     raise ResumeError(f"resume={resume}: not a checkpoint directory (no state.json) nor a run with checkpoints")
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def checkpoint_problem(ckpt: str | Path, rank: int = 0) -> str | None:
+    """What is wrong with checkpoint ``ckpt`` (a missing, truncated or unreadable file), or None when
+    it is intact. Cheap: reads the JSON files and the headers / zip directories of the binary ones
+    (a truncated safetensors or torch file fails there), not the tensors."""
+    ckpt = Path(ckpt)
+    suffix = "" if rank == 0 else f"-rank{rank}"
+    rng_pt = ckpt / f"rng{suffix}.pt"
+    checks = [("state.json", "json"), ("trainable.safetensors", "safetensors"), ("optimizer.pt", "torch"),
+              ("scheduler.json", "json")]
+    if rng_pt.is_file() or rank == 0:
+        checks += [(rng_pt.name, "torch"), (f"rng{suffix}.json", "json")]
+    for name, kind in checks:
+        f = ckpt / name
+        if not f.is_file():
+            return f"{name} is missing"
+        try:
+            if kind == "json":
+                value = json.loads(f.read_text())
+                if name == "state.json" and not (isinstance(value, dict) and isinstance(value.get("step"), int)):
+                    return "state.json holds no step number"
+            elif kind == "safetensors":
+                with safe_open(str(f), framework="pt") as handle:
+                    handle.keys()
+            else:  # torch.save writes a zip archive: a truncated one has lost its central directory
+                with zipfile.ZipFile(f) as archive:
+                    archive.namelist()
+        except Exception as e:  # noqa: BLE001 - every reader failure means a damaged file
+            return f"{name} is unreadable: {_one_line(e)}"
+    return None
+
+
+def damaged_checkpoint_error(ckpt: str | Path, problem: str) -> ResumeError:
+    """The error for a damaged checkpoint: names it and the newest intact older checkpoint of the same
+    run, which ``resume=PATH`` continues from."""
+    ckpt = Path(ckpt)
+    m = STEP_DIR.match(ckpt.name)
+    older: list[Path] = []
+    if m and ckpt.parent.name == "checkpoints":
+        step = int(m.group(1))
+        older = [p for s, p in list_checkpoints(ckpt.parent.parent) if s < step]
+    intact = next((p for p in reversed(older) if checkpoint_problem(p) is None), None)
+    if intact is not None:
+        hint = f"the newest intact older checkpoint is {intact}: continue from it with resume={intact}"
+    else:
+        hint = f"no older intact checkpoint to fall back to: remove {ckpt} and run without resume to start over"
+    return ResumeError(f"checkpoint {ckpt} is damaged ({problem}); {hint}")
+
+
+def verify_checkpoint(ckpt: str | Path, rank: int = 0) -> None:
+    """Raise :class:`ResumeError` (see :func:`damaged_checkpoint_error`) unless ``ckpt`` is intact."""
+    problem = checkpoint_problem(ckpt, rank)
+    if problem is not None:
+        raise damaged_checkpoint_error(ckpt, problem)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,12 +197,31 @@ def save_rank_rng(ckpt_dir: Path, rank: int) -> None:
 
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     rank: int = 0) -> dict[str, Any]:
-    """Restore a checkpoint written by :func:`save_checkpoint`; returns its state.json."""
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns its state.json.
+
+    Everything is read before anything is restored, so a damaged file (a :class:`ResumeError` naming
+    the checkpoint and an older intact one) leaves the model, optimizer and RNG as they were."""
+    ckpt = Path(ckpt)
+    suffix = "" if rank == 0 else f"-rank{rank}"
+    rng_file = ckpt / f"rng{suffix}.pt"
+    reading = "state.json"
     try:
-        state = json.loads((ckpt / "state.json").read_text())
-        weights = load_file(str(ckpt / "trainable.safetensors"))
-    except (OSError, ValueError) as e:
-        raise ResumeError(f"cannot read checkpoint {ckpt}: {e}") from None
+        state = json.loads((ckpt / reading).read_text())
+        reading = "trainable.safetensors"
+        weights = load_file(str(ckpt / reading))
+        reading = "optimizer.pt"
+        optim_state = torch.load(ckpt / reading, weights_only=True, map_location="cpu")
+        reading = "scheduler.json"
+        sched_state = json.loads((ckpt / reading).read_text())
+        rng = None
+        if rng_file.is_file():
+            reading = rng_file.name
+            tensors = torch.load(rng_file, weights_only=True)
+            reading = f"rng{suffix}.json"
+            rng = (tensors, json.loads((ckpt / reading).read_text()))
+    except Exception as e:  # noqa: BLE001 - a missing, truncated or corrupt file, whatever the reader raises
+        problem = f"{reading} is missing" if not (ckpt / reading).is_file() else f"{reading} is unreadable: {_one_line(e)}"
+        raise damaged_checkpoint_error(ckpt, problem) from None
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     unknown = [n for n in weights if n not in params]
@@ -152,10 +233,12 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
     with torch.no_grad():
         for n, t in weights.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(json.loads((ckpt / "scheduler.json").read_text()))
-    suffix = "" if rank == 0 else f"-rank{rank}"
-    rng_file = ckpt / f"rng{suffix}.pt"
-    if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=True), json.loads((ckpt / f"rng{suffix}.json").read_text()))
+    try:
+        optimizer.load_state_dict(optim_state)
+    except (ValueError, KeyError) as e:
+        raise ResumeError(f"checkpoint {ckpt}: its optimizer state does not match this model/config "
+                          f"({_one_line(e)}): resume with the same model, lora and learning-rate settings") from None
+    scheduler.load_state_dict(sched_state)
+    if rng is not None:
+        _set_rng_state(*rng)
     return state

