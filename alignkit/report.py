@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from alignkit import files
 from alignkit.engine.logging import read_metrics
 
 logger = logging.getLogger("alignkit.report")
@@ -245,13 +246,6 @@ def _eval_section(results: dict[str, Any]) -> str:
             + _html_table(headers, rows) + (f"<ul>{lines}</ul>" if lines else ""))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_run_report(run_dir: str | Path, output: str | Path | None = None) -> Path | None:
     """Write ``report.html`` (or ``output``) and ``plots/*.png`` for a run; returns the HTML path
     (None when the run logged no metrics)."""
@@ -291,7 +285,7 @@ def write_run_report(run_dir: str | Path, output: str | Path | None = None) -> P
     if config:
         body.append(f"<h2>Config</h2><details><summary>config.yaml</summary><pre>{html.escape(config)}</pre></details>")
     out = Path(output) if output is not None else run / "report.html"
-    _write_atomic(out, _page(f"alignkit run: {run.name or run.resolve().name}", body))
+    files.write_text(out, _page(f"alignkit run: {run.name or run.resolve().name}", body))
     return out
 
 
@@ -333,7 +327,7 @@ def write_comparison_report(run_dirs: list[str | Path], output: str | Path) -> P
     body.append("<h2>Curves</h2>" + ("".join(figures) or "<p>No metric is shared by two runs.</p>")
                 + (f"<p class='meta'>logged by one run only: {html.escape(', '.join(only))}</p>" if only else ""))
     out = Path(output)
-    _write_atomic(out, _page(f"alignkit comparison: {', '.join(names)}", body))
+    files.write_text(out, _page(f"alignkit comparison: {', '.join(names)}", body))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Reward sources for online methods (GRPO, PPO, online DPO): SPEC section 6a.
+"""Reward sources for online methods (GRPO, PPO, online DPO): README "Reward functions".
 
 A *reward source* is anything with a ``name`` and ``__call__(prompts, completions, **columns) ->
 list[float]`` (one score per completion; see :class:`RewardSource`). :func:`load_reward_functions`

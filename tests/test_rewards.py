@@ -1,4 +1,4 @@
-"""Reward sources (SPEC 6a): loading FILE.py:FUNC / module:FUNC / lists with weights, and the errors."""
+"""Reward sources (README "Reward functions"): loading FILE.py:FUNC / module:FUNC / lists with weights, and the errors."""
 
 from __future__ import annotations
 

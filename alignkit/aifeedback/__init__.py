@@ -1,6 +1,6 @@
 """Building training data with AI feedback, and the pieces the self-rewarding loop is made of.
 
-Builders (each also an ``alignkit data`` subcommand, each writing a SPEC-3 format):
+Builders (each also an ``alignkit data`` subcommand, each writing a format of README "Data formats"):
 
 * :func:`~alignkit.aifeedback.backtranslate.backtranslate` -- instruction backtranslation
   (unlabelled texts -> prompt-completion rows);

@@ -1,6 +1,6 @@
 """Evaluation fine-tuning (EFT) examples: teach a model the judge format from ranked data.
 
-Input rows (any SPEC-3 file type): ``prompt`` (string or chat messages), ``completion`` (the answer,
+Input rows (any data file type): ``prompt`` (string or chat messages), ``completion`` (the answer,
 a string), ``score`` (an integer 0-5 on the additive rubric, e.g. mapped from human rankings) and
 optionally ``justification`` (a short explanation; without one, a rubric-based explanation is written
 for the score). Each row becomes a prompt-completion example whose prompt is the judge's grading

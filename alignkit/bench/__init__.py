@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from alignkit import files
+
 RESULT_PREFIX = "ALIGNKIT_BENCH_RESULT "
 
 
@@ -65,13 +67,9 @@ def prepare_run(args: argparse.Namespace, filename: str, rows: list[dict]) -> di
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ensure_model(args.model)
-    write_jsonl(out / filename, rows)
+    files.write_jsonl(out / filename, rows)
     return {"model": args.model, "data": str(out / filename), "steps": args.steps, "lora_r": args.lora_r,
             "seed": 42, "output_dir": str(out), "gradient_checkpointing": args.gradient_checkpointing}
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_rows(path: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""``alignkit data BUILDER ...``: build training data with AI feedback (SPEC-3 formats).
+"""``alignkit data BUILDER ...``: build training data with AI feedback (the README's data formats).
 
 Builders:
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DESCRIPTION = """Build training data with AI feedback. Each builder writes a SPEC-3 JSONL file:
+DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSONL file in a README "Data formats" layout:
 
   backtranslate    texts -> prompt-completion rows (instruction backtranslation + 1-5 self-rating)
   critique-revise  prompts -> preference rows (answer, critique against a principle, revise)
@@ -306,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"alignkit data {args.builder}: no rows kept, nothing written to {args.output}", file=sys.stderr)
         return 1
-    from alignkit.aifeedback import io
+    from alignkit import files
 
-    io.write_jsonl(args.output, rows)
+    files.write_jsonl(args.output, rows)
     print(f"wrote {len(rows)} rows to {args.output}", file=sys.stderr)
     return 0
 

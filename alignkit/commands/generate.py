@@ -127,11 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.writelines(lines)
         sys.stdout.flush()
     else:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text("".join(lines), encoding="utf-8")
-        tmp.replace(out)
+        from alignkit.files import write_text
+
+        out = write_text(args.output, "".join(lines))
         print(f"wrote {len(lines)} completions to {out}", file=sys.stderr)
     return 0
 

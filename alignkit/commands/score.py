@@ -1,6 +1,6 @@
 """``alignkit score``: score every row of a data file with a reward model trained by ``alignkit rm``.
 
-Input: any SPEC-3 data file of preference rows (``prompt``, ``chosen``, ``rejected``) or
+Input: any data file (README "Data formats") of preference rows (``prompt``, ``chosen``, ``rejected``) or
 prompt-completion rows (``prompt``, ``completion``; unpaired rows with a ``label`` count as these).
 Output: one JSON line per input row, in file order: the row's own fields plus ``reward_chosen`` and
 ``reward_rejected`` (preference) or ``reward`` (prompt-completion). For a preference file the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 KINDS = ("preference", "prompt_completion")
 
@@ -123,11 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print("\n".join(summary), file=sys.stderr)
     else:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text("".join(lines), encoding="utf-8")
-        tmp.replace(out)
+        from alignkit.files import write_text
+
+        out = write_text(args.output, "".join(lines))
         print("\n".join(summary + [f"wrote {out}"]))
     return 0
 

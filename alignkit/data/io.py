@@ -1,6 +1,6 @@
 """Reading data files into plain Python rows, each with its 1-based row number.
 
-Supported inputs (SPEC section 3):
+Supported inputs (README "Data formats"):
 
 * ``.jsonl`` -- one JSON object per line. The row number is the 1-based *line number* in the file:
   blank lines are skipped but still counted, so an error points at the line an editor shows.

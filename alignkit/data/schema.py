@@ -1,4 +1,4 @@
-"""Data kinds, row validation and loading (SPEC section 3).
+"""Data kinds, row validation and loading (README "Data formats").
 
 Kinds and their fields (each text field is a non-empty string or a non-empty list of chat messages
 ``{"role": "system"|"user"|"assistant"|"tool", "content": str}``, the same formats as TRL):

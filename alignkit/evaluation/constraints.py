@@ -23,7 +23,7 @@ asterisks; alignkit reports the strict score only). Text conventions shared by t
 Constraint records (one per entry of an instruction's ``constraints`` list) are dicts
 ``{"type": NAME, **params}``; :func:`validate_constraint` checks the name, the parameter names and
 their types, and :func:`check_constraint` applies one to a response. ``constraint_reward`` is a reward
-function in the SPEC-6a signature (``reward=alignkit.evaluation.constraints:constraint_reward``):
+function in the reward-function signature (README "Reward functions") (``reward=alignkit.evaluation.constraints:constraint_reward``):
 the fraction of a row's ``constraints`` column that the completion satisfies.
 """
 
@@ -358,7 +358,7 @@ def describe_constraint(constraint: dict[str, Any]) -> str:
 
 def constraint_reward(prompts: list, completions: list[str], constraints: list | None = None,
                       **_columns: Any) -> list[float]:
-    """Reward function (SPEC 6a signature): the fraction of each row's ``constraints`` satisfied
+    """Reward function (README "Reward functions" signature): the fraction of each row's ``constraints`` satisfied
     (0..1; 0.0 for a row without constraints). Rows come from an instruction file, whose
     ``constraints`` column arrives as a keyword list."""
     if constraints is None:

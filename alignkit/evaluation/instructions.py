@@ -1,6 +1,6 @@
 """Instruction sets: loading and validating them, and scoring responses against their constraints.
 
-An instruction file is any SPEC-3 data file (``.jsonl`` normally) with one prompt per row::
+An instruction file is any data file (README "Data formats") (``.jsonl`` normally) with one prompt per row::
 
     {"id": "haiku-1", "split": "test", "prompt": "Write ...",
      "constraints": [{"type": "max_words", "max": 40}, {"type": "no_commas"}]}

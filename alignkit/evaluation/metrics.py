@@ -187,7 +187,7 @@ def _as_floats(values: Any, n: int) -> list[float]:
 
 def load_reward(specs: Sequence[str], weights: Sequence[float] | None = None
                 ) -> Callable[..., tuple[list[float], dict[str, list[float]]]]:
-    """A reward callable for ``--reward`` specs (SPEC 6a: ``FILE.py:FUNC``, ``package.module:FUNC``,
+    """A reward callable for ``--reward`` specs (README "Reward functions": ``FILE.py:FUNC``, ``package.module:FUNC``,
     ``rm:PATH``), built by :func:`alignkit.rewards.load_reward_functions`:
     ``f(prompts, completions, **columns) -> (total, {source name: scores})`` (the total is the
     weighted sum). Raises :class:`RewardUnavailable` when :mod:`alignkit.rewards` is not installed and

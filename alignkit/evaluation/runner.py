@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignkit import files
 from alignkit.evaluation.instructions import (
     DEFAULT_INSTRUCTIONS,
     Instruction,
@@ -342,17 +343,12 @@ def write_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, 
         comps = m.pop("_completions", None)
         if comps is None:
             continue
-        p = out / f"completions-{i}-{_slug(m['name'])}.jsonl"
-        p.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in comps), encoding="utf-8")
+        p = files.write_jsonl(out / f"completions-{i}-{_slug(m['name'])}.jsonl", comps)
         m["completions_file"] = p.name
         paths[f"completions-{i}"] = p
     for name, text in (("results.json", json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n"),
                        ("results.md", results_markdown(results))):
-        p = out / name
-        tmp = p.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(p)
-        paths[name] = p
+        paths[name] = files.write_text(out / name, text)
     return paths
 
 

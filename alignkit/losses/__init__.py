@@ -1,6 +1,6 @@
 """Pure loss functions for alignment (no model, no config): tensors in, tensors out.
 
-Contract (SPEC section 6)::
+Contract (README "Preference optimisation")::
 
     from alignkit.losses import preference_loss, kto_loss, grpo_loss, group_advantages, gae
 

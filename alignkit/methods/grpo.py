@@ -9,7 +9,7 @@ One optimizer step:
    ``batch_size * G`` sequences, and all G completions of a prompt sit in the same micro-batch on the
    same process, so group statistics need no communication. (TRL counts *completions* per device
    instead; ``batch_size=2 num_generations=4``, the defaults here, is TRL's ``per_device_train_batch_size=8``.)
-2. **Rewards**: the :class:`~alignkit.rewards.RewardSet` built from ``reward=`` (SPEC 6a) scores every
+2. **Rewards**: the :class:`~alignkit.rewards.RewardSet` built from ``reward=`` (README "Reward functions") scores every
    completion; the total is the ``reward_weights``-weighted sum.
 3. **Advantages** (``advantage=``): ``grpo`` (r - group mean) / (group std + 1e-4), without the division
    when ``scale_rewards=false`` (Dr. GRPO); ``rloo`` leave-one-out baseline; ``reinforce_pp``
@@ -97,7 +97,7 @@ class GRPOConfig(TrainConfig):
     eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip range: ratio >= 1 - eps_low")
     eps_high: float = Field(0.2, ge=0, description="upper clip range: ratio <= 1 + eps_high (clip-higher if larger)")
     epsilon: float | None = Field(None, ge=0, lt=1, description="sets eps_low and eps_high when those are not given")
-    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field("dapo", description="loss aggregation (SPEC 6)")
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field("dapo", description="loss aggregation (README "Online RL")")
     scale_rewards: bool = Field(True, description="divide group-centred rewards by the group std (advantage=grpo)")
     advantage: Literal["grpo", "rloo", "reinforce_pp"] = Field("grpo", description="advantage estimator")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")

@@ -57,7 +57,7 @@ LOGPROB_CHUNK = 1024
 
 
 class PromptMethod(Method):
-    """Base of the online methods (grpo, ppo, online-dpo): the data are prompts only (any SPEC 3 kind with
+    """Base of the online methods (grpo, ppo, online-dpo): the data are prompts only (any data kind with
     a ``prompt``; other fields are ignored). A prompt keeps its last ``max_prompt_length`` tokens (default
     and at most ``max_length - max_new_tokens``), so that the completion always fits."""
 

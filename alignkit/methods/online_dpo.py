@@ -6,7 +6,7 @@ One optimizer step:
    ``batch_size`` *prompts*; the policy samples ``num_generations`` (G >= 2) completions for each,
    seeded from ``(seed, step, rank, micro-batch)`` with :func:`alignkit.rollout.rollout_seed` (the
    same sampling code as GRPO), so a resumed run samples exactly what an uninterrupted one did.
-2. **Labelling**: the ``reward=`` sources score every completion (SPEC 6a: ``FILE.py:FUNC``,
+2. **Labelling**: the ``reward=`` sources score every completion (README "Reward functions": ``FILE.py:FUNC``,
    ``package.module:FUNC``, ``rm:PATH``, ``judge:MODEL``, or a weighted list); ``missing_eos_penalty``
    is subtracted from completions that hit ``max_new_tokens`` without ending. The LLM judges are seeded
    from ``seed`` and the judged texts, so their scores are reproducible too.

@@ -161,10 +161,10 @@ def _load_cached(path: Path, columns: Sequence[str], n: int) -> dict[str, torch.
 def _save_cached(path: Path, values: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in values.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    from alignkit.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in values.items()}, str(tmp), metadata=metadata)
 
 
 # ----------------------------------------------------------------------------- the reference

@@ -14,13 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from alignkit import files
 from alignkit.pipelines.demo.console import Clock, Progress, Say
 from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan, spread
 from alignkit.pipelines.demo.settings import MARKER, DemoError, DemoSettings
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -246,8 +243,8 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     prompt_tokens = max(len(models.encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
     del model
     gc.collect()
-    _write_jsonl(out_dir / "samples.jsonl", samples)
-    _write_jsonl(out_dir / "pairs.jsonl", pairs)
+    files.write_jsonl(out_dir / "samples.jsonl", samples)
+    files.write_jsonl(out_dir / "pairs.jsonl", pairs)
     seconds = clock.stop("2_pairs")
     say(f"    {pstats['pairs']} pairs from {pstats['prompts']} prompts; no pair (all samples scored alike): "
         f"{pstats['no_pair_all_pass']} all passed, {pstats['no_pair_all_fail']} all failed, "

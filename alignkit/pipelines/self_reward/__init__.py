@@ -20,7 +20,7 @@ Directory layout (OUTPUT_DIR = ``output_dir``)::
 
     config.yaml            resolved SelfRewardConfig
     sft-data.jsonl, sft/   the SFT+EFT stage (only with sft_data or eft_data): data and engine run
-    iter-K/prompts.jsonl   {"prompt"}                                     (prompt-only, SPEC 3)
+    iter-K/prompts.jsonl   {"prompt"}                                     (prompt-only)
     iter-K/candidates.jsonl {"prompt", "candidates": [...]}
     iter-K/scores.jsonl    {"prompt", "candidates", "scores", "samples", "raw"}
     iter-K/pairs.jsonl     {"prompt", "chosen", "rejected", "chosen_score", "rejected_score"} (preference)

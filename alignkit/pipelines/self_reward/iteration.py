@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignkit.aifeedback import generation, io, judging
+from alignkit import files
+from alignkit.aifeedback import generation, judging
 from alignkit.aifeedback.instructions import prompt_text, synthesize_prompts
 from alignkit.aifeedback.pairs import (
     as_chat,
@@ -50,11 +51,11 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
     try:
         # -- prompts
         f_prompts = it / "prompts.jsonl"
-        fp = io.fingerprint("prompts", start_id, seeds, settings(
+        fp = files.fingerprint("prompts", start_id, seeds, settings(
             "new_prompts", "few_shot", "prompt_temperature", "prompt_max_new_tokens", "prompt_min_words",
             "prompt_max_words", "top_p", "seed", "chat_template"))
         if state.valid("prompts", fp, f_prompts):
-            prompt_rows = io.read_jsonl(f_prompts)
+            prompt_rows = files.read_jsonl(f_prompts)
             prompt_stats = state.get("prompt_stats") or {}
             log(f"iteration {k}: reusing {len(prompt_rows)} prompts")
         else:
@@ -68,7 +69,7 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
                 prompts = syn.prompts
                 prompt_stats = syn.as_dict()
             prompt_rows = [{"prompt": p} for p in prompts]
-            io.write_jsonl(f_prompts, prompt_rows)
+            files.write_jsonl(f_prompts, prompt_rows)
             state.done["prompt_stats"] = prompt_stats
             state.mark("prompts", fp)
             log(f"iteration {k}: {len(prompt_rows)} prompts {prompt_stats.get('dropped', '')}")
@@ -79,10 +80,10 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
 
         # -- candidates
         f_cands = it / "candidates.jsonl"
-        fp = io.fingerprint("candidates", start_id, io.file_digest(f_prompts), settings(
+        fp = files.fingerprint("candidates", start_id, files.file_digest(f_prompts), settings(
             "candidates", "temperature", "top_p", "max_new_tokens", "seed", "chat_template"))
         if state.valid("candidates", fp, f_cands):
-            cand_rows = io.read_jsonl(f_cands)
+            cand_rows = files.read_jsonl(f_cands)
             log(f"iteration {k}: reusing candidates")
         else:
             model, tok = cur.get()
@@ -91,17 +92,17 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
                 top_p=cfg.top_p, seed=base_seed + 2, batch_size=cfg.generation_batch_size,
                 chat_template=cfg.chat_template)
             cand_rows = [{"prompt": p, "candidates": c} for p, c in zip(prompts, cands)]
-            io.write_jsonl(f_cands, cand_rows)
+            files.write_jsonl(f_cands, cand_rows)
             state.mark("candidates", fp)
             log(f"iteration {k}: sampled {cfg.candidates} candidates for each of {len(prompts)} prompts")
 
         # -- scores
         f_scores = it / "scores.jsonl"
-        fp = io.fingerprint("scores", start_id, io.file_digest(f_cands), settings(
+        fp = files.fingerprint("scores", start_id, files.file_digest(f_cands), settings(
             "judge", "judge_samples", "judge_temperature", "judge_max_new_tokens", "judge_force_score", "seed",
             "chat_template"))
         if state.valid("scores", fp, f_scores):
-            score_rows = io.read_jsonl(f_scores)
+            score_rows = files.read_jsonl(f_scores)
             log(f"iteration {k}: reusing scores")
         else:
             policy, tok = cur.get() if is_self_judge(cfg.judge) else (None, None)
@@ -113,14 +114,14 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
             score_rows = [{"prompt": r["prompt"], "candidates": r["candidates"],
                            "scores": [x["score"] for x in j], "samples": [x["samples"] for x in j],
                            "raw": [x["raw"] for x in j]} for r, j in zip(cand_rows, judged)]
-            io.write_jsonl(f_scores, score_rows)
+            files.write_jsonl(f_scores, score_rows)
             state.mark("scores", fp)
             log(f"iteration {k}: judged {sum(len(r['candidates']) for r in cand_rows)} candidates")
         cur.free()
 
         # -- pairs
         f_pairs = it / "pairs.jsonl"
-        fp = io.fingerprint("pairs", io.file_digest(f_scores), settings("chat_template"))
+        fp = files.fingerprint("pairs", files.file_digest(f_scores), settings("chat_template"))
         pairs, drops = [], []
         for r in score_rows:
             pick = select_pair(r["candidates"], r["scores"])
@@ -133,7 +134,7 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
             pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
                           "chosen_score": r["scores"][i], "rejected_score": r["scores"][j]})
         if not state.valid("pairs", fp, f_pairs):
-            io.write_jsonl(f_pairs, pairs)
+            files.write_jsonl(f_pairs, pairs)
             state.mark("pairs", fp)
         dropped = drop_counts(drops)
         all_scores = [s for r in score_rows for s in r["scores"]]
@@ -169,7 +170,7 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
 
         # -- DPO update
         run_dir = it / "model"
-        fp = io.fingerprint("model", start_id, io.file_digest(f_pairs),
+        fp = files.fingerprint("model", start_id, files.file_digest(f_pairs),
                             {k2: v for k2, v in keys.items() if k2 in DPOConfig.model_fields
                              and k2 not in ("output_dir", "resume", "data", "model")})
         log(f"iteration {k}: DPO on {len(pairs)} pairs from {start_model}")
@@ -179,7 +180,7 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
         summary["model_id"] = fp
         summary["dpo"] = _last_metrics(run_dir)
         summary["seconds"] = round(time.time() - t0, 1)
-        io.write_json(it / "summary.json", summary)
+        files.write_json(it / "summary.json", summary)
         return summary
     finally:
         cur.free()

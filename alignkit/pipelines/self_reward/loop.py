@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignkit.aifeedback import io, judging
+from alignkit import files
+from alignkit.aifeedback import judging
 from alignkit.config import ConfigError, SFTConfig, dump_config
 from alignkit.pipelines.self_reward.config import LoopStopped, SelfRewardConfig, SelfRewardResult, sft_config
 from alignkit.pipelines.self_reward.iteration import _log, is_self_judge, pct, run_iteration
@@ -92,13 +93,13 @@ def run_self_reward(cfg: SelfRewardConfig, *, judge_factory=None, log=_log) -> S
             from alignkit.methods.sft import SFT
 
             data = out / "sft-data.jsonl"
-            fp_data = io.fingerprint("sft-data", sft_rows)
+            fp_data = files.fingerprint("sft-data", sft_rows)
             if not top.valid("sft-data", fp_data, data):
-                io.write_jsonl(data, sft_rows)
+                files.write_jsonl(data, sft_rows)
                 top.mark("sft-data", fp_data)
             sft_keys = {k: v for k, v in cfg.model_dump().items()
                         if k in SFTConfig.model_fields and k not in ("output_dir", "resume", "data", "eval_data")}
-            fp = io.fingerprint("sft", fp_data, sft_keys, cfg.sft_max_steps, cfg.sft_epochs, cfg.sft_lr)
+            fp = files.fingerprint("sft", fp_data, sft_keys, cfg.sft_max_steps, cfg.sft_epochs, cfg.sft_lr)
             if top.get("sft") not in (None, fp) and any(out.glob("iter-*/summary.json")):
                 raise ConfigError(f"the SFT stage's settings or data changed since {out} ran its iterations; "
                                   "use a new output_dir")
@@ -108,7 +109,7 @@ def run_self_reward(cfg: SelfRewardConfig, *, judge_factory=None, log=_log) -> S
             current, current_id = str(final), f"sft:{fp}"
 
         for k in range(1, cfg.iterations + 1):
-            done = io.read_json(out / f"iter-{k}" / "summary.json")
+            done = files.read_json(out / f"iter-{k}" / "summary.json")
             if done is not None:
                 log(f"iteration {k}: finished earlier, kept")
             else:
@@ -117,13 +118,13 @@ def run_self_reward(cfg: SelfRewardConfig, *, judge_factory=None, log=_log) -> S
                     f"{pct(done['judge_parse_rate'])}, mean score {_fmt(done['mean_score'])}; model {done['model']}")
             summaries.append(done)
             current, current_id = str(out / done["model"]), done["model_id"]
-            io.write_jsonl(out / "metrics.jsonl", [_metric_row(s) for s in summaries])
+            files.write_jsonl(out / "metrics.jsonl", [_metric_row(s) for s in summaries])
     except Interrupted:
         log(f"interrupted; continue with resume=true (output_dir={out})")
         return SelfRewardResult(out, len(summaries), None, summaries, interrupted=True)
     final = Path(current)
     _link_final(out, final)
-    io.write_json(out / "summary.json", {"iterations": summaries, "final": str(final.relative_to(out))})
+    files.write_json(out / "summary.json", {"iterations": summaries, "final": str(final.relative_to(out))})
     return SelfRewardResult(out, len(summaries), out / "final", summaries)
 
 

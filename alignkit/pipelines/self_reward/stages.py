@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.aifeedback import generation, io
+from alignkit import files
+from alignkit.aifeedback import generation
 from alignkit.aifeedback.eft import build_eft_examples, eft_rows
 from alignkit.config import ConfigError, TrainConfig
 from alignkit.pipelines.self_reward.config import PROMPT_KINDS, SelfRewardConfig
@@ -57,7 +58,7 @@ class Stages:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: dict[str, Any] = io.read_json(path, {}) or {}
+        self.done: dict[str, Any] = files.read_json(path, {}) or {}
         self.redo = False  # once a stage is redone, every later stage is too
 
     def get(self, name: str) -> Any:
@@ -71,7 +72,7 @@ class Stages:
 
     def mark(self, name: str, fp: Any) -> None:
         self.done[name] = fp
-        io.write_json(self.path, self.done)
+        files.write_json(self.path, self.done)
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -1,31 +1,47 @@
-"""Small file helpers for multi-stage jobs: atomic JSONL/JSON writes, reading back, fingerprints.
+"""How a file is written atomically (the one place), plus JSON/JSONL reading and fingerprints.
 
-Every stage file is written to a temporary name next to its target and renamed into place, so a file
-that exists is complete: an interrupted job never leaves half a stage behind.
+Every file is written to a temporary name next to its target and renamed into place, so a file that
+exists is complete: an interrupted job never leaves half a file behind. (Checkpoint and model
+directories are written the same way, a directory at a time, by the engine and the model loader.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for a writer (``save_file(..., tmp)``); on success it is
+    renamed onto ``path``, on an error it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     """Write ``rows`` as JSON lines, atomically."""
-    return _atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -35,7 +51,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write one JSON document (indented), atomically."""
-    return _atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
