@@ -1,8 +1,9 @@
 """Reward sources for online methods (GRPO, PPO, online DPO): README "Reward functions".
 
 A *reward source* is anything with a ``name`` and ``__call__(prompts, completions, **columns) ->
-list[float]`` (one score per completion; see :class:`RewardSource`). :func:`load_reward_functions`
-turns the ``reward=`` config value into a :class:`RewardSet` of sources with weights:
+list[float]`` (one score per completion; see :class:`RewardSource`). :func:`alignkit.scoring.load_reward_functions`
+(the one place that parses ``reward=``/``judge=`` specs) turns the ``reward=`` config value into a
+:class:`RewardSet` of sources with weights; this module holds the sources and loads functions:
 
 ``FILE.py:FUNC``
     A plain Python function in a file. **Loading the file executes it** (it is imported as a module),
@@ -66,9 +67,7 @@ __all__ = [
     "RewardSet",
     "SHIPPED_REWARDS_DIR",
     "completion_text",
-    "load_reward_functions",
-    "load_reward_source",
-    "parse_reward_spec",
+    "load_function",
 ]
 
 SHIPPED_REWARDS_DIR = Path(__file__).resolve().parent / "assets" / "rewards"
@@ -219,27 +218,6 @@ def _load_reward_model(path: str) -> Any:
         raise RewardError(f"reward=rm:{path}: cannot load the reward model: {type(e).__name__}: {e}") from e
 
 
-# ----------------------------------------------------------------------------- loading specs
-
-
-def parse_reward_spec(spec: str | Sequence[str]) -> list[str]:
-    """The list of single source specs in ``reward=`` (a string, a YAML-style ``[a, b]`` string, or a
-    list); empty entries are errors."""
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text.startswith("[") and text.endswith("]"):
-            items = [s.strip().strip("'\"") for s in text[1:-1].split(",")]
-        else:
-            items = [text]
-    elif isinstance(spec, Sequence):
-        items = [str(s).strip() for s in spec]
-    else:
-        raise RewardError(f"reward must be a string or a list of strings, got {type(spec).__name__}")
-    if not items or any(not s for s in items):
-        raise RewardError("reward is empty: give FILE.py:FUNC, package.module:FUNC, rm:PATH or a list of them")
-    return items
-
-
 def _module_name_for(path: Path) -> str:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     stem = "".join(c if c.isalnum() else "_" for c in path.stem)
@@ -286,20 +264,8 @@ def _callables_of(module: Any) -> list[str]:
                   if not n.startswith("_") and inspect.isfunction(v) and getattr(v, "__module__", None) == module.__name__)
 
 
-def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
-    """One reward source from one spec (see the module docstring), or a callable wrapped as a source."""
-    if callable(spec) and not isinstance(spec, str):
-        return spec if isinstance(spec, (FunctionReward, ModelReward)) else FunctionReward(spec)
-    spec = str(spec).strip()
-    if spec.startswith("rm:"):
-        path = spec[3:].strip()
-        if not path:
-            raise RewardError("reward=rm:PATH needs the path of a reward model trained with `alignkit rm`")
-        return ModelReward(path)
-    if spec.startswith("judge:"):
-        from alignkit.judges import reward_from_spec
-
-        return reward_from_spec(spec)
+def load_function(spec: str) -> FunctionReward:
+    """The reward source of a ``FILE.py:FUNC`` or ``package.module:FUNC`` spec (the file is executed)."""
     target, sep, func_name = spec.rpartition(":")
     if not sep or not target or not func_name:
         raise RewardError(f"reward={spec}: expected FILE.py:FUNC, package.module:FUNC, rm:PATH or judge:MODEL")
@@ -372,27 +338,3 @@ class RewardSet:
 
     def __repr__(self) -> str:
         return f"RewardSet({', '.join(f'{w:g}*{n}' for n, w in zip(self.names, self.weights))})"
-
-
-def load_reward_functions(spec: str | Sequence[str] | Callable[..., Any] | Sequence[Callable[..., Any]],
-                          weights: Sequence[float] | None = None) -> RewardSet:
-    """The :class:`RewardSet` for a ``reward=`` value (one spec, a list of specs, or callables) and
-    optional ``reward_weights``. Raises :class:`RewardError` (a ``ConfigError``) with the offending
-    spec in the message when something cannot be loaded."""
-    if spec is None:
-        raise RewardError("no reward given: set reward=FILE.py:FUNC (or package.module:FUNC, rm:PATH, or a "
-                          "list of them with reward_weights)")
-    if callable(spec) and not isinstance(spec, str):
-        items: list[Any] = [spec]
-    elif isinstance(spec, str):
-        items = parse_reward_spec(spec)
-    else:
-        items = [s if callable(s) else str(s) for s in spec]
-        if not items:
-            raise RewardError("reward is an empty list")
-        for s in items:
-            if isinstance(s, str) and not s.strip():
-                raise RewardError("reward list holds an empty entry")
-    if weights is not None and len(weights) != len(items):
-        raise RewardError(f"reward_weights has {len(weights)} entries for {len(items)} reward sources")
-    return RewardSet([load_reward_source(s) for s in items], weights)

@@ -25,17 +25,19 @@ from alignkit.judges import (
     PointwiseJudge,
     RewardModelJudge,
     ScorePairwiseJudge,
-    bind_policy,
     is_forced,
     judge_reward,
-    load_judge,
-    load_pairwise_judge,
-    parse_judge_spec,
     parse_score,
     parse_verdict,
     pointwise_prompt,
 )
-from alignkit.rewards import load_reward_functions
+from alignkit.scoring import (
+    bind_policy,
+    load_judge,
+    load_pairwise_judge,
+    load_reward_functions,
+    parse_judge_spec,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

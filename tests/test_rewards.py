@@ -16,9 +16,8 @@ from alignkit.rewards import (
     RewardError,
     RewardSet,
     RewardSource,
-    load_reward_functions,
-    parse_reward_spec,
 )
+from alignkit.scoring import load_reward_functions, parse_reward_spec
 
 PROMPTS = ["a", "b", "c"]
 COMPLETIONS = ["one two", "three", "four five six"]

@@ -21,7 +21,7 @@ def load_pointwise(spec: str, *, policy: Any = None, tokenizer: Any = None, judg
     ``force_score`` (local judges): a sample without a ``Score: N`` line gets the judge's most likely
     score token after ``Score:`` (see ``alignkit.judges.LLMJudge``)."""
     try:
-        from alignkit.judges import load_judge
+        from alignkit.scoring import load_judge
     except ImportError as e:  # pragma: no cover - the judges package ships with alignkit
         raise ConfigError(f"LLM judges are not available in this installation: {e}") from None
     extra = {"force_score": True} if force_score else {}
@@ -33,7 +33,7 @@ def load_pairwise(spec: str, *, policy: Any = None, tokenizer: Any = None, tempe
                   max_new_tokens: int = 256, seed: int = 0) -> Any:
     """A pairwise (A vs B) judge for ``spec``."""
     try:
-        from alignkit.judges import load_pairwise_judge
+        from alignkit.scoring import load_pairwise_judge
     except ImportError as e:  # pragma: no cover
         raise ConfigError(f"LLM judges are not available in this installation: {e}") from None
     return load_pairwise_judge(spec, policy=policy, tokenizer=tokenizer, temperature=temperature,

@@ -252,7 +252,7 @@ def _run_critique(args) -> tuple[list[dict], dict]:
 def _run_rlaif(args) -> tuple[list[dict], dict]:
     from alignkit.aifeedback import judging
     from alignkit.aifeedback.rlaif import RlaifOptions, rlaif_pairs
-    from alignkit.judges import parse_judge_spec
+    from alignkit.scoring import parse_judge_spec
 
     parse_judge_spec(args.judge)  # a bad spec stops here, before any model loads
     prompts = _limit(_read_prompts(args.prompts), args.limit)

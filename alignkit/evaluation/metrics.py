@@ -193,7 +193,7 @@ def load_reward(specs: Sequence[str], weights: Sequence[float] | None = None
     weighted sum). Raises :class:`RewardUnavailable` when :mod:`alignkit.rewards` is not installed and
     ``alignkit.rewards.RewardError`` (a ``ValueError``) for a bad spec."""
     try:
-        from alignkit.rewards import load_reward_functions
+        from alignkit.scoring import load_reward_functions
     except ImportError as e:
         raise RewardUnavailable(f"--reward needs alignkit.rewards, which cannot be imported here ({e})") from None
     specs = list(specs)

@@ -8,11 +8,11 @@ building data with AI feedback.
 * :class:`PairwiseJudge` — ``compare(prompts, answers_a, answers_b) -> ["A" | "B" | "tie", ...]``.
   :class:`PairwiseLLMJudge` asks both orders and counts a verdict that flips with the order as a tie;
   :class:`ScorePairwiseJudge` compares a pointwise judge's scores.
-* :func:`load_judge` / :func:`load_pairwise_judge` build them from a spec: ``judge:self`` (the policy),
-  ``judge:PATH_OR_NAME`` (another local model), ``judge:http(s)://HOST:PORT/v1`` (an OpenAI-compatible
-  endpoint; key from ``ALIGNKIT_JUDGE_API_KEY``), ``rm:PATH``, ``FILE.py:FUNC``.
+* :func:`alignkit.scoring.load_judge` / :func:`alignkit.scoring.load_pairwise_judge` build them from
+  a spec (``judge:self``, ``judge:PATH_OR_NAME``, ``judge:http(s)://HOST:PORT/v1``, ``rm:PATH``,
+  ``FILE.py:FUNC``): specs are parsed in :mod:`alignkit.scoring` only, this package parses none.
 * :func:`judge_reward` turns a pointwise judge into a reward source; ``reward=judge:MODEL`` in the
-  online methods goes through :func:`reward_from_spec`.
+  online methods goes through :func:`alignkit.scoring.reward_from_spec`.
 """
 
 from alignkit.judges.backends import API_KEY_ENV, CallableBackend, HTTPBackend, JudgeError, LocalBackend
@@ -30,13 +30,6 @@ from alignkit.judges.core import (
     ScorePairwiseJudge,
     is_forced,
     judge_reward,
-)
-from alignkit.judges.loading import (
-    bind_policy,
-    load_judge,
-    load_pairwise_judge,
-    parse_judge_spec,
-    reward_from_spec,
 )
 from alignkit.judges.parsing import parse_score, parse_verdict
 from alignkit.judges.prompts import PAIRWISE_TEMPLATE, POINTWISE_TEMPLATE, pairwise_prompt, pointwise_prompt
@@ -60,15 +53,10 @@ __all__ = [
     "PointwiseJudge",
     "RewardModelJudge",
     "ScorePairwiseJudge",
-    "bind_policy",
     "is_forced",
     "judge_reward",
-    "load_judge",
-    "load_pairwise_judge",
     "pairwise_prompt",
-    "parse_judge_spec",
     "parse_score",
     "parse_verdict",
     "pointwise_prompt",
-    "reward_from_spec",
 ]

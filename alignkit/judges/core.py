@@ -3,7 +3,7 @@ rule/function), plus the adapter that turns a pointwise judge into a reward sour
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -261,20 +261,15 @@ class RewardModelJudge:
 
 
 class FunctionJudge:
-    """Rule/function rewards as a judge: ``FILE.py:FUNC``, ``package.module:FUNC``, a list of them (with
-    ``weights``), or a callable ``f(prompts, completions, **columns) -> list[float]`` (loaded through
-    :func:`alignkit.rewards.load_reward_functions`; the score is the weighted total)."""
+    """Rule/function rewards as a judge (``FILE.py:FUNC``, ``package.module:FUNC``, a list of them or a
+    callable, loaded by :func:`alignkit.scoring.load_judge`): the score is the rewards' weighted total.
+    ``rewards``: a :class:`~alignkit.rewards.RewardSet`, or one callable
+    ``f(prompts, completions, **columns) -> list[float]``."""
 
-    def __init__(self, spec: str | Sequence[str] | Callable[..., Any], weights: Sequence[float] | None = None,
-                 name: str | None = None) -> None:
-        from alignkit.rewards import RewardError, load_reward_functions
+    def __init__(self, rewards: Any, name: str | None = None) -> None:
+        from alignkit.rewards import FunctionReward, RewardSet
 
-        try:
-            self.rewards = load_reward_functions(spec, weights)
-        except JudgeError:
-            raise
-        except RewardError as e:
-            raise JudgeError(str(e)) from None
+        self.rewards = rewards if isinstance(rewards, RewardSet) else RewardSet([FunctionReward(rewards)])
         self.name = name or "+".join(self.rewards.names)
 
     def score(self, prompts: list, completions: list, **columns: Any) -> list[JudgeScore]:

@@ -78,8 +78,8 @@ from alignkit.methods.online import (
     score_rollout,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
-from alignkit.rewards import load_reward_functions
 from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
+from alignkit.scoring import load_reward_functions
 
 
 class GRPOConfig(TrainConfig):
@@ -97,7 +97,7 @@ class GRPOConfig(TrainConfig):
     eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip range: ratio >= 1 - eps_low")
     eps_high: float = Field(0.2, ge=0, description="upper clip range: ratio <= 1 + eps_high (clip-higher if larger)")
     epsilon: float | None = Field(None, ge=0, lt=1, description="sets eps_low and eps_high when those are not given")
-    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field("dapo", description="loss aggregation (README "Online RL")")
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field("dapo", description="loss aggregation: grpo, dapo or dr_grpo (README 'Online RL')")
     scale_rewards: bool = Field(True, description="divide group-centred rewards by the group std (advantage=grpo)")
     advantage: Literal["grpo", "rloo", "reinforce_pp"] = Field("grpo", description="advantage estimator")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards are all equal")
@@ -179,7 +179,7 @@ class GRPO(PromptMethod):
                                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
         else:
             self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator))
-        from alignkit.judges import bind_policy
+        from alignkit.scoring import bind_policy
 
         if bind_policy(self.rewards, model, self.tokenizer):
             announce("grpo: judge:self - the policy judges its own samples", accelerator)

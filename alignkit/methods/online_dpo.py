@@ -67,8 +67,9 @@ from alignkit.methods.online import (
     score_rollout,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
-from alignkit.rewards import RewardSet, load_reward_source, parse_reward_spec
+from alignkit.rewards import RewardSet
 from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
+from alignkit.scoring import load_reward_source, parse_reward_spec
 
 PAIR_TENSORS = ("input_ids", "attention_mask", "position_ids", "labels")
 
@@ -126,7 +127,7 @@ class OnlineDPOConfig(DPOConfig):
 def build_reward_set(cfg: OnlineDPOConfig) -> RewardSet:
     """The :class:`~alignkit.rewards.RewardSet` of ``reward=``, with the ``judge_*`` keys applied to
     ``judge:`` sources (a spec's own query string wins)."""
-    from alignkit.judges import reward_from_spec
+    from alignkit.scoring import reward_from_spec
 
     sources = []
     for spec in parse_reward_spec(cfg.reward):
@@ -206,7 +207,7 @@ class OnlineDPO(PromptMethod):
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, model: torch.nn.Module, accelerator: Any) -> None:
-        from alignkit.judges import bind_policy
+        from alignkit.scoring import bind_policy
 
         cfg = self.config
         self.accelerator = accelerator

@@ -187,7 +187,7 @@ def run_iteration(cfg: SelfRewardConfig, k: int, out: Path, start_model: str, st
 
 
 def is_self_judge(spec: str) -> bool:
-    from alignkit.judges import parse_judge_spec
+    from alignkit.scoring import parse_judge_spec
 
     return parse_judge_spec(spec).kind == "self"
 

@@ -1,5 +1,11 @@
-"""Building judges from a spec string (``judge:self``, ``judge:PATH``, ``judge:http://...``, ``rm:PATH``,
-``FILE.py:FUNC``) and plugging them into reward sets."""
+"""The one place a ``reward=`` / ``judge=`` / ``cost=`` spec is parsed and turned into a reward source
+or a judge. :mod:`alignkit.rewards` (functions, reward models, weighted sets) and :mod:`alignkit.judges`
+(LLM judges, backends, prompts, score parsing) are the leaves under it; neither parses a spec.
+
+Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``judge:self``, ``judge:PATH_OR_NAME``,
+``judge:http(s)://HOST:PORT/v1`` (options on a query string: ``judge:self?samples=5&temperature=0.5``),
+and for ``reward=`` a list ``[a, b]`` with ``reward_weights``.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +25,11 @@ from alignkit.judges.core import (
     RewardModelJudge,
     ScorePairwiseJudge,
 )
+from alignkit.rewards import FunctionReward, ModelReward, RewardError, RewardSet, RewardSource, load_function
 
-__all__ = ["JudgeSpec", "parse_judge_spec", "load_judge", "load_pairwise_judge", "reward_from_spec", "bind_policy"]
+__all__ = ["JudgeSpec", "bind_policy", "load_judge", "load_pairwise_judge", "load_reward_functions",
+           "load_reward_source", "parse_judge_spec", "parse_reward_spec", "reward_from_spec"]
+
 
 def _flag(text: str) -> bool:
     value = text.strip().lower()
@@ -144,6 +153,16 @@ def _backend(parsed: JudgeSpec, spec: str, *, policy: Any, tokenizer: Any, tempe
                         top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
+def _function_rewards(spec: Any, weights: Sequence[float] | None = None) -> RewardSet:
+    """The rewards of a function judge, with a spec error reported as a :class:`JudgeError`."""
+    try:
+        return load_reward_functions(spec, weights)
+    except JudgeError:
+        raise
+    except RewardError as e:
+        raise JudgeError(str(e)) from None
+
+
 def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer: Any = None, judge_samples: int = 3,
                temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0, top_p: float = 1.0,
                judge_model: str | None = None, timeout: float = 60.0, batch_size: int = 8, retries: int = 2,
@@ -174,12 +193,12 @@ def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer:
     ``"Score:"`` and the judge's most likely value (see :class:`~alignkit.judges.LLMJudge`).
     """
     if callable(spec) and not isinstance(spec, str):
-        return FunctionJudge(spec)
+        return FunctionJudge(_function_rewards(spec))
     parsed = parse_judge_spec(str(spec))
     if parsed.kind == "rm":
         return RewardModelJudge(parsed.target)
     if parsed.kind == "function":
-        return FunctionJudge(parsed.target)
+        return FunctionJudge(_function_rewards(parsed.target))
     o = parsed.options
     backend = _backend(parsed, str(spec), policy=policy, tokenizer=tokenizer, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
@@ -202,12 +221,12 @@ def load_pairwise_judge(spec: str | Callable[..., Any], *, policy: Any = None, t
     their scores (:class:`~alignkit.judges.ScorePairwiseJudge`).
     """
     if callable(spec) and not isinstance(spec, str):
-        return ScorePairwiseJudge(FunctionJudge(spec))
+        return ScorePairwiseJudge(FunctionJudge(_function_rewards(spec)))
     parsed = parse_judge_spec(str(spec))
     if parsed.kind == "rm":
         return ScorePairwiseJudge(RewardModelJudge(parsed.target))
     if parsed.kind == "function":
-        return ScorePairwiseJudge(FunctionJudge(parsed.target))
+        return ScorePairwiseJudge(FunctionJudge(_function_rewards(parsed.target)))
     o = parsed.options
     backend = _backend(parsed, str(spec), policy=policy, tokenizer=tokenizer, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
@@ -241,3 +260,63 @@ def bind_policy(rewards: Any, model: Any, tokenizer: Any) -> int:
             backend.bind(model, tokenizer)
             bound += 1
     return bound
+
+
+# ----------------------------------------------------------------------------- reward= specs
+
+
+def parse_reward_spec(spec: str | Sequence[str]) -> list[str]:
+    """The list of single source specs in ``reward=`` (a string, a YAML-style ``[a, b]`` string, or a
+    list); empty entries are errors."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("[") and text.endswith("]"):
+            items = [s.strip().strip("'\"") for s in text[1:-1].split(",")]
+        else:
+            items = [text]
+    elif isinstance(spec, Sequence):
+        items = [str(s).strip() for s in spec]
+    else:
+        raise RewardError(f"reward must be a string or a list of strings, got {type(spec).__name__}")
+    if not items or any(not s for s in items):
+        raise RewardError("reward is empty: give FILE.py:FUNC, package.module:FUNC, rm:PATH or a list of them")
+    return items
+
+
+def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
+    """One reward source from one spec (see the module docstring), or a callable wrapped as a source."""
+    if callable(spec) and not isinstance(spec, str):
+        return spec if isinstance(spec, (FunctionReward, ModelReward)) else FunctionReward(spec)
+    spec = str(spec).strip()
+    if spec.startswith("rm:"):
+        path = spec[3:].strip()
+        if not path:
+            raise RewardError("reward=rm:PATH needs the path of a reward model trained with `alignkit rm`")
+        return ModelReward(path)
+    if spec.startswith("judge:"):
+        return reward_from_spec(spec)
+    return load_function(spec)
+
+
+def load_reward_functions(spec: str | Sequence[str] | Callable[..., Any] | Sequence[Callable[..., Any]],
+                          weights: Sequence[float] | None = None) -> RewardSet:
+    """The :class:`RewardSet` for a ``reward=`` value (one spec, a list of specs, or callables) and
+    optional ``reward_weights``. Raises :class:`RewardError` (a ``ConfigError``) with the offending
+    spec in the message when something cannot be loaded."""
+    if spec is None:
+        raise RewardError("no reward given: set reward=FILE.py:FUNC (or package.module:FUNC, rm:PATH, or a "
+                          "list of them with reward_weights)")
+    if callable(spec) and not isinstance(spec, str):
+        items: list[Any] = [spec]
+    elif isinstance(spec, str):
+        items = parse_reward_spec(spec)
+    else:
+        items = [s if callable(s) else str(s) for s in spec]
+        if not items:
+            raise RewardError("reward is an empty list")
+        for s in items:
+            if isinstance(s, str) and not s.strip():
+                raise RewardError("reward list holds an empty entry")
+    if weights is not None and len(weights) != len(items):
+        raise RewardError(f"reward_weights has {len(weights)} entries for {len(items)} reward sources")
+    return RewardSet([load_reward_source(s) for s in items], weights)
