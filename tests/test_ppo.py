@@ -21,7 +21,7 @@ from alignkit.engine.trainer import Trainer
 from alignkit.losses import gae, kl_penalty, masked_whiten
 from alignkit.methods.online import collate_prompt_examples, completion_token_logps
 from alignkit.methods.ppo import CRITIC_ATTR, PPO, PPOConfig, adaptive_kl_update
-from alignkit.models import build_tiny_random, save_model
+from alignkit.models import build_tiny_random
 from alignkit.rollout import rollout_from_token_lists
 from tests.helpers import write_jsonl
 
@@ -165,16 +165,16 @@ def test_rollout_rewards_gae_and_minibatches(tokenizer, reward_file, tmp_path):
     # the old values are the critic's, aligned with the completion tokens
     assert torch.allclose(buf["old_values"], method.values(model, buf) * mask, atol=1e-5)
     # the first minibatch trains at ratio 1: no clipping, approx_kl ~ 0, a finite loss and gradients everywhere
-    out = method.loss(model, method._minibatch(0, 0)[0], 0)
+    out = method.loss(model, method._minibatch(buf, 0, 0)[0], 0)
     assert out.metrics["clip_ratio"][0] == 0.0 and out.metrics["approx_kl"][0] < 1e-8
     out.loss_sum.backward()
     assert getattr(model, CRITIC_ATTR).value_head.weight.grad.abs().sum() > 0
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
 
     # a new block samples a new rollout; the buffer of block 0 is on disk for resume
-    assert (tmp_path / "rollouts" / "ppo-block-0-rank0.safetensors").is_file()
+    assert (tmp_path / "rollouts" / "block-0-rank0.safetensors").is_file()
     method.prepare_step(model, batches, 4)
-    assert method._block == 1 and (tmp_path / "rollouts" / "ppo-block-1-rank0.safetensors").is_file()
+    assert method.store.block == 1 and (tmp_path / "rollouts" / "block-1-rank0.safetensors").is_file()
     fresh = PPO(method.config, tokenizer)
     fresh.setup(model, FAKE_ACC)
     loaded, _ = fresh.prepare_step(model, batches, 5)  # resumed mid-block: read back, not resampled
@@ -199,6 +199,13 @@ def test_adaptive_controller_updates_after_each_rollout(tokenizer, reward_file, 
 
 
 # ----------------------------------------------------------------------------- LoRA: one base, two adapters
+
+
+def safe_keys(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
 
 
 def _storages(params):
@@ -257,13 +264,17 @@ def test_lora_one_base_two_adapters(tokenizer, reward_file, tmp_path):
                 p.mul_(2)
     assert torch.equal(method.values(model, batch), v0)
 
-    # final/: the policy adapter at the top, the critic adapter + value head in critic/ (merged: full policy)
+    # final/ (Method.save_final): the policy adapter at the top, the critic adapter + value head in critic/
+    # (merged: full policy); the model's class is peft's own (no class swap)
+    assert type(model).__module__.startswith("peft.")
     tok = tokenizer
-    save_model(model, tok, tmp_path / "final", base_name="tiny-random")
+    method.save_final(model, tok, tmp_path / "final", method.config)
     assert (tmp_path / "final" / "adapter_config.json").is_file()
     assert (tmp_path / "final" / "critic" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "final" / "critic" / "value_head.safetensors").is_file()
-    save_model(model, tok, tmp_path / "merged", base_name="tiny-random", merge=True)
+    assert not any(CRITIC_ATTR in k for k in safe_keys(tmp_path / "final" / "adapter_model.safetensors"))
+    merged_cfg = method.config.model_copy(update={"lora": method.config.lora.model_copy(update={"merge_on_save": True})})
+    method.save_final(model, tok, tmp_path / "merged", merged_cfg)
     assert (tmp_path / "merged" / "config.json").is_file()
     assert (tmp_path / "merged" / "critic" / "adapter_config.json").is_file()
     assert (tmp_path / "merged" / "critic" / "value_head.safetensors").is_file()
@@ -272,6 +283,20 @@ def test_lora_one_base_two_adapters(tokenizer, reward_file, tmp_path):
     reloaded, _ = load_trained(tmp_path / "merged")
     assert torch.allclose(completion_token_logps(reloaded, batch), completion_token_logps(model, batch), atol=1e-4)
     assert model.active_adapter == "default" and list(model.peft_config) == ["default", "critic"]
+    assert not any(k.startswith(CRITIC_ATTR) for k in safe_keys(tmp_path / "merged" / "model.safetensors"))
+    # the critic in critic/ loads on the plain base and gives the trained critic's values
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    critic = PeftModel.from_pretrained(build_tiny_random(), str(tmp_path / "merged" / "critic"))
+    head = torch.nn.Linear(critic.config.hidden_size, 1)
+    head.load_state_dict(load_file(str(tmp_path / "merged" / "critic" / "value_head.safetensors")))
+    out = critic.get_base_model().get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                                position_ids=batch["position_ids"])
+    C = batch["completion_mask"].shape[1]
+    with torch.no_grad():
+        values = head(out.last_hidden_state[:, -C - 1:-1]).squeeze(-1)
+    assert torch.allclose(values, method.values(model, batch), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -305,9 +330,34 @@ def test_ppo_learns_and_writes_run_directory(prompt_data, tmp_path):
     assert rows[1]["clip_ratio"] > 0  # the second epoch on a rollout is off-policy: the clip is active
     assert "ppo_epochs: 2" in (out / "config.yaml").read_text()
     assert (out / "final" / "config.json").is_file() and (out / "final" / "critic" / "value_head.safetensors").is_file()
+    assert not any(k.startswith(CRITIC_ATTR) for k in safe_keys(out / "final" / "model.safetensors"))  # policy only
+    assert (out / "final" / "critic" / "config.json").is_file()  # the critic's decoder body
     assert (out / "checkpoints" / "step-12" / "state.json").is_file()
     # completions are labelled with the first step that trains on their rollout (steps 5-6 and 11-12)
     assert {json.loads(line)["step"] for line in (out / "completions.jsonl").read_text().splitlines()} == {5, 11}
+
+
+def test_every_prompt_is_rolled_out_once_per_epoch(prompt_data, tmp_path, monkeypatch):
+    """The engine hands each prompt batch to the K = ppo_epochs x num_minibatches steps of one rollout: an
+    epoch of 16 prompts in batches of 4 is 4 rollouts and 16 optimizer steps, and every prompt row is sampled
+    exactly once (no prompt batch is skipped)."""
+    seen: list[list[int]] = []
+    original = PPO.rollout
+
+    def recording(self, model, batches, step):
+        seen.append([row for b in batches for row in b["rows"]])
+        return original(self, model, batches, step)
+
+    monkeypatch.setattr(PPO, "rollout", recording)
+    out = tmp_path / "epoch"
+    assert _ppo(f"data={prompt_data}", f"output_dir={out}", "reward=tokens.py:even_token_fraction", "epochs=1",
+                "batch_size=2", "grad_accum=2", "max_new_tokens=2", "ppo_epochs=2", "num_minibatches=2",
+                "log_completions_steps=0") == 0
+    assert [len(rows) for rows in seen] == [4, 4, 4, 4]
+    assert sorted(row for rows in seen for row in rows) == list(range(1, len(QUESTIONS) + 1))
+    metrics = read_metrics(out)
+    assert [r["step"] for r in metrics] == list(range(1, 17))
+    assert metrics[-1]["epoch"] == pytest.approx(1.0)
 
 
 def test_resume_in_the_middle_of_a_rollout_and_at_its_start(prompt_data, tmp_path, monkeypatch):
@@ -332,11 +382,11 @@ def test_resume_in_the_middle_of_a_rollout_and_at_its_start(prompt_data, tmp_pat
     assert _ppo(*common, f"output_dir={run}") == 130
     monkeypatch.setattr(PPO, "loss", original)
     assert (run / "checkpoints" / "step-4").is_dir() and (run / "checkpoints" / "step-5").is_dir()
-    assert (run / "rollouts" / "ppo-block-1-rank0.safetensors").is_file()
+    assert (run / "rollouts" / "block-1-rank0.safetensors").is_file()
     at_start = tmp_path / "at_start"
     shutil.copytree(run, at_start)
     shutil.rmtree(at_start / "checkpoints" / "step-5")
-    (at_start / "rollouts" / "ppo-block-1-rank0.safetensors").unlink()  # not needed at a rollout boundary
+    (at_start / "rollouts" / "block-1-rank0.safetensors").unlink()  # not needed at a rollout boundary
     assert _ppo(*common, f"output_dir={run}", "resume=true") == 0
     assert _ppo(*common, f"output_dir={at_start}", "resume=true") == 0
 

@@ -297,10 +297,7 @@ class Trainer:
             self._save(step)
         final = self.out / "final"
         if acc.is_main_process:
-            from alignkit import models
-
-            models.save_model(acc.unwrap_model(self.model), self.tokenizer, final,
-                              merge=cfg.lora.merge_on_save, base_name=cfg.model)
+            self.method.save_final(acc.unwrap_model(self.model), self.tokenizer, final, cfg)
         acc.wait_for_everyone()
         self.log.close()
         if acc.is_main_process:

@@ -15,6 +15,7 @@ The engine divides by the number of units in the whole global batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -118,3 +119,12 @@ class Method:
 
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         """Hook after each optimizer step (e.g. IFT refreshes its frozen embedding copy)."""
+
+    def save_final(self, model: torch.nn.Module, tokenizer: Any, final_dir: Path, config: TrainConfig) -> None:
+        """Write the trained model to ``final_dir`` (``OUTPUT_DIR/final``) at the end of a run; called on
+        the main process only, with ``model`` unwrapped. The default is :func:`alignkit.models.save_model`
+        (an adapter directory with LoRA, a full model otherwise, merged with ``lora.merge_on_save``); PPO
+        also writes its critic to ``final/critic/``."""
+        from alignkit import models
+
+        models.save_model(model, tokenizer, final_dir, merge=config.lora.merge_on_save, base_name=config.model)

@@ -3,41 +3,30 @@
 Four roles: the **policy** (actor), the **critic** (a value head on a transformer body), the frozen
 **reference** policy and the **reward** (``reward=``, SPEC 6a: Python functions, ``rm:PATH``, ...).
 
-Models
-------
-``lora.r > 0`` (one copy of the base weights for all four roles but an ``rm:`` reward model)
-    One frozen base model carries two peft LoRA adapters: ``default`` (the policy; named so that
-    ``final/`` is an ordinary adapter directory) and ``critic``. The critic is the base with the
-    ``critic`` adapter active plus a value head ``Linear(hidden, 1)`` on its final (normed) hidden
-    state; the reference is the base with the adapters disabled. Switching adapters with peft's
-    ``set_adapter`` (or ``disable_adapter``) marks the inactive adapters ``requires_grad=False``;
-    alignkit switches back and re-enables every trainable parameter right after each critic or
-    reference forward, so the one optimizer keeps training both adapters.
-``lora.r = 0`` (the "full-copy setup")
-    The policy is the whole model; the critic is a separate copy of the base decoder body (without
-    the LM head) plus the value head; the reference is a frozen copy of the initial policy (not
-    trained, not checkpointed). Three copies of the base weights.
+Models (see :mod:`alignkit.models.critic`): with ``lora.r > 0`` one frozen base carries two LoRA adapters,
+``default`` (the policy) and ``critic``, and the reference is the base with the adapters disabled: one
+copy of the base weights for all four roles but an ``rm:`` reward model. With ``lora.r = 0`` (the
+"full-copy setup") the policy is the whole model, the critic a copy of its decoder body and the reference
+a frozen copy of the initial policy (not trained, not checkpointed). The critic parts ride on the model as
+the submodule ``ppo_critic``, so the engine's one optimizer, clipping and checkpoints cover them. Policy
+and critic share no trainable parameter, so under Adam ``vf_coef`` mostly sets how much the value loss
+weighs in the global ``max_grad_norm`` clipping, not the critic's step size (that is ``lr``/``critic_lr``).
 
-The critic parts live on the built model as the submodule ``ppo_critic`` (``.value_head``, and
-``.body`` in the full-copy setup), so the engine's single optimizer, gradient clipping and
-checkpoints cover them like any other trainable parameter. Policy and critic share no trainable
-parameter (separate adapters or bodies), so under Adam ``vf_coef`` mostly sets how much the value
-loss weighs in the global ``max_grad_norm`` clipping, not the critic's step size (that is ``lr``).
+One rollout per prompt batch, then K = ``ppo_epochs`` x ``num_minibatches`` optimizer steps
+------------------------------------------------------------------------------------------
+``steps_per_batch`` is K: the engine hands each prompt batch to K consecutive optimizer steps (a block;
+block B trains on prompt batch B), so an epoch is K times as many steps as prompt batches and every
+prompt is rolled out once per epoch.
 
-One rollout, then ``ppo_epochs`` x ``num_minibatches`` optimizer steps
----------------------------------------------------------------------
-The engine takes one optimizer step per step. PPO maps onto it in blocks of
-K = ``ppo_epochs * num_minibatches`` steps:
-
-1. **Rollout** (first step of a block, ``prepare_step``): the prompts the engine hands that step
-   (``batch_size`` x ``grad_accum`` per process) get one sampled completion each (generated
-   ``batch_size`` prompts at a time, seeded from ``(seed, step, rank, micro-batch)``). Then, without
-   gradients and in eval mode: the policy's per-token log-probs (``old_logps``), the critic's values,
-   the reference log-probs and the reward sources' scores. Per-token rewards are
-   ``-kl_coef * KL_t`` (``kl_estimator`` k1: logp - ref, or k3) with the score (minus
-   ``missing_eos_penalty`` for a completion without EOS) added at its last token; GAE (``gamma``,
-   ``lam``) over the completion tokens with the critic's values gives advantages and returns; the
-   advantages are whitened over the rollout's tokens (all processes) when ``whiten_advantages``.
+1. **Rollout** (first step of a block, ``prepare_step``): the block's prompts (``batch_size`` x
+   ``grad_accum`` per process) get one sampled completion each (generated ``batch_size`` prompts at a
+   time, seeded from ``(seed, step, rank, micro-batch)``). Then, without gradients and in eval mode:
+   the policy's per-token log-probs (``old_logps``), the critic's values, the reference log-probs and
+   the reward sources' scores. Per-token rewards are ``-kl_coef * KL_t`` (``kl_estimator`` k1:
+   logp - ref, or k3) with the score (minus ``missing_eos_penalty`` for a completion without EOS) added
+   at its last token; GAE (``gamma``, ``lam``) over the completion tokens with the critic's values gives
+   advantages and returns; the advantages are whitened over the rollout's tokens (all processes) when
+   ``whiten_advantages``.
 2. **PPO epochs** (every step of the block): step ``k`` of the block trains on minibatch
    ``k % num_minibatches`` of PPO epoch ``k // num_minibatches``; each epoch shuffles the rollout
    with its own seed ``(seed, block, rank, epoch)``, so minibatches differ between epochs and a
@@ -47,38 +36,27 @@ K = ``ppo_epochs * num_minibatches`` steps:
    value loss (``cliprange_value``), a mean over the minibatch's completion tokens (the engine divides
    the token sum by the global token count).
 
-So the defaults (``ppo_epochs=4``, ``num_minibatches=1``) sample a rollout every 4 steps and train 4
-times on all of it; ``max_steps=100`` is 25 rollouts. Prompts the engine hands to the other steps of
-a block are not used (as GRPO's ``num_iterations``): a run sees 1/K of its prompts per data epoch,
-so size ``max_steps`` rather than ``epochs``. In TRL's terms (PPOTrainer), alignkit's
-``batch_size * grad_accum`` is the per-device rollout (TRL's ``per_device_train_batch_size *
-gradient_accumulation_steps * num_mini_batches``) and ``num_minibatches`` is TRL's
-``num_mini_batches``.
+So the defaults (``ppo_epochs=4``, ``num_minibatches=1``) train 4 times on each rollout; ``max_steps=100``
+is 25 rollouts. In TRL's terms (PPOTrainer), alignkit's ``batch_size * grad_accum`` is the per-device
+rollout (TRL's ``per_device_train_batch_size * gradient_accumulation_steps * num_mini_batches``) and
+``num_minibatches`` is TRL's ``num_mini_batches``.
 
-KL controller
--------------
-``target_kl`` unset: fixed ``kl_coef``. Set: the adaptive controller of Ziegler et al. (2019): after
-each rollout, with KL the rollout's mean per-sequence KL (summed over tokens, all processes) and n the
-number of sequences in the rollout (all processes),
-``kl_coef <- kl_coef * (1 + clip(KL / target_kl - 1, -0.2, 0.2) * n / horizon)``; the new value applies
-from the next rollout on (:func:`adaptive_kl_update`).
+KL controller: ``target_kl`` unset: fixed ``kl_coef``. Set: the adaptive controller of Ziegler et al.
+(2019) (:func:`adaptive_kl_update`) after each rollout, with KL the rollout's mean per-sequence KL (summed
+over tokens, all processes) and n its number of sequences (all processes); the new value applies from the
+next rollout on.
 
-Resume
-------
-The rollout buffer of the current block is written to ``OUTPUT_DIR/rollouts/ppo-block-B-rankR.
-safetensors`` (only when K > 1), and the kl_coef of every block to ``OUTPUT_DIR/rollouts/ppo-kl.json``
-(adaptive controller). A run resumed from a checkpoint in the middle of a block reloads that block's
-rollout (the weights at resume differ from those that sampled it, so re-sampling would not reproduce
-it); any checkpoint step works, also an interrupt. Without the file (deleted) the resumed run samples a
-fresh rollout and says so.
+Resume: the current block's rollout is kept by the shared :class:`~alignkit.methods.online.RolloutStore`
+(``OUTPUT_DIR/rollouts/block-B-rankR.safetensors``, only when K > 1, with the controller's next kl_coef),
+and the kl_coef of every block goes to ``OUTPUT_DIR/rollouts/ppo-kl.json`` (adaptive controller). A run
+resumed in the middle of a block reloads that block's rollout (the weights at resume differ from those
+that sampled it, so re-sampling would not reproduce it); any checkpoint step works, also an interrupt.
+Without the file (deleted) the resumed run samples a fresh rollout of the block's prompts and says so.
 
-Output
-------
-``final/`` holds the policy as every method writes it (adapter directory with LoRA, full model
-otherwise, merged with ``lora.merge_on_save``); ``final/critic/`` holds the critic: the ``critic``
-peft adapter (LoRA; load it on the same base) or the critic's decoder body as a Hugging Face model
-(full-copy setup), plus ``value_head.safetensors`` (``weight`` [1, hidden], ``bias`` [1]) and
-``critic.json``. Checkpoints hold all trainable weights (policy, critic, value head).
+Output: ``final/`` holds the policy as every method writes it (adapter directory with LoRA, full model
+otherwise, merged with ``lora.merge_on_save``); ``final/critic/`` the critic (:meth:`PPO.save_final`,
+:func:`~alignkit.models.critic.save_critic`). Checkpoints hold all trainable weights (policy, critic,
+value head).
 
 Metrics (TRL's names where TRL has them): ``reward`` (mean weighted score of the reward sources),
 ``reward_std``, ``rewards/NAME``, ``score`` (the score that enters the RL reward: ``reward`` minus
@@ -106,8 +84,6 @@ import copy
 import json
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,29 +92,37 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from alignkit.config import ConfigError, TrainConfig
-from alignkit.engine.checkpoint import list_checkpoints
 from alignkit.losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss
 from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,
     PromptMethod,
+    RolloutStore,
     completion_token_logps,
-    decode_completions,
-    reward_inputs,
     rollout_batch,
+    score_rollout,
 )
-from alignkit.methods.reference import announce
-from alignkit.rewards import load_reward_functions
+from alignkit.methods.reference import announce, is_peft_model
+from alignkit.models.critic import (
+    CRITIC_ADAPTER,
+    CRITIC_ATTR,
+    CRITIC_DIR,
+    add_critic,
+    critic_values,
+    detached_critic,
+    explained_variance,
+    is_critic_param,
+    save_critic,
+)
+from alignkit.models.generation import eval_mode
+from alignkit.scoring import load_reward_functions
 from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 
-POLICY_ADAPTER = "default"
-CRITIC_ADAPTER = "critic"
-CRITIC_ATTR = "ppo_critic"
-CRITIC_DIR = "critic"
-VALUE_HEAD_FILE = "value_head.safetensors"
-ROLLOUT_FORMAT = 1
+__all__ = ["CRITIC_ADAPTER", "CRITIC_ATTR", "PPO", "PPOConfig", "adaptive_kl_update"]
+
 KL_CLIP = 0.2
+KL_NEXT = "kl_coef_next"  # stored with a rollout: the controller's coefficient after it
 
 _SEQ_KEYS = ("input_ids", "attention_mask", "position_ids", "labels")
 
@@ -187,136 +171,12 @@ class PPOConfig(TrainConfig):
         return self
 
 
-# ----------------------------------------------------------------------------- KL controller
-
 
 def adaptive_kl_update(kl_coef: float, current_kl: float, target_kl: float, n_steps: int, horizon: int) -> float:
     """One update of Ziegler et al.'s (2019) adaptive KL controller:
     ``e = clip(current_kl / target_kl - 1, -0.2, 0.2)``, ``kl_coef * (1 + e * n_steps / horizon)``."""
     error = min(max(current_kl / target_kl - 1.0, -KL_CLIP), KL_CLIP)
     return kl_coef * (1.0 + error * n_steps / horizon)
-
-
-# ----------------------------------------------------------------------------- the models
-
-
-class CriticParts(nn.Module):
-    """The critic's own parameters: ``value_head`` Linear(hidden, 1) and, in the full-copy setup,
-    ``body`` (the critic's copy of the decoder). With LoRA the body is the shared base with the
-    ``critic`` adapter active, so ``body`` is None.
-
-    The value head starts at zero (as in OpenAI's lm-human-preferences): the first rollout's values
-    are 0, so its advantages carry no random critic noise; the body starts receiving gradients once
-    the head has moved (from the second optimizer step on)."""
-
-    def __init__(self, hidden_size: int, body: nn.Module | None = None) -> None:
-        super().__init__()
-        self.value_head = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
-        self.body = body
-
-
-def _is_peft(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(model, PeftModel)
-
-
-def _decoder(model: nn.Module) -> nn.Module:
-    """The decoder body (e.g. ``LlamaModel``) of a causal LM, looking through peft."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_decoder()
-
-
-def _write_value_head(parts: CriticParts, out: Path, kind: str) -> None:
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    head = parts.value_head
-    save_file({"weight": head.weight.detach().float().contiguous().cpu(),
-               "bias": head.bias.detach().float().contiguous().cpu()}, str(out / VALUE_HEAD_FILE))
-    info = {"kind": kind, "value_head": VALUE_HEAD_FILE, "hidden_size": int(head.in_features),
-            "input": "final normed hidden state of the critic body; the value of position t estimates the "
-                     "return of the completion tokens after t"}
-    (out / "critic.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-class _PPOModelMixin:
-    """Mixed into the built model's own class: ``save_pretrained`` (what the engine's ``save_model``
-    calls for ``final/``) writes the policy as usual and the critic to ``critic/``."""
-
-    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
-        out = Path(save_directory)
-        parts: CriticParts = getattr(self, CRITIC_ATTR)
-        if _is_peft(self):
-            # every adapter: "default" (the policy) at the top, "critic" in critic/ (peft's layout)
-            kwargs.pop("selected_adapters", None)
-            result = super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
-            _write_value_head(parts, out / CRITIC_DIR, "lora-adapter")
-            return result
-        prefix = CRITIC_ATTR + "."
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith(prefix)}  # type: ignore[attr-defined]
-        kwargs["state_dict"] = state
-        result = super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
-        parts.body.save_pretrained(str(out / CRITIC_DIR))
-        _write_value_head(parts, out / CRITIC_DIR, "full-body")
-        return result
-
-    def merge_and_unload(self, *args: Any, **kwargs: Any) -> Any:
-        """peft merge (``lora.merge_on_save``): the policy adapter is merged into the base; the critic
-        adapter and value head are kept aside and written to ``critic/`` when the merged model is saved."""
-        from peft import get_peft_model_state_dict
-
-        parts: CriticParts = getattr(self, CRITIC_ATTR)
-        adapter = {k: v.detach().cpu().clone() for k, v in
-                   get_peft_model_state_dict(self, adapter_name=CRITIC_ADAPTER).items()}
-        config = copy.deepcopy(self.peft_config[CRITIC_ADAPTER])  # type: ignore[attr-defined]
-        head = copy.deepcopy(parts).cpu()
-        merged = self.base_model.merge_and_unload(*args, **kwargs)  # type: ignore[attr-defined]
-        merged.__class__ = _merged_class(type(merged))
-        merged._ppo_critic_payload = (adapter, config, head)
-        return merged
-
-
-class _MergedPolicyMixin:
-    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
-        from safetensors.torch import save_file
-
-        result = super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
-        adapter, config, head = self._ppo_critic_payload  # type: ignore[attr-defined]
-        out = Path(save_directory) / CRITIC_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(str(out))
-        save_file({k: v.contiguous() for k, v in adapter.items()}, str(out / "adapter_model.safetensors"))
-        _write_value_head(head, out, "lora-adapter (on the unmerged base model)")
-        return result
-
-
-_CLASSES: dict[tuple[type, type], type] = {}
-
-
-def _with_mixin(mixin: type, cls: type) -> type:
-    key = (mixin, cls)
-    if key not in _CLASSES:
-        _CLASSES[key] = type(f"PPO{cls.__name__}", (mixin, cls), {"__module__": __name__})
-    return _CLASSES[key]
-
-
-def _merged_class(cls: type) -> type:
-    return _with_mixin(_MergedPolicyMixin, cls)
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
 
 
 # ----------------------------------------------------------------------------- buffers
@@ -365,19 +225,6 @@ def _rows(buf: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Te
     return {k: v.index_select(0, idx.to(v.device)) for k, v in buf.items()}
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(returns - values) / Var(returns) over the masked tokens (nan when returns are constant)."""
-    m = mask.to(torch.float64)
-    n = float(m.sum())
-    if n < 2:
-        return float("nan")
-    r, v = returns.double(), values.double()
-    var_r = float((((r - (r * m).sum() / n) ** 2) * m).sum())
-    d = r - v
-    var_d = float((((d - (d * m).sum() / n) ** 2) * m).sum())
-    return 1.0 - var_d / var_r if var_r > 0 else float("nan")
-
-
 # ----------------------------------------------------------------------------- the method
 
 
@@ -397,13 +244,17 @@ class PPO(PromptMethod):
         self.backend: Any = None
         self.completion_log: CompletionLog | None = None
         self.reference_model: nn.Module | None = None  # full-copy setup only
+        self.store = RolloutStore(config.output_dir, self.period)
         self.kl_coef = float(config.kl_coef)
         self._kl_history: dict[int, float] = {}
         self._trainable: list[nn.Parameter] = []
-        self._block: int | None = None
-        self._buffer: dict[str, torch.Tensor] | None = None
-        self._metrics: dict[str, tuple[float, float]] = {}
+        self._buffer: dict[str, torch.Tensor] | None = None  # the current block's rollout
         self._first_step: int | None = None
+
+    @property
+    def steps_per_batch(self) -> int:
+        """K = ppo_epochs x num_minibatches optimizer steps on the rollout of each prompt batch."""
+        return self.period
 
     # -- data ---------------------------------------------------------------------------------
     def count_units(self, batch: dict[str, Any]) -> int:
@@ -412,34 +263,12 @@ class PPO(PromptMethod):
 
     def param_lr(self, name: str) -> float | None:
         """``critic_lr`` for the critic's parameters (its LoRA adapter or body copy, and the value head)."""
-        if self.config.critic_lr is not None and (f".{CRITIC_ADAPTER}." in name or name.startswith(CRITIC_ATTR + ".")):
-            return self.config.critic_lr
-        return None
+        return self.config.critic_lr if self.config.critic_lr is not None and is_critic_param(name) else None
 
     # -- models -------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        """Policy + critic in one module (see the module docstring); the reference is made in setup."""
-        from alignkit import models
-
-        cfg = self.config
-        base = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        if cfg.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            base.config.use_cache = False
-        hidden = int(base.config.hidden_size)
-        if cfg.lora.enabled:
-            model = models.apply_lora(base, cfg.lora)  # adapter "default": the policy
-            model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(model.peft_config[POLICY_ADAPTER]))
-            for name, p in model.named_parameters():
-                if f".{CRITIC_ADAPTER}." in name:  # peft adds a second adapter frozen
-                    p.requires_grad_(True)
-            parts = CriticParts(hidden)
-        else:
-            model = base
-            parts = CriticParts(hidden, body=copy.deepcopy(_decoder(base)))
-        setattr(model, CRITIC_ATTR, parts)
-        model.__class__ = _with_mixin(_PPOModelMixin, type(model))
-        return model
+        """Policy + critic in one module (see :mod:`alignkit.models.critic`); the reference is made in setup."""
+        return add_critic(super().build_model())
 
     def setup(self, model: nn.Module, accelerator: Any) -> None:
         cfg = self.config
@@ -450,58 +279,34 @@ class PPO(PromptMethod):
                                     pad_id=self.pad_id, eos_ids=stop_token_ids(self.tokenizer, model))
         # the critic (value head, full-copy body) rides on the policy module: not part of the sampling copy
         self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator), skip=(CRITIC_ATTR + ".",))
-        if _is_peft(inner):
+        if is_peft_model(inner):
             how = "one base model: policy = LoRA adapter 'default', critic = LoRA adapter 'critic' + value head, " \
                   "reference = adapters disabled"
         else:
             # setup runs before a checkpoint is restored: the policy still holds the initial weights
-            parts = inner._modules.pop(CRITIC_ATTR)
-            try:
+            with detached_critic(inner):
                 ref = copy.deepcopy(inner)
-            finally:
-                inner._modules[CRITIC_ATTR] = parts
             ref.requires_grad_(False)
             ref.eval()
             self.reference_model = ref
             how = "full-copy setup: policy, critic body (a copy of the base) + value head, frozen reference copy"
-        announce(f"ppo: {how}; a rollout every {self.period} steps (ppo_epochs {cfg.ppo_epochs} x "
-                 f"num_minibatches {cfg.num_minibatches})", accelerator)
+        announce(f"ppo: {how}; one rollout per prompt batch, then {self.period} optimizer steps on it (ppo_epochs "
+                 f"{cfg.ppo_epochs} x num_minibatches {cfg.num_minibatches})", accelerator)
         self.completion_log = CompletionLog(cfg.output_dir, cfg.log_completions_steps,
                                             enabled=accelerator.is_main_process)
+        self.store = RolloutStore(cfg.output_dir, self.period, rank=accelerator.process_index,
+                                  device=accelerator.device)
+
+    def save_final(self, model: nn.Module, tokenizer: Any, final_dir: Path, config: Any) -> None:
+        """The policy to ``final/`` as every method writes it, the critic to ``final/critic/``."""
+        with detached_critic(model):
+            super().save_final(model, tokenizer, final_dir, config)
+        save_critic(model, Path(final_dir) / CRITIC_DIR)
 
     # -- forwards -----------------------------------------------------------------------------
-    def _restore_trainable(self) -> None:
-        for p in self._trainable:
-            p.requires_grad_(True)
-
-    @contextmanager
-    def _critic_body(self, model: nn.Module) -> Iterator[nn.Module]:
-        """The critic's decoder body: the shared base with the ``critic`` adapter active (LoRA), or the
-        critic's own copy. peft's adapter switch freezes the other adapter; it is undone on exit."""
-        inner = unwrap(model)
-        parts: CriticParts = getattr(inner, CRITIC_ATTR)
-        if parts.body is not None:
-            yield parts.body
-            return
-        inner.set_adapter(CRITIC_ADAPTER)
-        try:
-            yield _decoder(inner)
-        finally:
-            inner.set_adapter(POLICY_ADAPTER)
-            self._restore_trainable()
-
     def values(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Critic values [N, C] (float32) of the completion positions: column j is the value of the state
-        before completion token j (the hidden state of the token before it), aligned with the log-probs."""
-        inner = unwrap(model)
-        head = getattr(inner, CRITIC_ATTR).value_head
-        C = batch["completion_mask"].shape[1]
-        with self._critic_body(model) as body:
-            out = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch.get("position_ids"), use_cache=False)
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        hidden = hidden[:, -C - 1:-1]
-        return head(hidden.to(head.weight.dtype)).squeeze(-1).float()
+        """Critic values [N, C] (float32) of the completion positions (:func:`~alignkit.models.critic.critic_values`)."""
+        return critic_values(unwrap(model), batch, self._trainable)
 
     def reference_logps(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reference per-token log-probs [N, C] (no gradient): adapters disabled, or the frozen copy."""
@@ -510,10 +315,11 @@ class PPO(PromptMethod):
             if self.reference_model is not None:
                 return completion_token_logps(self.reference_model, batch, self.config.temperature).float()
             try:
-                with _eval_mode(inner), inner.disable_adapter():
+                with eval_mode(inner), inner.disable_adapter():
                     return completion_token_logps(inner, batch, self.config.temperature).float()
             finally:
-                self._restore_trainable()
+                for p in self._trainable:  # peft's disable_adapter freezes the adapters
+                    p.requires_grad_(True)
 
     # -- rollout ------------------------------------------------------------------------------
     def prepare_step(self, model: nn.Module, batches: list[dict[str, Any]],
@@ -525,20 +331,21 @@ class PPO(PromptMethod):
             if self.completion_log is not None:
                 self.completion_log.start(step)
             self._restore_kl_coef(block)
-        if self._block != block:
-            loaded = self._load_rollout(block) if offset else None
-            if loaded is not None:
-                self._buffer, self._metrics = loaded
-            else:
-                if offset:
-                    announce(f"ppo: no saved rollout for steps {block * K + 1}-{block * K + K}; sampling a new one "
-                             "from the current policy (the resumed run will differ from an uninterrupted one)",
-                             self.accelerator)
-                self._buffer, self._metrics = self.rollout(model, batches, step)
-                if K > 1:
-                    self._save_rollout(block)
-            self._block = block
-        return self._minibatch(block, offset), dict(self._metrics)
+        stored = self.store.lookup(step)
+        if stored is not None:
+            (record,), metrics = stored
+            buf = {k: v for k, v in record.items() if isinstance(v, torch.Tensor)}
+            self.kl_coef = float(record[KL_NEXT])  # the controller had already updated after this rollout
+        else:
+            if self.store.missing == block:
+                announce(f"ppo: no saved rollout for steps {block * K + 1}-{block * K + K}; sampling a new one "
+                         "from the current policy (the resumed run will differ from an uninterrupted one)",
+                         self.accelerator)
+                self.store.missing = None
+            buf, metrics = self.rollout(model, batches, step)
+            self.store.put(step, [{**buf, KL_NEXT: self.kl_coef}], metrics)
+        self._buffer = buf
+        return self._minibatch(buf, block, offset), dict(metrics)
 
     def rollout(self, model: nn.Module, batches: list[dict[str, Any]],
                 step: int) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]]]:
@@ -551,9 +358,7 @@ class PPO(PromptMethod):
         for k, batch in enumerate(batches):
             ro = self.backend.generate(model, batch["prompt_ids"], num_generations=1,
                                        seed=rollout_seed(cfg.seed, step, rank, k))
-            t = decode_completions(self.tokenizer, ro.completion_ids)
-            p, c, columns = reward_inputs(batch, ro, t)
-            total, per = self.rewards(p, c, columns)
+            total, per, p, t = score_rollout(self.rewards, self.tokenizer, batch, ro)
             parts.append(rollout_batch(ro))
             scores.append(total)
             per_all.append(per)
@@ -569,10 +374,9 @@ class PPO(PromptMethod):
         # no-grad forwards in eval mode, batch_size sequences at a time
         old_logps, old_values, ref_logps = [], [], []
         ctx = acc.autocast() if acc is not None else torch.autocast("cpu", enabled=False)
-        with torch.no_grad(), ctx, _eval_mode(inner):
+        with torch.no_grad(), ctx, eval_mode(inner):
             for start in range(0, mask.shape[0], cfg.batch_size):
-                idx = torch.arange(start, min(start + cfg.batch_size, mask.shape[0]))
-                chunk = _trim(_rows(buf, idx))
+                chunk = _trim(_rows(buf, torch.arange(start, min(start + cfg.batch_size, mask.shape[0]))))
                 pad = mask.shape[1] - chunk["completion_mask"].shape[1]
 
                 def widen(x: torch.Tensor, pad: int = pad) -> torch.Tensor:
@@ -592,13 +396,11 @@ class PPO(PromptMethod):
         non_score = -self.kl_coef * kl
         token_rewards = non_score.clone()
         last = (mask.sum(1) - 1).clamp(min=0)
-        rows = torch.arange(mask.shape[0], device=mask.device)
-        token_rewards[rows, last] += score
+        token_rewards[torch.arange(mask.shape[0], device=mask.device), last] += score
         advantages, returns = gae(token_rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
         raw_adv = advantages
         if cfg.whiten_advantages:
             advantages = self._whiten(advantages, mask)
-
         buf.update(old_logps=old_lp, old_values=values, advantages=advantages * maskf, returns=returns * maskf)
 
         # metrics (sums over this process; the engine reduces over processes)
@@ -630,12 +432,11 @@ class PPO(PromptMethod):
             self.completion_log.write(step + 1, prompts, texts, reward.tolist(), per_lists)
 
         # adaptive KL controller: the next rollout's coefficient, from this rollout's KL (all processes)
-        block = step // self.period
-        if self.config.target_kl is not None:
+        if cfg.target_kl is not None:
             kl_sum, n_all = self._global_sums([float(seq_kl.sum()), N])
-            self.kl_coef = adaptive_kl_update(self.kl_coef, kl_sum / max(n_all, 1.0), self.config.target_kl,
-                                              int(n_all), self.config.horizon)
-            self._kl_history[block + 1] = self.kl_coef
+            self.kl_coef = adaptive_kl_update(self.kl_coef, kl_sum / max(n_all, 1.0), cfg.target_kl,
+                                              int(n_all), cfg.horizon)
+            self._kl_history[step // self.period + 1] = self.kl_coef
             self._save_kl_history()
         return buf, metrics
 
@@ -658,18 +459,17 @@ class PPO(PromptMethod):
         var = ss / max(n - 1.0, 1.0)
         return (advantages - mean) * (var + 1e-8) ** -0.5 * m
 
-    def _minibatch(self, block: int, offset: int) -> list[dict[str, torch.Tensor]]:
+    def _minibatch(self, buf: dict[str, torch.Tensor], block: int, offset: int) -> list[dict[str, torch.Tensor]]:
         """The micro-batches of the minibatch that step ``offset`` of ``block`` trains on."""
-        assert self._buffer is not None
         cfg = self.config
         epoch, m = divmod(offset, cfg.num_minibatches)
-        R = self._buffer["completion_mask"].shape[0]
+        R = buf["completion_mask"].shape[0]
         rank = self.accelerator.process_index if self.accelerator is not None else 0
         gen = torch.Generator().manual_seed(rollout_seed(cfg.seed, block, rank, 100_003 + epoch))
         order = torch.randperm(R, generator=gen)
         size = R // cfg.num_minibatches
         chosen = order[m * size:(m + 1) * size]
-        return [_trim(_rows(self._buffer, chosen[i:i + cfg.batch_size])) for i in range(0, size, cfg.batch_size)]
+        return [_trim(_rows(buf, chosen[i:i + cfg.batch_size])) for i in range(0, size, cfg.batch_size)]
 
     # -- loss ---------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, Any], step: int) -> StepOutput:
@@ -684,12 +484,11 @@ class PPO(PromptMethod):
         n_tok = mask.sum().float()
         loss_sum = (pg_loss + cfg.vf_coef * vf_loss) * n_tok
         tok = float(n_tok)
-        pg, vf = float(pg_loss.detach()), float(vf_loss.detach())
         with torch.no_grad():
             approx_kl = masked_mean(0.5 * (logps - batch["old_logps"]) ** 2, mask)
         metrics = {
-            "policy_loss": (pg * tok, tok),
-            "value_loss": (vf * tok, tok),
+            "policy_loss": (float(pg_loss.detach()) * tok, tok),
+            "value_loss": (float(vf_loss.detach()) * tok, tok),
             "clip_ratio": (float(clip_frac) * tok, tok),
             "value_clip_ratio": (float(vf_clip) * tok, tok),
             "approx_kl": (float(approx_kl) * tok, tok),
@@ -699,72 +498,20 @@ class PPO(PromptMethod):
 
     def _evaluate_prompts(self, model: nn.Module, batch: dict[str, Any]) -> StepOutput:
         """Mean reward of one sampled completion per held-out prompt (fixed seeds), as ``eval_reward``."""
-        cfg = self.config
         rank = self.accelerator.process_index if self.accelerator is not None else 0
         first_row = int(batch["rows"][0] or 0) if batch.get("rows") else 0
         ro = self.backend.generate(model, batch["prompt_ids"], num_generations=1,
-                                   seed=rollout_seed(cfg.seed, -1 - first_row, rank, 0))
-        texts = decode_completions(self.tokenizer, ro.completion_ids)
-        prompts, completions, columns = reward_inputs(batch, ro, texts)
-        total, per = self.rewards(prompts, completions, columns)
+                                   seed=rollout_seed(self.config.seed, -1 - first_row, rank, 0))
+        total, per, _, _ = score_rollout(self.rewards, self.tokenizer, batch, ro)
         N = float(total.numel())
         metrics = {"reward": (float(total.sum()), N), "completion_length": (float(ro.completion_mask.sum()), N)}
         for name, values in per.items():
             metrics[f"rewards/{name}"] = (float(values.sum()), N)
         return StepOutput(loss_sum=torch.zeros((), device=ro.sequences.device), metrics=metrics)
 
-    # -- state on disk ------------------------------------------------------------------------
-    def _rollout_dir(self) -> Path:
-        return Path(self.config.output_dir) / "rollouts"
-
-    def _rollout_path(self, block: int) -> Path:
-        rank = self.accelerator.process_index if self.accelerator is not None else 0
-        return self._rollout_dir() / f"ppo-block-{block}-rank{rank}.safetensors"
-
-    def _save_rollout(self, block: int) -> None:
-        from safetensors.torch import save_file
-
-        assert self._buffer is not None
-        path = self._rollout_path(block)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self._buffer.items()}
-        meta = {"format": ROLLOUT_FORMAT, "block": block, "metrics": self._metrics, "kl_coef_next": self.kl_coef}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"alignkit": json.dumps(meta)})
-        os.replace(tmp, path)
-        # keep this block's file and those a retained checkpoint would resume into
-        K = self.period
-        needed = {block} | {s // K for s, _ in list_checkpoints(self.config.output_dir) if s % K}
-        suffix = path.name.rsplit("-", 1)[1]
-        for old in path.parent.glob(f"ppo-block-*-{suffix}"):
-            try:
-                b = int(old.name.split("-")[2])
-            except (IndexError, ValueError):
-                continue
-            if b not in needed:
-                old.unlink(missing_ok=True)
-
-    def _load_rollout(self, block: int) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]]] | None:
-        from safetensors import safe_open
-
-        path = self._rollout_path(block)
-        if not path.is_file():
-            return None
-        device = self.accelerator.device if self.accelerator is not None else torch.device("cpu")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["alignkit"])
-                if meta.get("format") != ROLLOUT_FORMAT or meta.get("block") != block:
-                    return None
-                buf = {k: f.get_tensor(k).to(device) for k in f.keys()}
-        except Exception:  # noqa: BLE001 - unreadable: the caller samples a fresh rollout
-            return None
-        metrics = {k: (float(v[0]), float(v[1])) for k, v in meta["metrics"].items()}
-        self.kl_coef = float(meta["kl_coef_next"])  # the controller had already updated after this rollout
-        return buf, metrics
-
+    # -- the adaptive controller's coefficients on disk -----------------------------------------
     def _kl_path(self) -> Path:
-        return self._rollout_dir() / "ppo-kl.json"
+        return Path(self.config.output_dir) / "rollouts" / "ppo-kl.json"
 
     def _save_kl_history(self) -> None:
         if self.accelerator is not None and not self.accelerator.is_main_process:
