@@ -53,6 +53,7 @@ from alignkit.models.loading import (
     load_tokenizer,
     resolve_model,
 )
+from alignkit.models.modules import base_module
 
 __all__ = [
     "NotARewardModelError",
@@ -109,16 +110,10 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * (attention_mask != 0).to(positions.dtype)).argmax(-1)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "module", model)  # DDP / accelerate wrapper
-    get_base = getattr(model, "get_base_model", None)  # peft
-    return get_base() if callable(get_base) else model
-
-
 def reward_head(model: torch.nn.Module) -> torch.nn.Module:
     """The scalar head of a (possibly DDP- or peft-wrapped) sequence-classification model; under peft
     it is the ``ModulesToSaveWrapper`` that routes to the trained copy."""
-    inner = _unwrap(model)
+    inner = base_module(model)
     for name in HEAD_NAMES:
         head = getattr(inner, name, None)
         if isinstance(head, torch.nn.Module):

@@ -36,6 +36,7 @@ import torch
 
 from alignkit.config import ConfigError
 from alignkit.models.generation import Rollout, sample_completions
+from alignkit.models.modules import unwrap
 
 __all__ = [
     "BACKENDS",
@@ -98,7 +99,7 @@ def stop_token_ids(tokenizer: Any, model: torch.nn.Module | None = None) -> tupl
     ids: list[int] = []
     if getattr(tokenizer, "eos_token_id", None) is not None:
         ids.append(int(tokenizer.eos_token_id))
-    gen = getattr(_unwrap(model), "generation_config", None) if model is not None else None
+    gen = getattr(unwrap(model), "generation_config", None) if model is not None else None
     extra = getattr(gen, "eos_token_id", None) if gen is not None else None
     if isinstance(extra, int):
         extra = [extra]
@@ -108,10 +109,6 @@ def stop_token_ids(tokenizer: Any, model: torch.nn.Module | None = None) -> tupl
     if not ids:
         raise RolloutBackendError("the tokenizer has no EOS token: generation would not know where to stop")
     return tuple(ids)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
 
 
 ROLLOUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -158,7 +155,7 @@ class InferenceCopy:
     @torch.no_grad()
     def refresh(self, policy: torch.nn.Module) -> torch.nn.Module:
         """Bring the copy up to date with ``policy`` (possibly DDP-wrapped) and return it."""
-        inner = _unwrap(policy)
+        inner = unwrap(policy)
         base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
         if self.model is None:
             self.model = self._build(base)
@@ -213,7 +210,7 @@ class HFRolloutBackend:
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                  num_generations: int, seed: int) -> Rollout:
         s = self.settings
-        sampler = self.copy.refresh(model) if self.copy is not None else _unwrap(model)
+        sampler = self.copy.refresh(model) if self.copy is not None else unwrap(model)
         return sample_completions(
             sampler, prompt_ids, pad_id=s.pad_id, eos_id=list(s.eos_ids), max_new_tokens=s.max_new_tokens,
             temperature=s.temperature, top_p=s.top_p, num_generations=num_generations, generator_seed=seed)
@@ -304,7 +301,7 @@ class VLLMRolloutBackend:
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Copy the current policy weights into the vLLM engine (LoRA merged for the copy)."""
-        inner = _unwrap(model)
+        inner = unwrap(model)
         peft = hasattr(inner, "merge_adapter") and hasattr(inner, "get_base_model")
         if peft:
             inner.merge_adapter()
@@ -332,7 +329,7 @@ class VLLMRolloutBackend:
                                 max_tokens=s.max_new_tokens, seed=seed, stop_token_ids=list(s.eos_ids))
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
         completions = [list(o.token_ids) or [s.pad_id] for out in outs for o in out.outputs]
-        device = next(_unwrap(model).parameters()).device
+        device = next(unwrap(model).parameters()).device
         return rollout_from_token_lists(prompt_ids, completions, pad_id=s.pad_id, eos_ids=s.eos_ids,
                                         max_new_tokens=s.max_new_tokens, num_generations=num_generations,
                                         device=device)

@@ -97,9 +97,10 @@ class LocalBackend:
                              "outside training pass policy=MODEL, tokenizer=TOKENIZER to load_judge")
         from alignkit.data.render import request_prompt
         from alignkit.models.generation import encode_prompt, sample_completions
+        from alignkit.models.modules import unwrap
         from alignkit.rollout import stop_token_ids
 
-        model = getattr(self.model, "module", self.model)  # DDP
+        model = unwrap(self.model)
         tok = self.tokenizer
         limit = self._limit(model)
         encoded = []
@@ -152,6 +153,7 @@ class LocalBackend:
 
         from alignkit.data.render import request_prompt
         from alignkit.models.generation import encode_prompt, eval_mode
+        from alignkit.models.modules import unwrap
 
         if self.model is None or self.tokenizer is None or not texts:
             return [None] * len(texts)
@@ -159,7 +161,7 @@ class LocalBackend:
         if spec is None:
             return [None] * len(texts)
         sep, cands = spec
-        model = getattr(self.model, "module", self.model)
+        model = unwrap(self.model)
         tok = self.tokenizer
         limit = self._limit(model) + self.max_new_tokens
         seqs = []

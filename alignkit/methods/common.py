@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 
 from alignkit.logprobs import token_logps_from_hidden
+from alignkit.models.modules import unwrap
+
+__all__ = ["LOGPROB_CHUNK", "forward_label_logps", "unwrap"]
 
 #: positions per chunk when turning hidden states into label log-probs (bounds the [chunk, vocab] block)
 LOGPROB_CHUNK = 1024
 _NO_LOGITS = torch.empty(0, dtype=torch.long)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DDP/accelerate wrapper (peft wrappers are kept)."""
-    return getattr(model, "module", model)
 
 
 def forward_label_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],

@@ -42,7 +42,8 @@ from typing import Any
 
 import torch
 
-from alignkit.methods.common import forward_label_logps, unwrap
+from alignkit.methods.common import forward_label_logps
+from alignkit.models.modules import base_module, eval_mode, is_peft, unwrap
 from alignkit.paths import cache_dir
 
 MODES = ("none", "precomputed", "adapters-disabled", "frozen-copy")
@@ -60,17 +61,6 @@ def ref_cache_dir() -> Path:
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Move the tensors of a collated batch to ``device``."""
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def is_peft_model(model: torch.nn.Module) -> bool:
-    """True when ``model`` (possibly DDP-wrapped) is a peft model whose adapters can be disabled."""
-    inner = unwrap(model)
-    return hasattr(inner, "disable_adapter") and hasattr(inner, "get_base_model")
-
-
-def _base_module(model: torch.nn.Module) -> torch.nn.Module:
-    inner = unwrap(model)
-    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
 def announce(message: str, accelerator: Any = None) -> None:
@@ -113,7 +103,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     its values (:func:`_tensor_digest`). About a second for a 135M-parameter model on one CPU core.
     """
     h = hashlib.sha256()
-    base = _base_module(model)
+    base = base_module(model)
     config = getattr(base, "config", None)
     if config is not None:
         cfg = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
@@ -179,16 +169,6 @@ def _quiet_rng(device: torch.device | None) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 class Reference:
     """How reference log-probs are obtained for one run (see the module docstring for the modes).
 
@@ -200,7 +180,7 @@ class Reference:
     def __init__(self, policy: torch.nn.Module, accelerator: Any, *, precompute: bool) -> None:
         self.policy = policy
         self.accelerator = accelerator
-        self.peft = is_peft_model(policy)
+        self.peft = is_peft(policy)
         self.copy: torch.nn.Module | None = None
         self.precompute = precompute
         self._fingerprint: str | None = None
@@ -232,7 +212,7 @@ class Reference:
             yield self.copy
             return
         inner = unwrap(self.policy)
-        with _eval_mode(inner):
+        with eval_mode(inner):
             if self.peft:
                 with inner.disable_adapter():
                     yield inner

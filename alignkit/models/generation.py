@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from alignkit.models.modules import eval_mode
+
 __all__ = ["Rollout", "sample_completions", "generate", "encode_prompt", "eval_mode"]
 
 
@@ -53,18 +55,6 @@ class Rollout:
     @property
     def completion_lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(dim=1)
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Put ``model`` in eval mode for the block and restore its previous training flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        if was_training:
-            model.train()
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

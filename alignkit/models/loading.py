@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from alignkit.config import LoraSettings
+from alignkit.models.modules import is_peft
 from alignkit.models.tokenizer import (
     ModelLoadError,
     ModelNotFoundError,
@@ -382,14 +383,6 @@ def apply_lora(model: PreTrainedModel, lora: LoraSettings):
     return get_peft_model(model, config)
 
 
-def _is_peft(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(model, PeftModel)
-
-
 def _base_record(base_name: str) -> str:
     """Store bases given as paths absolutely, so the adapter still loads from another working dir."""
     if base_name in (TINY_NAME, EMBEDDED_NAME):
@@ -439,7 +432,7 @@ def save_model(
     The directory is written atomically (temp dir, then rename; an existing one is replaced).
     """
     out = Path(out_dir)
-    peft = _is_peft(model)
+    peft = is_peft(model)
     kind = "adapter" if peft and not merge else "full"
 
     def write(tmp: Path) -> None:
