@@ -103,7 +103,7 @@ from alignkit.methods.online import (
     rollout_batch,
     score_rollout,
 )
-from alignkit.methods.reference import announce, is_peft_model
+from alignkit.methods.reference import announce
 from alignkit.models.critic import (
     CRITIC_ADAPTER,
     CRITIC_ATTR,
@@ -113,11 +113,12 @@ from alignkit.models.critic import (
     detached_critic,
     explained_variance,
     is_critic_param,
+    is_lora_critic,
     save_critic,
 )
-from alignkit.models.generation import eval_mode
-from alignkit.scoring import load_reward_functions
+from alignkit.models.modules import eval_mode
 from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
+from alignkit.scoring import load_reward_functions
 
 __all__ = ["CRITIC_ADAPTER", "CRITIC_ATTR", "PPO", "PPOConfig", "adaptive_kl_update"]
 
@@ -268,7 +269,7 @@ class PPO(PromptMethod):
     # -- models -------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         """Policy + critic in one module (see :mod:`alignkit.models.critic`); the reference is made in setup."""
-        return add_critic(super().build_model())
+        return add_critic(super().build_model(), lora=self.config.lora.enabled)
 
     def setup(self, model: nn.Module, accelerator: Any) -> None:
         cfg = self.config
@@ -279,7 +280,7 @@ class PPO(PromptMethod):
                                     pad_id=self.pad_id, eos_ids=stop_token_ids(self.tokenizer, model))
         # the critic (value head, full-copy body) rides on the policy module: not part of the sampling copy
         self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator), skip=(CRITIC_ATTR + ".",))
-        if is_peft_model(inner):
+        if is_lora_critic(inner):
             how = "one base model: policy = LoRA adapter 'default', critic = LoRA adapter 'critic' + value head, " \
                   "reference = adapters disabled"
         else:

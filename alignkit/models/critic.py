@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alignkit.models.loading import _is_peft
+from alignkit.models.modules import base_module
 
 POLICY_ADAPTER = "default"
 CRITIC_ADAPTER = "critic"
@@ -43,7 +43,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 __all__ = ["CRITIC_ADAPTER", "CRITIC_ATTR", "CRITIC_DIR", "POLICY_ADAPTER", "VALUE_HEAD_FILE", "CriticParts",
            "add_critic", "critic_body", "critic_values", "decoder", "detached_critic", "explained_variance",
-           "is_critic_param", "save_critic", "write_value_head"]
+           "is_critic_param", "is_lora_critic", "save_critic", "write_value_head"]
 
 
 class CriticParts(nn.Module):
@@ -64,17 +64,16 @@ class CriticParts(nn.Module):
 
 
 def decoder(model: nn.Module) -> nn.Module:
-    """The decoder body (e.g. ``LlamaModel``) of a causal LM, looking through peft."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.get_decoder()
+    """The decoder body (e.g. ``LlamaModel``) of a causal LM, looking through DDP and peft."""
+    return base_module(model).get_decoder()
 
 
-def add_critic(model: nn.Module) -> nn.Module:
-    """Give a causal LM (a peft model with the policy adapter ``default``, or a plain one) its critic:
-    a trainable ``critic`` LoRA adapter configured as the policy's, or a copy of the decoder body; plus
-    the value head. Returns ``model`` with the :class:`CriticParts` as its submodule ``ppo_critic``."""
+def add_critic(model: nn.Module, lora: bool) -> nn.Module:
+    """Give a causal LM its critic: with ``lora`` (``model`` is a peft model whose adapter ``default`` is the
+    policy) a trainable ``critic`` LoRA adapter configured as the policy's, else a copy of the decoder body;
+    plus the value head. Returns ``model`` with the :class:`CriticParts` as its submodule ``ppo_critic``."""
     hidden = int(decoder(model).config.hidden_size)
-    if _is_peft(model):
+    if lora:
         model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(model.peft_config[POLICY_ADAPTER]))
         for name, p in model.named_parameters():
             if f".{CRITIC_ADAPTER}." in name:  # peft adds a second adapter frozen
@@ -84,6 +83,11 @@ def add_critic(model: nn.Module) -> nn.Module:
         parts = CriticParts(hidden, body=copy.deepcopy(decoder(model)))
     setattr(model, CRITIC_ATTR, parts)
     return model
+
+
+def is_lora_critic(model: nn.Module) -> bool:
+    """Whether the critic of ``model`` (unwrapped) is the ``critic`` LoRA adapter (else its own body copy)."""
+    return getattr(model, CRITIC_ATTR).body is None
 
 
 def is_critic_param(name: str) -> bool:
@@ -160,7 +164,7 @@ def save_critic(model: nn.Module, out: str | os.PathLike) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        if parts.body is None:
+        if is_lora_critic(model):
             from peft import get_peft_model_state_dict
 
             config = copy.deepcopy(model.peft_config[CRITIC_ADAPTER])
