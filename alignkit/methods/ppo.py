@@ -1,7 +1,7 @@
 """``alignkit ppo``: PPO with a critic (RLHF as in Ziegler et al. 2019 / Ouyang et al. 2022).
 
 Four roles: the **policy** (actor), the **critic** (a value head on a transformer body), the frozen
-**reference** policy and the **reward** (``reward=``, SPEC 6a: Python functions, ``rm:PATH``, ...).
+**reference** policy and the **reward** (``reward=``, README "Reward functions": Python functions, ``rm:PATH``, ...).
 
 Models (see :mod:`alignkit.models.critic`): with ``lora.r > 0`` one frozen base carries two LoRA adapters,
 ``default`` (the policy) and ``critic``, and the reference is the base with the adapters disabled: one
@@ -83,7 +83,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +91,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from alignkit.config import ConfigError, TrainConfig
+from alignkit.files import write_text
 from alignkit.losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss
 from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
@@ -517,11 +517,7 @@ class PPO(PromptMethod):
     def _save_kl_history(self) -> None:
         if self.accelerator is not None and not self.accelerator.is_main_process:
             return
-        path = self._kl_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({str(b): v for b, v in sorted(self._kl_history.items())}))
-        os.replace(tmp, path)
+        write_text(self._kl_path(), json.dumps({str(b): v for b, v in sorted(self._kl_history.items())}))
 
     def _restore_kl_coef(self, block: int) -> None:
         """On the first step of a run: the adaptive controller's coefficient for ``block`` (a resumed
