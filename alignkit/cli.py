@@ -1,4 +1,4 @@
-"""``alignkit METHOD [CONFIG.yaml] [key=value ...]`` and the other commands (SPEC section 4)."""
+"""``alignkit METHOD [CONFIG.yaml] [key=value ...]`` and the other commands (README "Quick start")."""
 
 from __future__ import annotations
 
@@ -146,8 +146,19 @@ def _train(method_cls, config) -> int:
         return 3
     if result.interrupted:
         return 130
+    write_run_report(result.output_dir)
     print(f"done: {result.steps} steps; model in {result.final_dir}; metrics in {result.output_dir / 'metrics.jsonl'}")
     return 0
+
+
+def write_run_report(output_dir) -> None:
+    """``report.html`` of a finished run: the command line's step after the engine (which writes
+    metrics only). Skipped when the report extra (matplotlib) is not installed."""
+    try:
+        from alignkit.report import write_run_report as write
+    except ImportError:
+        return
+    write(output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

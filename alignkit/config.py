@@ -1,7 +1,7 @@
 """Typed run configuration: YAML file plus ``key=value`` overrides, validated by pydantic.
 
 Every method has a config class derived from :class:`TrainConfig` (the keys every method accepts,
-SPEC section 4). Unknown keys are errors that name the closest valid key. The names Hugging Face
+README "Quick start"). Unknown keys are errors that name the closest valid key. The names Hugging Face
 ``TrainingArguments`` and TRL give the same settings (``learning_rate``, ``per_device_train_batch_size``,
 ...) are accepted as aliases (:data:`ALIASES`) by the methods whose config has the key they stand for.
 """

@@ -11,7 +11,6 @@ import torch
 
 from alignkit.cli import main
 from alignkit.engine.logging import read_metrics
-from alignkit.engine.trainer import Trainer
 from alignkit.methods import dpo as dpo_module
 from alignkit.methods import reference
 from alignkit.methods.dpo import DPO, DPOConfig
@@ -42,7 +41,7 @@ def ref_cache(tmp_path, monkeypatch, request):
     path = tmp_path / "refcache"
     monkeypatch.setattr(reference, "ref_cache_dir", lambda: path)
     if not request.node.name.endswith("[sigmoid]"):
-        monkeypatch.setattr(Trainer, "_write_report", lambda self: None)
+        monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
     return path
 
 

@@ -9,7 +9,6 @@ import torch
 
 from alignkit.cli import main
 from alignkit.engine.logging import read_metrics
-from alignkit.engine.trainer import Trainer
 from alignkit.methods import reference
 from alignkit.methods.kto import KTO, KTOConfig, assign_kl_completions
 from tests.helpers import QA, preference_rows, write_jsonl
@@ -39,7 +38,7 @@ def isolated(tmp_path, monkeypatch):
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared test machine
     monkeypatch.setattr(reference, "ref_cache_dir", lambda: tmp_path / "refcache")
-    monkeypatch.setattr(Trainer, "_write_report", lambda self: None)  # plots: ~2 s a run, checked in test_dpo
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)  # plots: ~2 s a run, checked in test_dpo
     yield
     torch.set_num_threads(n)
 

@@ -12,7 +12,6 @@ import torch
 from alignkit.cli import main
 from alignkit.config import ConfigError, load_config
 from alignkit.engine.logging import read_metrics
-from alignkit.engine.trainer import Trainer
 from alignkit.judges import CallableBackend, LLMJudge, judge_reward
 from alignkit.methods import get_method
 from alignkit.methods.online import completion_token_logps
@@ -58,7 +57,7 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def no_report(monkeypatch):
     """The HTML report is the engine's (tested there); skipping it keeps these runs fast."""
-    monkeypatch.setattr(Trainer, "_write_report", lambda self: None)
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
 
 
 def test_config_and_registry():

@@ -17,7 +17,6 @@ import torch
 from alignkit.cli import main
 from alignkit.config import ConfigError, load_config
 from alignkit.engine.logging import read_metrics
-from alignkit.engine.trainer import Trainer
 from alignkit.losses import gae, kl_penalty, masked_whiten
 from alignkit.methods.online import collate_prompt_examples, completion_token_logps
 from alignkit.methods.ppo import CRITIC_ATTR, PPO, PPOConfig, adaptive_kl_update
@@ -46,7 +45,7 @@ def reward_file(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_report(monkeypatch):
-    monkeypatch.setattr(Trainer, "_write_report", lambda self: None)
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
 
 
 def _ppo(*args: str) -> int:

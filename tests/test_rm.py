@@ -31,7 +31,7 @@ def _fast():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "_write_report", lambda self: None)
+        mp.setattr("alignkit.cli.write_run_report", lambda out: None)
         yield
     torch.set_num_threads(threads)
 

@@ -14,7 +14,6 @@ from alignkit.aifeedback import generation
 from alignkit.aifeedback.pairs import forced_rate, histogram, parse_rate, select_pair
 from alignkit.cli import main
 from alignkit.data import load_examples
-from alignkit.engine.trainer import Trainer
 from alignkit.methods import reference
 from alignkit.pipelines.self_reward import loop as sr
 from tests.helpers import write_jsonl
@@ -31,7 +30,7 @@ def fast(tmp_path, monkeypatch):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setattr(reference, "ref_cache_dir", lambda: tmp_path / "refcache")
-    monkeypatch.setattr(Trainer, "_write_report", lambda self: None)
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
     yield
     torch.set_num_threads(n)
 

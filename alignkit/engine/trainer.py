@@ -38,8 +38,8 @@ from alignkit.engine.checkpoint import (
     verify_checkpoint,
 )
 from alignkit.engine.logging import MetricsLog
+from alignkit.engine.method import Method
 from alignkit.engine.schedule import build_scheduler
-from alignkit.methods.base import Method
 
 
 class TrainingDiverged(RuntimeError):
@@ -300,16 +300,7 @@ class Trainer:
             self.method.save_final(acc.unwrap_model(self.model), self.tokenizer, final, cfg)
         acc.wait_for_everyone()
         self.log.close()
-        if acc.is_main_process:
-            self._write_report()
         return RunResult(self.out, step, final)
-
-    def _write_report(self) -> None:
-        try:
-            from alignkit.report import write_run_report
-        except ImportError:
-            return
-        write_run_report(self.out)
 
 
 def train(method_cls: type[Method], config: TrainConfig) -> RunResult:

@@ -47,8 +47,8 @@ from pydantic import Field, model_validator
 
 from alignkit.config import TrainConfig
 from alignkit.data import collate_preference, load_examples, tokenize_preference
+from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import REFERENCE_FREE, nll_term, preference_loss, preference_rewards
-from alignkit.methods.base import Method, StepOutput
 from alignkit.methods.common import forward_label_logps
 from alignkit.methods.reference import Reference, announce, build_reference, to_device
 

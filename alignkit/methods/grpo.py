@@ -63,8 +63,8 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
+from alignkit.engine.method import StepOutput
 from alignkit.losses import grpo_loss_with_stats
-from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,

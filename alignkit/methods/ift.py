@@ -75,7 +75,7 @@ from pydantic import Field
 
 from alignkit.config import SFTConfig
 from alignkit.data import IGNORE_INDEX
-from alignkit.methods.base import StepOutput
+from alignkit.engine.method import StepOutput
 from alignkit.methods.common import LOGPROB_CHUNK, forward_label_logps, unwrap
 from alignkit.methods.sft import SFT, neftune_hook
 

@@ -37,8 +37,8 @@ from pydantic import Field
 from alignkit.config import TrainConfig
 from alignkit.data import collate_unpaired, load_examples, tokenize_unpaired
 from alignkit.data.batching import epoch_generator
+from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import kto_kl_estimate, kto_loss, kto_rewards
-from alignkit.methods.base import Method, StepOutput
 from alignkit.methods.common import forward_label_logps, unwrap
 from alignkit.methods.reference import Reference, announce, build_reference, to_device
 

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from alignkit.data import collate_prompts, load_examples, tokenize_prompts
+from alignkit.engine.method import Method
 from alignkit.logprobs import can_share_prompts, sequence_token_logps, shared_prompt_token_logps
 from alignkit.losses import group_advantages, reinforce_pp_advantages, rloo_advantages
-from alignkit.methods.base import Method
 from alignkit.models.generation import Rollout
 
 __all__ = [

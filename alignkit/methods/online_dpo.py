@@ -54,8 +54,8 @@ from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError
 from alignkit.data.pairs import pick_pair
+from alignkit.engine.method import StepOutput
 from alignkit.losses import nll_term, preference_loss, preference_rewards
-from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.dpo import DPOConfig
 from alignkit.methods.online import (

@@ -91,9 +91,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from alignkit.config import ConfigError, TrainConfig
+from alignkit.engine.method import StepOutput
 from alignkit.files import write_text
 from alignkit.losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss
-from alignkit.methods.base import StepOutput
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,

@@ -39,8 +39,8 @@ from pydantic import Field
 
 from alignkit.config import TrainConfig
 from alignkit.data import DataError, LoadedRows, collate_preference, load_examples, tokenize_preference
+from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import bradley_terry_loss, reward_centering_term
-from alignkit.methods.base import Method, StepOutput
 from alignkit.reward_model import ensure_distinct_pad, sequence_rewards
 
 MARGIN = "margin"

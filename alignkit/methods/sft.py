@@ -13,7 +13,7 @@ import torch
 
 from alignkit.config import SFTConfig
 from alignkit.data import collate_lm, load_examples, pack_examples, tokenize_sft
-from alignkit.methods.base import Method, StepOutput
+from alignkit.engine.method import Method, StepOutput
 from alignkit.methods.common import forward_label_logps, unwrap
 
 
