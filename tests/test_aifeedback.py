@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from alignkit.aifeedback import generation, judging
+from alignkit.aifeedback import judging
 from alignkit.aifeedback.critique import clean_revision
 from alignkit.aifeedback.instructions import PromptFilter, clean_generated_prompt, synthesize_prompts
 from alignkit.cli import main
 from alignkit.data import load_examples
+from alignkit.generation import texts as generation
 from tests.helpers import write_jsonl
 
 

@@ -25,7 +25,7 @@ def run_chat(monkeypatch, capsys, argv, stdin_text):
 @pytest.fixture
 def spy_generate(monkeypatch):
     """Replace the model call with a recorder; the REPL logic is what is under test."""
-    import alignkit.models
+    import alignkit.generation
 
     calls = []
 
@@ -33,7 +33,7 @@ def spy_generate(monkeypatch):
         calls.append([list(map(dict, p)) for p in prompts])
         return [f"reply {len(calls)}"]
 
-    monkeypatch.setattr(alignkit.models, "generate", fake)
+    monkeypatch.setattr(alignkit.generation, "generate", fake)
     return calls
 
 

@@ -7,8 +7,9 @@ import time
 import pytest
 import torch
 
-from alignkit.models import Rollout, build_tiny_random, encode_prompt, generate, sample_completions
-from alignkit.models.generation import _first_eos_mask
+from alignkit.generation import Rollout, encode_prompt, generate, sample_completions
+from alignkit.generation.sampling import _first_eos_mask
+from alignkit.models import build_tiny_random
 
 PROMPTS = [
     "hello there, how are you doing today my friend?",

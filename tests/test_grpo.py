@@ -12,12 +12,12 @@ import torch
 from alignkit.cli import main
 from alignkit.config import ConfigError, load_config
 from alignkit.engine.logging import read_metrics
+from alignkit.generation.backends import rollout_from_token_lists
 from alignkit.losses import group_advantages, grpo_loss, reinforce_pp_advantages, rloo_advantages
 from alignkit.methods import grpo as grpo_module
 from alignkit.methods.grpo import GRPO, GRPOConfig
 from alignkit.methods.online import collate_prompt_examples
 from alignkit.models import build_tiny_random
-from alignkit.rollout import rollout_from_token_lists
 from tests.helpers import write_jsonl
 
 QUESTIONS = ["What is 2+2?", "Name a fruit.", "Say hello.", "What colour is the sky?", "Count to three.",

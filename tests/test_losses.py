@@ -484,3 +484,23 @@ def test_bradley_terry():
     close(bradley_terry_loss(rc, rr), [-log_sigmoid(1.0), -log_sigmoid(-1.0)])
     close(bradley_terry_loss(rc, rr, margin=t([0.5, 0.0])), [-log_sigmoid(0.5), -log_sigmoid(-1.0)])
     close(bradley_terry_loss(rc, rr, margin=1.0), [-log_sigmoid(0.0), -log_sigmoid(-2.0)])
+
+
+def test_kl_shaped_rewards_by_hand():
+    from alignkit.losses import kl_shaped_rewards
+
+    logps = torch.tensor([[0.5, 0.2, 0.0], [0.1, 0.0, 0.0]])
+    ref = torch.tensor([[0.3, 0.4, 0.0], [0.1, 9.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    rewards, kl = kl_shaped_rewards(torch.tensor([1.0, 2.0]), logps, ref, mask, kl_coef=0.1, kind="k1")
+    # k1: KL_t = logp - ref on the mask: [[0.2, -0.2, 0], [0, 0 (masked), 0]]
+    assert torch.allclose(kl, torch.tensor([[0.2, -0.2, 0.0], [0.0, 0.0, 0.0]]), atol=1e-6)
+    # -0.1 * KL_t, plus the score at the last response token (index 1 and 0)
+    assert torch.allclose(rewards, torch.tensor([[-0.02, 0.02 + 1.0, 0.0], [2.0, 0.0, 0.0]]), atol=1e-6)
+
+
+def test_adaptive_kl_update_by_hand():
+    from alignkit.losses import adaptive_kl_update
+
+    # e = clip(9/6 - 1, -0.2, 0.2) = 0.2; 0.1 * (1 + 0.2 * 100 / 1000) = 0.102
+    assert adaptive_kl_update(0.1, 9.0, 6.0, 100, 1000) == pytest.approx(0.102)

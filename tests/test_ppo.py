@@ -17,11 +17,11 @@ import torch
 from alignkit.cli import main
 from alignkit.config import ConfigError, load_config
 from alignkit.engine.logging import read_metrics
-from alignkit.losses import gae, kl_penalty, masked_whiten
+from alignkit.generation.backends import rollout_from_token_lists
+from alignkit.losses import adaptive_kl_update, gae, kl_penalty, masked_whiten
 from alignkit.methods.online import collate_prompt_examples, completion_token_logps
-from alignkit.methods.ppo import CRITIC_ATTR, PPO, PPOConfig, adaptive_kl_update
+from alignkit.methods.ppo import CRITIC_ATTR, PPO, PPOConfig
 from alignkit.models import build_tiny_random
-from alignkit.rollout import rollout_from_token_lists
 from tests.helpers import write_jsonl
 
 QUESTIONS = ["What is 2+2?", "Name a fruit.", "Say hello.", "What colour is the sky?", "Count to three.",

@@ -7,7 +7,8 @@ import pytest
 
 from alignkit.data import LoadedRows, tokenize_preference, tokenize_prompts
 from alignkit.data.render import as_user_turn, conversational_row, render_prompt, request_prompt, row_mode
-from alignkit.models import encode_prompt, load_tokenizer
+from alignkit.generation import encode_prompt
+from alignkit.models import load_tokenizer
 
 USER = [{"role": "user", "content": "Name a colour."}]
 

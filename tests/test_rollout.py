@@ -7,15 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from alignkit.logprobs import full_logits_token_logps
-from alignkit.methods.online import (
-    collate_prompt_examples,
-    completion_token_logps,
-    reward_inputs,
-    rollout_batch,
-)
-from alignkit.models import build_tiny_random
-from alignkit.rollout import (
+from alignkit.generation.backends import (
     HFRolloutBackend,
     RolloutBackendError,
     SamplingSettings,
@@ -25,6 +17,14 @@ from alignkit.rollout import (
     rollout_seed,
     stop_token_ids,
 )
+from alignkit.logprobs import full_logits_token_logps
+from alignkit.methods.online import (
+    collate_prompt_examples,
+    completion_token_logps,
+    reward_inputs,
+    rollout_batch,
+)
+from alignkit.models import build_tiny_random
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def _logits(model, ids):
 
 
 def test_inference_copy_float32_matches_the_lora_policy_and_follows_updates():
-    from alignkit.rollout import InferenceCopy
+    from alignkit.generation.backends import InferenceCopy
 
     policy = _lora_policy()
     ids = torch.randint(0, 1000, (2, 9))
@@ -197,7 +197,7 @@ def test_inference_copy_float32_matches_the_lora_policy_and_follows_updates():
 
 
 def test_inference_copy_bfloat16_full_model_tracks_trainable_weights():
-    from alignkit.rollout import InferenceCopy
+    from alignkit.generation.backends import InferenceCopy
 
     policy = build_tiny_random()
     ids = torch.randint(0, 1000, (2, 9))
@@ -227,7 +227,7 @@ def test_hf_backend_samples_from_the_copy(tokenizer, prompts):
 def test_rollout_dtype_defaults_to_bfloat16_under_bf16_mixed_precision():
     from types import SimpleNamespace
 
-    from alignkit.rollout import rollout_dtype
+    from alignkit.generation.backends import rollout_dtype
 
     bf16, fp32 = SimpleNamespace(mixed_precision="bf16"), SimpleNamespace(mixed_precision="no")
     assert rollout_dtype(SimpleNamespace(rollout_dtype=None), bf16) == "bfloat16"

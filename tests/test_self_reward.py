@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from alignkit.aifeedback import generation
 from alignkit.aifeedback.pairs import forced_rate, histogram, parse_rate, select_pair
 from alignkit.cli import main
 from alignkit.data import load_examples
+from alignkit.generation import texts as generation
 from alignkit.methods import reference
 from alignkit.pipelines.self_reward import loop as sr
 from tests.helpers import write_jsonl

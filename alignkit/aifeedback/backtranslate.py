@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from alignkit.aifeedback import generation, judging
+from alignkit.aifeedback import judging
 from alignkit.aifeedback.instructions import clean_generated_prompt
 from alignkit.aifeedback.pairs import as_chat, histogram, mean
 from alignkit.aifeedback.prompts import instruction_from_response_prompt, rate_pair_prompt
+from alignkit.generation import texts as generation
 
 
 @dataclass

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignkit.aifeedback import generation
 from alignkit.aifeedback.instructions import normalise
 from alignkit.aifeedback.pairs import as_chat
 from alignkit.aifeedback.principles import DEFAULT_PRINCIPLES
 from alignkit.aifeedback.prompts import critique_request, revision_request
+from alignkit.generation import texts as generation
 
 
 class PrinciplesError(ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from alignkit.aifeedback import generation, judging
+from alignkit.aifeedback import judging
 from alignkit.aifeedback.pairs import (
     as_chat,
     drop_counts,
@@ -22,6 +22,7 @@ from alignkit.aifeedback.pairs import (
     parse_rate,
     select_pair,
 )
+from alignkit.generation import texts as generation
 
 
 @dataclass

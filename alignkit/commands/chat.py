@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from alignkit.models import ModelNotFoundError, generate, load_trained
+    from alignkit.generation import generate
+    from alignkit.models import ModelNotFoundError, load_trained
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars around the replies
 

@@ -201,7 +201,7 @@ def _limit(items: list, n: int | None) -> list:
 def _load_model(name: str, trust_remote_code: bool) -> tuple[Any, Any]:
     from transformers.utils import logging as hf_logging
 
-    from alignkit.aifeedback import generation
+    from alignkit.generation import texts as generation
 
     hf_logging.disable_progress_bar()
     return generation.load_generator(name, trust_remote_code=trust_remote_code)

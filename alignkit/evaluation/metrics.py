@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 __all__ = [
-    "Generations",
     "RewardUnavailable",
-    "generate_with_ids",
     "kl_estimate",
     "load_reward",
     "perplexity",
@@ -38,14 +35,6 @@ __all__ = [
     "rm_pairwise_accuracy",
     "sequence_log_ratios",
 ]
-
-
-@dataclass
-class Generations:
-    texts: list[str]
-    prompt_ids: list[list[int]]
-    completion_ids: list[list[int]]  # EOS included when one was generated
-    truncated: list[bool]
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -62,39 +51,6 @@ def _pad_id(tokenizer: Any) -> int:
     return int(pad)
 
 
-def generate_with_ids(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Any], *, max_new_tokens: int = 256,
-                      batch_size: int = 8, temperature: float = 0.0, seed: int | None = 0,
-                      chat_template: str = "auto", progress: Callable[[int], None] | None = None) -> Generations:
-    """Like :func:`alignkit.models.generate` (batched, longest prompts first, greedy by default) but
-    also returns the prompt and completion token ids. ``progress(n)`` is called after each batch.
-
-    The prompts are instructions to an assistant (the instruction-following eval): a string is asked
-    as a user turn (:func:`alignkit.data.render.request_prompt`) unless ``chat_template="never"``."""
-    from alignkit.data.render import request_prompt
-    from alignkit.models import encode_prompt, sample_completions
-
-    encoded = [encode_prompt(tokenizer, request_prompt(tokenizer, p, chat_template), chat_template)
-               for p in prompts]
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no EOS token; generation would not know where to stop")
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    completions: list[list[int]] = [[] for _ in encoded]
-    truncated = [False] * len(encoded)
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        idx = order[start:start + batch_size]
-        rollout = sample_completions(model, [encoded[i] for i in idx], pad_id=_pad_id(tokenizer), eos_id=eos,
-                                     max_new_tokens=max_new_tokens, temperature=temperature,
-                                     generator_seed=None if seed is None else seed + b)
-        for j, i in enumerate(idx):
-            completions[i] = rollout.completion_ids[j]
-            truncated[i] = bool(rollout.truncated[j])
-        if progress is not None:
-            progress(len(idx))
-    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
-    return Generations(texts, encoded, completions, truncated)
-
-
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, tokenizer: Any, data: Any, *, batch_size: int = 8, max_length: int = 1024,
                chat_template: str = "auto") -> dict[str, float]:
@@ -102,7 +58,7 @@ def perplexity(model: torch.nn.Module, tokenizer: Any, data: Any, *, batch_size:
     (:class:`alignkit.data.LoadedRows`). Returns ``{"perplexity", "nll", "tokens", "examples"}``."""
     from alignkit.data import LoadedRows, collate_lm, load_examples, tokenize_sft
     from alignkit.logprobs import sequence_token_logps
-    from alignkit.models import eval_mode
+    from alignkit.models.modules import eval_mode
 
     loaded = data if isinstance(data, LoadedRows) else load_examples(data, ("lm", "prompt_completion", "preference"))
     examples = tokenize_sft(loaded, tokenizer, max_length, chat_template)
@@ -130,7 +86,7 @@ def sequence_log_ratios(model: torch.nn.Module, ref_model: torch.nn.Module, prom
     """Per sequence: Σ_t log π(y_t) − log π_ref(y_t) over the completion tokens, and the token count."""
     from alignkit.data import IGNORE_INDEX, pad
     from alignkit.logprobs import sequence_token_logps
-    from alignkit.models import eval_mode
+    from alignkit.models.modules import eval_mode
 
     if len(prompt_ids) != len(completion_ids):
         raise ValueError("prompt_ids and completion_ids differ in length")

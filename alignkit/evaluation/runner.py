@@ -106,8 +106,8 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     Input problems (instruction file, judge/reward specs, eval data) raise before any model loads:
     :class:`InstructionFileError`, :class:`JudgeError`, :class:`alignkit.data.DataError`, ``ValueError``.
     """
+    from alignkit.data.render import request_prompt
     from alignkit.evaluation.metrics import (
-        generate_with_ids,
         kl_estimate,
         load_reward,
         load_reward_model,
@@ -116,6 +116,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         rm_pairwise_accuracy,
     )
     from alignkit.evaluation.winrate import load_judge, pairwise_winrate
+    from alignkit.generation import generate_with_ids
 
     opts = opts or EvalOptions()
     if not models:
@@ -155,7 +156,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         log(f"[{k}/{len(models)}] {name}: loading")
         model, tok = _load(spec, device)
         bar = _progress_bar(len(prompts), f"[{k}/{len(models)}] generating")
-        gens = generate_with_ids(model, tok, prompts, max_new_tokens=opts.max_new_tokens,
+        # the instructions are requests to an assistant: a user turn unless chat_template=never
+        asked = [request_prompt(tok, p, opts.chat_template) for p in prompts]
+        gens = generate_with_ids(model, tok, asked, max_new_tokens=opts.max_new_tokens,
                                  batch_size=opts.batch_size, temperature=opts.temperature, seed=opts.seed,
                                  chat_template=opts.chat_template, progress=_progress(bar, log, f"[{k}/{len(models)}]"))
         bar.close()
@@ -178,7 +181,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
                 raise ValueError(f"KL: {name} and the reference {opts.reference} use different tokenizers")
             if opts.kl_samples > 0:
                 log(f"[{k}/{len(models)}] {name}: sampling {opts.kl_samples} completion(s) per prompt for KL")
-                kl_prompts = [p for p in prompts for _ in range(opts.kl_samples)]
+                kl_prompts = [p for p in asked for _ in range(opts.kl_samples)]
                 kl_gens = generate_with_ids(model, tok, kl_prompts, max_new_tokens=opts.max_new_tokens,
                                             batch_size=opts.batch_size, temperature=1.0, seed=opts.seed + 1000,
                                             chat_template=opts.chat_template)

@@ -57,7 +57,7 @@ class CallableBackend:
 
 
 class LocalBackend:
-    """A causal LM with its tokenizer, generating with :func:`alignkit.models.sample_completions`.
+    """A causal LM with its tokenizer, generating with :func:`alignkit.generation.sample_completions`.
 
     ``model=None`` is the unbound policy of ``judge:self``: :meth:`bind` sets it (the training method
     does that in its set-up, see :func:`alignkit.judges.bind_policy`). Judge prompts go through the
@@ -96,9 +96,9 @@ class LocalBackend:
                              "trained, which the training method must hand over (alignkit.judges.bind_policy); "
                              "outside training pass policy=MODEL, tokenizer=TOKENIZER to load_judge")
         from alignkit.data.render import request_prompt
-        from alignkit.models.generation import encode_prompt, sample_completions
+        from alignkit.generation.backends import stop_token_ids
+        from alignkit.generation.sampling import encode_prompt, sample_completions
         from alignkit.models.modules import unwrap
-        from alignkit.rollout import stop_token_ids
 
         model = unwrap(self.model)
         tok = self.tokenizer
@@ -152,7 +152,7 @@ class LocalBackend:
         import torch
 
         from alignkit.data.render import request_prompt
-        from alignkit.models.generation import encode_prompt, eval_mode
+        from alignkit.generation.sampling import encode_prompt, eval_mode
         from alignkit.models.modules import unwrap
 
         if self.model is None or self.tokenizer is None or not texts:

@@ -14,12 +14,14 @@ from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_rewards
 from alignkit.losses.policy import (
     GRPO_LOSS_TYPES,
     KL_KINDS,
+    adaptive_kl_update,
     entropy_from_logits,
     gae,
     group_advantages,
     grpo_loss,
     grpo_loss_with_stats,
     kl_penalty,
+    kl_shaped_rewards,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -40,6 +42,7 @@ from alignkit.losses.preference import (
 from alignkit.losses.reward import bradley_terry_loss, reward_centering_term
 
 __all__ = [
+    "adaptive_kl_update",
     "GRPO_LOSS_TYPES",
     "KL_KINDS",
     "NEEDS_LENGTHS",
@@ -52,6 +55,7 @@ __all__ = [
     "grpo_loss",
     "grpo_loss_with_stats",
     "kl_penalty",
+    "kl_shaped_rewards",
     "kto_kl_estimate",
     "kto_loss",
     "kto_rewards",

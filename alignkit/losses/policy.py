@@ -349,3 +349,28 @@ def ppo_value_loss(
     loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped > unclipped).to(values.dtype), mask).detach()
     return loss, clipfrac
+
+
+def adaptive_kl_update(kl_coef: float, current_kl: float, target_kl: float, n_steps: int, horizon: int,
+                       clip: float = 0.2) -> float:
+    """One update of the adaptive KL controller (Ziegler et al. 2019, "Fine-Tuning Language Models from
+    Human Preferences"): ``e = clip(current_kl / target_kl - 1, -clip, clip)``, new coefficient
+    ``kl_coef * (1 + e * n_steps / horizon)``. Scalars in, scalar out."""
+    error = min(max(current_kl / target_kl - 1.0, -clip), clip)
+    return kl_coef * (1.0 + error * n_steps / horizon)
+
+
+def kl_shaped_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
+                      kl_coef: float, kind: str = "k1") -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO-RLHF per-token rewards (Ziegler et al. 2019; Ouyang et al. 2022): ``r_t = -kl_coef * KL_t``
+    on every response token, plus the sequence's score at its last response token.
+
+    ``scores``: [B]; ``logps``, ``ref_logps``, ``mask``: [B, T] (mask 1 on response tokens, left-aligned).
+    ``KL_t`` is :func:`kl_penalty` of kind ``kind`` (zero off the mask). Returns ``(rewards, KL)``, both [B, T].
+    """
+    m = mask.to(logps.dtype)
+    kl = kl_penalty(logps, ref_logps, kind) * m
+    rewards = -kl_coef * kl
+    last = (mask.sum(1) - 1).clamp(min=0)
+    rewards[torch.arange(mask.shape[0], device=mask.device), last] += scores.to(rewards.dtype)
+    return rewards, kl

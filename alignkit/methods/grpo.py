@@ -64,6 +64,13 @@ from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
 from alignkit.engine.method import StepOutput
+from alignkit.generation.backends import (
+    SamplingSettings,
+    make_backend,
+    rollout_dtype,
+    rollout_seed,
+    stop_token_ids,
+)
 from alignkit.losses import grpo_loss_with_stats
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
@@ -76,9 +83,9 @@ from alignkit.methods.online import (
     reference_token_logps,
     rollout_batch,
     score_rollout,
+    trim_padding,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
-from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 from alignkit.scoring import load_reward_functions
 
 
@@ -252,11 +259,11 @@ class GRPO(PromptMethod):
                     continue
                 if keep.numel() < n:
                     t = {k: v.index_select(0, keep.to(v.device)) for k, v in t.items()}
-            micro.append(_trim(t))
+            micro.append(trim_padding(t))
         if not micro:  # every group was flat: one placeholder micro-batch that trains nothing
             t = {k: v[:G] for k, v in parts[0]["tensors"].items()}
             t["advantages"] = torch.zeros(G, device=device)
-            t = _trim(t)
+            t = trim_padding(t)
             t["loss_weight"] = 0.0
             micro = [t]
 
@@ -347,23 +354,3 @@ class GRPO(PromptMethod):
         for name, values in per.items():
             metrics[f"rewards/{name}"] = (float(values.sum()), N)
         return StepOutput(loss_sum=torch.zeros((), device=ro.sequences.device), metrics=metrics)
-
-
-def _trim(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop all-padding columns: completion columns after the longest completion and prompt columns
-    before the longest prompt (position ids are unaffected: they count real tokens only)."""
-    cmask = t["completion_mask"]
-    C = cmask.shape[1]
-    keep_c = int(cmask.any(0).nonzero().max()) + 1 if cmask.any() else 1
-    attn = t["attention_mask"]
-    P = attn.shape[1] - C
-    lead = int(attn[:, :P].any(0).long().argmax()) if P > 0 and attn[:, :P].any() else 0
-    out = {}
-    for k, v in t.items():
-        if k in ("input_ids", "attention_mask", "position_ids", "labels"):
-            out[k] = v[:, lead:P + keep_c]
-        elif k in ("completion_mask", "old_logps", "ref_logps"):
-            out[k] = v[:, :keep_c]
-        else:
-            out[k] = v
-    return out

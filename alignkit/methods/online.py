@@ -3,7 +3,7 @@
 The life of one rollout::
 
     examples --collate_prompt_examples--> prompt batch (left-padded ids + the rows' text and columns)
-      --backend.generate (alignkit.rollout)--> Rollout (ids, masks, grouped per prompt)
+      --backend.generate (alignkit.generation.backends)--> Rollout (ids, masks, grouped per prompt)
       --rollout_batch--> training tensors: input_ids, attention_mask, position_ids, labels, completion_mask
       --reward_inputs + RewardSet--> rewards [N] and per-source rewards
       --compute_advantages--> advantages [N]
@@ -29,14 +29,18 @@ import torch
 
 from alignkit.data import collate_prompts, load_examples, tokenize_prompts
 from alignkit.engine.method import Method
+from alignkit.generation.sampling import Rollout
 from alignkit.logprobs import can_share_prompts, sequence_token_logps, shared_prompt_token_logps
 from alignkit.losses import group_advantages, reinforce_pp_advantages, rloo_advantages
-from alignkit.models.generation import Rollout
 
 __all__ = [
     "ADVANTAGES",
     "CompletionLog",
     "RolloutStore",
+    "SEQUENCE_KEYS",
+    "pad_cat",
+    "select_rows",
+    "trim_padding",
     "reference_token_logps",
     "score_rollout",
     "collate_prompt_examples",
@@ -134,6 +138,55 @@ def completion_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor
     if with_entropy:
         return logps, out[2][:, -C:].detach()
     return logps
+
+
+#: [N, P + C] tensors of a rollout batch (prompt columns then completion columns)
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "position_ids", "labels")
+
+
+def trim_padding(t: dict[str, Any]) -> dict[str, Any]:
+    """Drop the all-padding columns of a rollout batch: prompt columns before the longest prompt and
+    completion columns after the longest completion. Sequence tensors (:data:`SEQUENCE_KEYS`,
+    ``[N, P + C]``) lose both; other ``[N, C]`` tensors (``completion_mask``, old/reference log-probs,
+    values, advantages, ...) lose the completion tail; the rest is kept. Position ids count real tokens
+    only, so nothing else changes."""
+    cmask = t["completion_mask"]
+    C = cmask.shape[1]
+    keep = int(cmask.any(0).nonzero().max()) + 1 if cmask.any() else 1
+    attn = t["attention_mask"]
+    P = attn.shape[1] - C
+    lead = int(attn[:, :P].any(0).long().argmax()) if P > 0 and attn[:, :P].any() else 0
+    out = dict(t)
+    for k, v in t.items():
+        if k in SEQUENCE_KEYS:
+            out[k] = v[:, lead:P + keep]
+        elif isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[1] == C:
+            out[k] = v[:, :keep]
+    return out
+
+
+def pad_cat(parts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Concatenate rollout parts of different prompt (P) / completion (C) widths: the prompt region
+    is left-padded, the completion region and per-token tensors right-padded."""
+    C = max(p["completion_mask"].shape[1] for p in parts)
+    P = max(p["input_ids"].shape[1] - p["completion_mask"].shape[1] for p in parts)
+    fill = {"input_ids": pad_id, "attention_mask": 0, "position_ids": 0, "labels": -100}
+    out: dict[str, list[torch.Tensor]] = {}
+    for p in parts:
+        c = p["completion_mask"].shape[1]
+        left, right = P - (p["input_ids"].shape[1] - c), C - c
+        for k, v in p.items():
+            if k in fill:
+                v = torch.nn.functional.pad(v, (left, right), value=fill[k])
+            elif v.dim() == 2:
+                v = torch.nn.functional.pad(v, (0, right), value=0)
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def select_rows(buf: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows ``idx`` of every tensor of a rollout buffer."""
+    return {k: v.index_select(0, idx.to(v.device)) for k, v in buf.items()}
 
 
 def repeat_each(values: Sequence[Any], times: int) -> list[Any]:

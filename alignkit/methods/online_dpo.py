@@ -4,7 +4,7 @@ One optimizer step:
 
 1. **Rollout** (``prepare_step``): each of this process's ``grad_accum`` micro-batches holds
    ``batch_size`` *prompts*; the policy samples ``num_generations`` (G >= 2) completions for each,
-   seeded from ``(seed, step, rank, micro-batch)`` with :func:`alignkit.rollout.rollout_seed` (the
+   seeded from ``(seed, step, rank, micro-batch)`` with :func:`alignkit.generation.backends.rollout_seed` (the
    same sampling code as GRPO), so a resumed run samples exactly what an uninterrupted one did.
 2. **Labelling**: the ``reward=`` sources score every completion (README "Reward functions": ``FILE.py:FUNC``,
    ``package.module:FUNC``, ``rm:PATH``, ``judge:MODEL``, or a weighted list); ``missing_eos_penalty``
@@ -55,6 +55,13 @@ from pydantic import Field, model_validator
 from alignkit.config import ConfigError
 from alignkit.data.pairs import pick_pair
 from alignkit.engine.method import StepOutput
+from alignkit.generation.backends import (
+    SamplingSettings,
+    make_backend,
+    rollout_dtype,
+    rollout_seed,
+    stop_token_ids,
+)
 from alignkit.losses import nll_term, preference_loss, preference_rewards
 from alignkit.methods.common import unwrap
 from alignkit.methods.dpo import DPOConfig
@@ -65,13 +72,11 @@ from alignkit.methods.online import (
     reference_token_logps,
     rollout_batch,
     score_rollout,
+    trim_padding,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
 from alignkit.rewards import RewardSet
-from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 from alignkit.scoring import load_reward_source, parse_reward_spec
-
-PAIR_TENSORS = ("input_ids", "attention_mask", "position_ids", "labels")
 
 
 class OnlineDPOConfig(DPOConfig):
@@ -157,22 +162,6 @@ def select_pairs(rewards: torch.Tensor, group_size: int,
             chosen.append(base + pick[0])
             rejected.append(base + pick[1])
     return chosen, rejected
-
-
-def _trim(t: dict[str, Any]) -> dict[str, Any]:
-    """Drop all-padding columns: completion columns after the longest completion, prompt columns before
-    the longest prompt (position ids count real tokens only, so they are unaffected)."""
-    cmask = t["completion_mask"]
-    C = cmask.shape[1]
-    keep_c = int(cmask.any(0).nonzero().max()) + 1 if cmask.any() else 1
-    attn = t["attention_mask"]
-    P = attn.shape[1] - C
-    lead = int(attn[:, :P].any(0).long().argmax()) if P > 0 and attn[:, :P].any() else 0
-    out = dict(t)
-    for k in PAIR_TENSORS:
-        out[k] = t[k][:, lead:P + keep_c]
-    out["completion_mask"] = cmask[:, :keep_c]
-    return out
 
 
 class OnlineDPO(PromptMethod):
@@ -280,7 +269,7 @@ class OnlineDPO(PromptMethod):
             tensors = rollout_batch(ro)
             rows = torch.tensor(chosen + rejected, device=tensors["input_ids"].device)
             t: dict[str, Any] = {k: v.index_select(0, rows) for k, v in tensors.items()}
-            t = _trim(t)
+            t = trim_padding(t)
             t["loss_weight"] = weight
             micro.append(t)
 

@@ -37,9 +37,7 @@ prompt is rolled out once per epoch.
    the token sum by the global token count).
 
 So the defaults (``ppo_epochs=4``, ``num_minibatches=1``) train 4 times on each rollout; ``max_steps=100``
-is 25 rollouts. In TRL's terms (PPOTrainer), alignkit's ``batch_size * grad_accum`` is the per-device
-rollout (TRL's ``per_device_train_batch_size * gradient_accumulation_steps * num_mini_batches``) and
-``num_minibatches`` is TRL's ``num_mini_batches``.
+is 25 rollouts (the README's PPO section maps these keys to TRL's PPOTrainer).
 
 KL controller: ``target_kl`` unset: fixed ``kl_coef``. Set: the adaptive controller of Ziegler et al.
 (2019) (:func:`adaptive_kl_update`) after each rollout, with KL the rollout's mean per-sequence KL (summed
@@ -53,25 +51,8 @@ resumed in the middle of a block reloads that block's rollout (the weights at re
 that sampled it, so re-sampling would not reproduce it); any checkpoint step works, also an interrupt.
 Without the file (deleted) the resumed run samples a fresh rollout of the block's prompts and says so.
 
-Output: ``final/`` holds the policy as every method writes it (adapter directory with LoRA, full model
-otherwise, merged with ``lora.merge_on_save``); ``final/critic/`` the critic (:meth:`PPO.save_final`,
-:func:`~alignkit.models.critic.save_critic`). Checkpoints hold all trainable weights (policy, critic,
-value head).
-
-Metrics (TRL's names where TRL has them): ``reward`` (mean weighted score of the reward sources),
-``reward_std``, ``rewards/NAME``, ``score`` (the score that enters the RL reward: ``reward`` minus
-the missing-EOS penalty), ``kl`` (mean per-sequence KL to the reference, summed over tokens, from
-the rollout), ``non_score_reward`` (mean per-sequence sum of -kl_coef * KL_t), ``kl_coef``,
-``completion_length``, ``completions/clipped_ratio``, ``advantages/mean`` (raw GAE advantages before
-whitening), ``returns/mean``, ``values/mean``, ``explained_variance`` (1 - Var(returns - values) /
-Var(returns) of the rollout's old values; omitted when the returns are constant), all per rollout
-(repeated on each step of its block); and per step ``policy_loss``,
-``value_loss`` (the clipped value loss before ``vf_coef``), ``clip_ratio``, ``value_clip_ratio``,
-``approx_kl`` (0.5 (logp - old)^2 against the sampling policy), ``entropy``; plus the engine's
-``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``. With ``eval_data``: ``eval_reward``
-and ``eval_rewards/NAME`` of one sampled completion per held-out prompt (fixed seeds). Sample
-completions go to ``OUTPUT_DIR/completions.jsonl`` from each rollout whose block contains a multiple of
-``log_completions_steps``, labelled with the block's first step (the step that sampled them).
+Output: ``final/`` holds the policy as every method writes it, ``final/critic/`` the critic
+(:meth:`PPO.save_final`); checkpoints hold all trainable weights. Metrics: the README's PPO section.
 
 Multi-process (DDP) runs: the critic forward calls the critic's modules directly, not through the
 DDP wrapper's forward; gradients still reach every parameter in the same backward, but this path
@@ -93,15 +74,33 @@ from torch import nn
 from alignkit.config import ConfigError, TrainConfig
 from alignkit.engine.method import StepOutput
 from alignkit.files import write_text
-from alignkit.losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss
+from alignkit.generation.backends import (
+    SamplingSettings,
+    make_backend,
+    rollout_dtype,
+    rollout_seed,
+    stop_token_ids,
+)
+from alignkit.losses import (
+    adaptive_kl_update,
+    gae,
+    kl_shaped_rewards,
+    masked_mean,
+    masked_whiten,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,
     PromptMethod,
     RolloutStore,
     completion_token_logps,
+    pad_cat,
     rollout_batch,
     score_rollout,
+    select_rows,
+    trim_padding,
 )
 from alignkit.methods.reference import announce
 from alignkit.models.critic import (
@@ -117,15 +116,12 @@ from alignkit.models.critic import (
     save_critic,
 )
 from alignkit.models.modules import eval_mode
-from alignkit.rollout import SamplingSettings, make_backend, rollout_dtype, rollout_seed, stop_token_ids
 from alignkit.scoring import load_reward_functions
 
-__all__ = ["CRITIC_ADAPTER", "CRITIC_ATTR", "PPO", "PPOConfig", "adaptive_kl_update"]
+__all__ = ["CRITIC_ADAPTER", "CRITIC_ATTR", "PPO", "PPOConfig"]
 
-KL_CLIP = 0.2
 KL_NEXT = "kl_coef_next"  # stored with a rollout: the controller's coefficient after it
 
-_SEQ_KEYS = ("input_ids", "attention_mask", "position_ids", "labels")
 
 
 class PPOConfig(TrainConfig):
@@ -171,59 +167,6 @@ class PPOConfig(TrainConfig):
                              f"batch_size x grad_accum = {rollout}")
         return self
 
-
-
-def adaptive_kl_update(kl_coef: float, current_kl: float, target_kl: float, n_steps: int, horizon: int) -> float:
-    """One update of Ziegler et al.'s (2019) adaptive KL controller:
-    ``e = clip(current_kl / target_kl - 1, -0.2, 0.2)``, ``kl_coef * (1 + e * n_steps / horizon)``."""
-    error = min(max(current_kl / target_kl - 1.0, -KL_CLIP), KL_CLIP)
-    return kl_coef * (1.0 + error * n_steps / horizon)
-
-
-# ----------------------------------------------------------------------------- buffers
-
-
-def _pad_cat(parts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Concatenate rollout parts of different prompt (P) / completion (C) widths: the prompt region
-    is left-padded, the completion region and per-token tensors right-padded."""
-    C = max(p["completion_mask"].shape[1] for p in parts)
-    P = max(p["input_ids"].shape[1] - p["completion_mask"].shape[1] for p in parts)
-    fill = {"input_ids": pad_id, "attention_mask": 0, "position_ids": 0, "labels": -100}
-    out: dict[str, list[torch.Tensor]] = {}
-    for p in parts:
-        c = p["completion_mask"].shape[1]
-        left, right = P - (p["input_ids"].shape[1] - c), C - c
-        for k, v in p.items():
-            if k in fill:
-                v = nn.functional.pad(v, (left, right), value=fill[k])
-            elif v.dim() == 2:
-                v = nn.functional.pad(v, (0, right), value=0)
-            out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
-def _trim(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop all-padding columns (prompt columns before the longest prompt, completion columns after
-    the longest completion); position ids count real tokens only, so nothing else changes."""
-    cmask = t["completion_mask"]
-    C = cmask.shape[1]
-    keep = int(cmask.any(0).nonzero().max()) + 1 if cmask.any() else 1
-    attn = t["attention_mask"]
-    P = attn.shape[1] - C
-    lead = int(attn[:, :P].any(0).long().argmax()) if P > 0 and attn[:, :P].any() else 0
-    out = {}
-    for k, v in t.items():
-        if k in _SEQ_KEYS:
-            out[k] = v[:, lead:P + keep]
-        elif v.dim() == 2:
-            out[k] = v[:, :keep]
-        else:
-            out[k] = v
-    return out
-
-
-def _rows(buf: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: v.index_select(0, idx.to(v.device)) for k, v in buf.items()}
 
 
 # ----------------------------------------------------------------------------- the method
@@ -366,7 +309,7 @@ class PPO(PromptMethod):
             truncated.append(ro.truncated.cpu())
             prompts.extend(p)
             texts.extend(t)
-        buf = _pad_cat(parts, self.pad_id)
+        buf = pad_cat(parts, self.pad_id)
         reward = torch.cat(scores).to(device)
         trunc = torch.cat(truncated).to(device)
         mask = buf["completion_mask"]
@@ -377,7 +320,7 @@ class PPO(PromptMethod):
         ctx = acc.autocast() if acc is not None else torch.autocast("cpu", enabled=False)
         with torch.no_grad(), ctx, eval_mode(inner):
             for start in range(0, mask.shape[0], cfg.batch_size):
-                chunk = _trim(_rows(buf, torch.arange(start, min(start + cfg.batch_size, mask.shape[0]))))
+                chunk = trim_padding(select_rows(buf, torch.arange(start, min(start + cfg.batch_size, mask.shape[0]))))
                 pad = mask.shape[1] - chunk["completion_mask"].shape[1]
 
                 def widen(x: torch.Tensor, pad: int = pad) -> torch.Tensor:
@@ -393,11 +336,8 @@ class PPO(PromptMethod):
         score = reward.clone()
         if cfg.missing_eos_penalty is not None:
             score = score - cfg.missing_eos_penalty * trunc.float()
-        kl = kl_penalty(old_lp, ref_lp, cfg.kl_estimator) * maskf
+        token_rewards, kl = kl_shaped_rewards(score, old_lp, ref_lp, mask, self.kl_coef, cfg.kl_estimator)
         non_score = -self.kl_coef * kl
-        token_rewards = non_score.clone()
-        last = (mask.sum(1) - 1).clamp(min=0)
-        token_rewards[torch.arange(mask.shape[0], device=mask.device), last] += score
         advantages, returns = gae(token_rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
         raw_adv = advantages
         if cfg.whiten_advantages:
@@ -470,7 +410,7 @@ class PPO(PromptMethod):
         order = torch.randperm(R, generator=gen)
         size = R // cfg.num_minibatches
         chosen = order[m * size:(m + 1) * size]
-        return [_trim(_rows(buf, chosen[i:i + cfg.batch_size])) for i in range(0, size, cfg.batch_size)]
+        return [trim_padding(select_rows(buf, chosen[i:i + cfg.batch_size])) for i in range(0, size, cfg.batch_size)]
 
     # -- loss ---------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, Any], step: int) -> StepOutput:

@@ -1,9 +1,9 @@
-"""Models: name resolution (never a hub download), loading, LoRA, saving, generation.
+"""Models: name resolution (never a hub download), loading, LoRA, saving (sampling is in
+:mod:`alignkit.generation`, above this package).
 
 Importing this package imports torch and transformers; keep it out of CLI start-up paths.
 """
 
-from alignkit.models.generation import Rollout, encode_prompt, eval_mode, generate, sample_completions
 from alignkit.models.loading import (
     EMBEDDED_NAME,
     TINY_NAME,
@@ -18,19 +18,18 @@ from alignkit.models.loading import (
     resolve_model,
     save_model,
 )
-from alignkit.models.tokenizer import embedded_gguf_path, load_smollm2_tokenizer
+from alignkit.models.modules import eval_mode
+from alignkit.models.tokenizer import ModelLoadError, embedded_gguf_path, load_smollm2_tokenizer
 
 __all__ = [
     "EMBEDDED_NAME",
     "TINY_NAME",
+    "ModelLoadError",
     "ModelNotFoundError",
-    "Rollout",
     "apply_lora",
     "build_tiny_random",
     "embedded_gguf_path",
-    "encode_prompt",
     "eval_mode",
-    "generate",
     "is_adapter_dir",
     "load_model",
     "load_smollm2_tokenizer",
@@ -38,6 +37,5 @@ __all__ = [
     "load_trained",
     "model_config",
     "resolve_model",
-    "sample_completions",
     "save_model",
 ]

@@ -67,7 +67,7 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
     per prompt with every candidate and its reward."""
     from alignkit.data.render import conversational_row, request_prompt
     from alignkit.evaluation.constraints import constraint_reward
-    from alignkit.models import encode_prompt, sample_completions
+    from alignkit.generation import encode_prompt, sample_completions
 
     say = say or Say(sys.stderr)
     eos = tokenizer.eos_token_id

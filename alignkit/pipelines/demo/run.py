@@ -41,12 +41,13 @@ def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str
                     max_new_tokens: int, batch_size: int, say: Say, desc: str) -> dict[str, Any]:
     """Greedy answers to ``instructions`` and their strict pass rates, as one model entry of the
     ``alignkit eval`` results (:func:`alignkit.evaluation.runner.evaluate_models`)."""
+    from alignkit.data.render import request_prompt
     from alignkit.evaluation.instructions import score_responses
-    from alignkit.evaluation.metrics import generate_with_ids
+    from alignkit.generation import generate_with_ids
 
     t0 = time.perf_counter()
     progress = Progress(say, len(instructions), desc, "prompt")
-    gens = generate_with_ids(model, tokenizer, [ins.prompt for ins in instructions],
+    gens = generate_with_ids(model, tokenizer, [request_prompt(tokenizer, ins.prompt) for ins in instructions],
                              max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0, seed=0,
                              progress=progress.update)
     progress.close()
@@ -206,6 +207,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS
     from alignkit.evaluation.runner import write_results
     from alignkit.evaluation.tables import print_table
+    from alignkit.generation import encode_prompt
 
     label = s.method.upper()
     eval_bs = min(s.gen_batch_size, 16)
@@ -240,7 +242,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
                                          temperature=s.temperature, top_p=s.top_p,
                                          max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds, seed=s.seed,
                                          gen_batch_size=s.gen_batch_size, say=say)
-    prompt_tokens = max(len(models.encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
+    prompt_tokens = max(len(encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
     del model
     gc.collect()
     files.write_jsonl(out_dir / "samples.jsonl", samples)

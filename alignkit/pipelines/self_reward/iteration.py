@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files
-from alignkit.aifeedback import generation, judging
+from alignkit.aifeedback import judging
 from alignkit.aifeedback.instructions import prompt_text, synthesize_prompts
 from alignkit.aifeedback.pairs import (
     as_chat,
@@ -20,6 +20,7 @@ from alignkit.aifeedback.pairs import (
     parse_rate,
     select_pair,
 )
+from alignkit.generation import texts as generation
 from alignkit.methods.dpo import DPOConfig
 from alignkit.pipelines.self_reward.config import LoopStopped, SelfRewardConfig, dpo_config
 from alignkit.pipelines.self_reward.stages import StageModel, Stages, prompt_generator, train_stage

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import files
-from alignkit.aifeedback import generation
 from alignkit.aifeedback.eft import build_eft_examples, eft_rows
 from alignkit.config import ConfigError, TrainConfig
+from alignkit.generation import texts as generation
 from alignkit.pipelines.self_reward.config import PROMPT_KINDS, SelfRewardConfig
 
 # ----------------------------------------------------------------------------- engine runs

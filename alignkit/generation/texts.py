@@ -48,7 +48,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict
     sent as a user turn (:func:`alignkit.data.render.request_prompt`) unless ``chat_template="never"``;
     a list of messages is a conversation. Greedy when ``temperature == 0``."""
     from alignkit.data.render import request_prompt
-    from alignkit.models import generate
+    from alignkit.generation.sampling import generate
 
     prompts = [request_prompt(tokenizer, p, chat_template) for p in prompts]
     return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,

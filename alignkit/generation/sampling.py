@@ -1,5 +1,5 @@
-"""Text generation: a batched convenience API (``generate``) and the rollout primitive online RL uses
-(``sample_completions``).
+"""Sampling from a local model: the rollout primitive (``sample_completions``) and the batched API
+(``generate_with_ids`` / ``generate``) that eval, chat, the data builders and the demo use.
 
 Prompts are rendered by the one chat rule, :func:`alignkit.data.render.render_prompt` (``chat_template``
 ``auto``: messages through the chat template, strings as they are; ``always``: strings as a user turn;
@@ -22,7 +22,7 @@ import torch
 
 from alignkit.models.modules import eval_mode
 
-__all__ = ["Rollout", "sample_completions", "generate", "encode_prompt", "eval_mode"]
+__all__ = ["Generations", "Rollout", "encode_prompt", "generate", "generate_with_ids", "sample_completions"]
 
 
 @dataclass
@@ -175,7 +175,17 @@ def encode_prompt(tokenizer: Any, prompt: str | list[dict], chat_template: str =
     return render_prompt(tokenizer, prompt, chat_template).ids
 
 
-def generate(
+@dataclass
+class Generations:
+    """What :func:`generate_with_ids` returns, one entry per prompt in input order."""
+
+    texts: list[str]
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]  # EOS included when one was generated
+    truncated: list[bool]
+
+
+def generate_with_ids(
     model: torch.nn.Module,
     tokenizer: Any,
     prompts: Sequence[str | list[dict]],
@@ -186,36 +196,40 @@ def generate(
     batch_size: int = 8,
     chat_template: str = "auto",
     seed: int | None = None,
-) -> list[str]:
-    """Complete each prompt; returns only the new text, decoded without special tokens, in input order.
+    progress: Any = None,
+) -> Generations:
+    """Complete each prompt; the new text (decoded without special tokens) and the token ids.
 
     Greedy when ``temperature == 0``, else sampling (nucleus ``top_p``). Generation stops at the
-    tokenizer's EOS (``<|im_end|>`` for SmolLM2) or after ``max_new_tokens``. Prompts are batched
-    ``batch_size`` at a time, longest first, left-padded. ``seed`` makes sampling reproducible.
+    tokenizer's EOS (``<|im_end|>`` for SmolLM2) or after ``max_new_tokens``. Prompts are rendered by
+    the chat rule (:func:`encode_prompt`) and batched ``batch_size`` at a time, longest first,
+    left-padded; ``seed`` makes sampling reproducible (batch ``b`` draws with ``seed + b``).
+    ``progress(n)`` is called after each batch with its size.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    if not prompts:
-        return []
     encoded = [encode_prompt(tokenizer, p, chat_template) for p in prompts]
     eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     if eos_id is None:
         raise ValueError("the tokenizer has no EOS token; generation would not know where to stop")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    results: list[str] = [""] * len(encoded)
+    completions: list[list[int]] = [[] for _ in encoded]
+    truncated = [False] * len(encoded)
     for b, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start:start + batch_size]
-        rollout = sample_completions(
-            model,
-            [encoded[i] for i in idx],
-            pad_id=pad_id,
-            eos_id=eos_id,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            generator_seed=None if seed is None else seed + b,
-        )
-        for i, ids in zip(idx, rollout.completion_ids):
-            results[i] = tokenizer.decode(ids, skip_special_tokens=True)
-    return results
+        rollout = sample_completions(model, [encoded[i] for i in idx], pad_id=pad_id, eos_id=eos_id,
+                                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     generator_seed=None if seed is None else seed + b)
+        for j, i in enumerate(idx):
+            completions[i] = rollout.completion_ids[j]
+            truncated[i] = bool(rollout.truncated[j])
+        if progress is not None:
+            progress(len(idx))
+    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
+    return Generations(texts, encoded, completions, truncated)
+
+
+def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str | list[dict]], **kwargs: Any) -> list[str]:
+    """The texts of :func:`generate_with_ids` (same arguments)."""
+    return generate_with_ids(model, tokenizer, prompts, **kwargs).texts

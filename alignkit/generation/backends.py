@@ -1,6 +1,6 @@
 """Rollout backends: batched sampling of completions for online methods (GRPO, PPO, online DPO).
 
-A backend turns tokenised prompts into a :class:`~alignkit.models.generation.Rollout` (left-padded
+A backend turns tokenised prompts into a :class:`~alignkit.generation.sampling.Rollout` (left-padded
 prompt + completion ids, attention and completion masks, grouped per prompt). It does *not* return
 log-probabilities: the sampling policy's per-token log-probs are computed by one no-grad forward of
 the training model over the rollout (:func:`alignkit.methods.online.completion_token_logps`), so they
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import torch
 
 from alignkit.config import ConfigError
-from alignkit.models.generation import Rollout, sample_completions
+from alignkit.generation.sampling import Rollout, sample_completions
 from alignkit.models.modules import unwrap
 
 __all__ = [
