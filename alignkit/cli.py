@@ -130,22 +130,14 @@ def run_method(name: str, argv: list[str]) -> int:
 
 
 def _train(method_cls, config) -> int:
-    from alignkit.config import ConfigError
-    from alignkit.data import DataError
-    from alignkit.engine.checkpoint import ResumeError
-    from alignkit.engine.trainer import TrainingDiverged, train
-    from alignkit.models import ModelNotFoundError
+    from alignkit.engine.exits import INTERRUPTED, run_for_exit_code
+    from alignkit.engine.trainer import train
 
-    try:
-        result = train(method_cls, config)
-    except (ConfigError, DataError, ResumeError, ModelNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    result, code = run_for_exit_code(lambda: train(method_cls, config))
+    if code is not None:
+        return code
     if result.interrupted:
-        return 130
+        return INTERRUPTED
     write_run_report(result.output_dir)
     print(f"done: {result.steps} steps; model in {result.final_dir}; metrics in {result.output_dir / 'metrics.jsonl'}")
     return 0

@@ -10,12 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent / "alignkit"
 
 # lower number = lower layer; a unit may import units of a strictly lower layer (or itself)
 LAYERS = {
-    "__version__": 0, "paths": 0, "config": 0, "files": 0, "assets": 0,
+    "__version__": 0, "paths": 0, "config": 0, "files": 0,
     "data": 1,
     "losses": 2, "models": 2, "logprobs": 2,
     "generation": 3, "reward_model": 3,
     "rewards": 4,
-    "judges": 5, "reasoning": 5,
+    "judges": 5, "reasoning": 5, "assets": 5,
     "scoring": 6,
     "engine": 7, "evaluation": 7, "aifeedback": 7,
     "methods": 8, "report": 8,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alignkit.commands.sampling import load_for_sampling, sampling_flags_error
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -39,25 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     args, code = _parse(list(sys.argv[1:] if argv is None else argv))
     if args is None:
         return code
-    if args.max_new_tokens < 1:
-        print("error: --max-new-tokens must be at least 1", file=sys.stderr)
+    problem = sampling_flags_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
+    loaded = load_for_sampling(args)
+    if loaded is None:
         return 2
-
-    from transformers.utils import logging as hf_logging
+    model, tokenizer = loaded
 
     from alignkit.generation import generate
-    from alignkit.models import ModelNotFoundError, load_trained
-
-    hf_logging.disable_progress_bar()  # no "Loading weights" bars around the replies
-
-    try:
-        model, tokenizer = load_trained(args.model, trust_remote_code=args.trust_remote_code)
-    except ModelNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
     interactive = sys.stdin.isatty()
     if interactive:

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alignkit.commands.sampling import load_for_sampling, sampling_flags_error
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -80,11 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
-    if args.max_new_tokens < 1 or args.batch_size < 1:
-        print("error: --max-new-tokens and --batch-size must be at least 1", file=sys.stderr)
-        return 2
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
+    problem = sampling_flags_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         prompts = read_prompts(args.prompts, skip_invalid=args.skip_invalid, txt_user_turns=args.chat_template != "never")
@@ -92,19 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from transformers.utils import logging as hf_logging
+    loaded = load_for_sampling(args)
+    if loaded is None:
+        return 2
+    model, tokenizer = loaded
 
     from alignkit.data.render import conversational_row, render_prompt
     from alignkit.generation import generate
-    from alignkit.models import ModelNotFoundError, load_trained
 
-    hf_logging.disable_progress_bar()  # no "Loading weights" bars around the replies
-
-    try:
-        model, tokenizer = load_trained(args.model, trust_remote_code=args.trust_remote_code)
-    except ModelNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     try:
         # the form each prompt is sampled in (messages when the chat template renders it)
         prompts = [render_prompt(tokenizer, p, args.chat_template).messages or p for p in prompts]

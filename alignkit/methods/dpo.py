@@ -155,26 +155,38 @@ class DPO(Method):
                 ref_c, ref_r = ref[:B], ref[B:]
             ref_c, ref_r = ref_c.to(chosen.dtype), ref_r.to(chosen.dtype)
 
-        losses = preference_loss(cfg.loss, chosen, rejected, ref_c, ref_r, c_len, r_len, beta=cfg.beta,
-                                 label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.lam)
-        metrics: dict[str, tuple[float, float]] = {}
-        if cfg.rpo_alpha is not None:
-            nll = nll_term(chosen, c_len)
-            losses = losses + cfg.rpo_alpha * nll
-            metrics["nll_loss"] = (nll.detach().sum(), B)
-
-        if self.reference_free:
-            zeros = torch.zeros_like(chosen)
-            r_c, r_r = preference_rewards(chosen / c_len.clamp(min=1), rejected / r_len.clamp(min=1),
-                                          zeros, zeros, cfg.beta)
-        else:
-            r_c, r_r = preference_rewards(chosen, rejected, ref_c, ref_r, cfg.beta)
-        metrics.update({
-            "rewards/chosen": (r_c.sum(), B),
-            "rewards/rejected": (r_r.sum(), B),
-            "rewards/margins": ((r_c - r_r).sum(), B),
-            "rewards/accuracies": ((r_c > r_r).float().sum(), B),
-            "logps/chosen": (chosen.detach().sum(), B),
-            "logps/rejected": (rejected.detach().sum(), B),
-        })
+        losses, metrics = dpo_family_loss(cfg, chosen, rejected, ref_c, ref_r, c_len, r_len)
         return StepOutput(loss_sum=losses.sum(), metrics=metrics)
+
+
+def dpo_family_loss(cfg: DPOConfig, chosen: torch.Tensor, rejected: torch.Tensor, ref_c: torch.Tensor | None,
+                    ref_r: torch.Tensor | None, c_len: torch.Tensor, r_len: torch.Tensor, weight: float = 1.0
+                    ) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+    """Per-pair losses [B] of ``cfg.loss`` (plus RPO's NLL term with ``rpo_alpha``) and TRL's metrics
+    (``rewards/*``, ``logps/*``, ``nll_loss``) as (sum, count) pairs, each pair counting ``weight``.
+    Reference-free losses report length-normalised implicit rewards. Shared by DPO and online DPO."""
+    B = chosen.shape[0]
+    losses = preference_loss(cfg.loss, chosen, rejected, ref_c, ref_r, c_len, r_len, beta=cfg.beta,
+                             label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.lam)
+    n = float(B) * weight
+    metrics: dict[str, tuple[float, float]] = {}
+    if cfg.rpo_alpha is not None:
+        nll = nll_term(chosen, c_len)
+        losses = losses + cfg.rpo_alpha * nll
+        metrics["nll_loss"] = (float(nll.detach().sum()) * weight, n)
+    if ref_c is None or ref_r is None:
+        zeros = torch.zeros_like(chosen)
+        r_c, r_r = preference_rewards(chosen / c_len.clamp(min=1), rejected / r_len.clamp(min=1),
+                                      zeros, zeros, cfg.beta)
+    else:
+        r_c, r_r = preference_rewards(chosen, rejected, ref_c, ref_r, cfg.beta)
+    r_c, r_r = r_c.detach().float(), r_r.detach().float()
+    metrics.update({
+        "rewards/chosen": (float(r_c.sum()) * weight, n),
+        "rewards/rejected": (float(r_r.sum()) * weight, n),
+        "rewards/margins": (float((r_c - r_r).sum()) * weight, n),
+        "rewards/accuracies": (float((r_c > r_r).float().sum()) * weight, n),
+        "logps/chosen": (float(chosen.detach().sum()) * weight, n),
+        "logps/rejected": (float(rejected.detach().sum()) * weight, n),
+    })
+    return losses, metrics

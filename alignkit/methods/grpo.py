@@ -65,11 +65,7 @@ from pydantic import Field, model_validator
 from alignkit.config import ConfigError, TrainConfig
 from alignkit.engine.method import StepOutput
 from alignkit.generation.backends import (
-    SamplingSettings,
-    make_backend,
-    rollout_dtype,
     rollout_seed,
-    stop_token_ids,
 )
 from alignkit.losses import grpo_loss_with_stats
 from alignkit.methods.common import unwrap
@@ -173,19 +169,7 @@ class GRPO(PromptMethod):
     def setup(self, model: torch.nn.Module, accelerator: Any) -> None:
         cfg = self.config
         self.accelerator = accelerator
-        settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    pad_id=int(self.pad_id), eos_ids=stop_token_ids(self.tokenizer, model))
-        model_path = None
-        if cfg.rollout_backend == "vllm":
-            from alignkit.models import resolve_model
-
-            model_path = resolve_model(cfg.model)
-            if model_path == "tiny-random":
-                raise ConfigError("rollout_backend=vllm needs a model directory; tiny-random exists only in-process")
-            self.backend = make_backend("vllm", settings, model_path=str(model_path),
-                                        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
-        else:
-            self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator))
+        self.backend = self.rollout_backend(model, accelerator)
         from alignkit.scoring import bind_policy
 
         if bind_policy(self.rewards, model, self.tokenizer):

@@ -85,6 +85,26 @@ class PromptMethod(Method):
     def collate(self, examples: list[dict]) -> dict[str, Any]:
         return collate_prompt_examples(examples, self.pad_id)
 
+    def rollout_backend(self, model: torch.nn.Module, accelerator: Any, skip: tuple[str, ...] = ()) -> Any:
+        """The rollout backend of ``rollout_backend=`` (``hf`` when the method has no such key), with the
+        sampling settings of the config; ``skip``: parameter-name prefixes the sampling copy leaves out."""
+        from alignkit.config import ConfigError
+        from alignkit.generation.backends import SamplingSettings, make_backend, rollout_dtype, stop_token_ids
+
+        cfg = self.config
+        settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    pad_id=int(self.pad_id), eos_ids=stop_token_ids(self.tokenizer, model))
+        if getattr(cfg, "rollout_backend", "hf") == "vllm":
+            from alignkit.models import resolve_model
+
+            model_path = resolve_model(cfg.model)
+            if model_path == "tiny-random":
+                raise ConfigError("rollout_backend=vllm needs a model directory; tiny-random exists only in-process")
+            return make_backend("vllm", settings, model_path=str(model_path),
+                                gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+        kwargs = {"skip": skip} if skip else {}
+        return make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator), **kwargs)
+
 
 def collate_prompt_examples(examples: Sequence[dict], pad_id: int) -> dict[str, Any]:
     """Prompt examples (from :func:`alignkit.data.tokenize_prompts`) -> a prompt batch.

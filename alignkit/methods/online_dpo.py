@@ -56,15 +56,10 @@ from alignkit.config import ConfigError
 from alignkit.data.pairs import pick_pair
 from alignkit.engine.method import StepOutput
 from alignkit.generation.backends import (
-    SamplingSettings,
-    make_backend,
-    rollout_dtype,
     rollout_seed,
-    stop_token_ids,
 )
-from alignkit.losses import nll_term, preference_loss, preference_rewards
 from alignkit.methods.common import unwrap
-from alignkit.methods.dpo import DPOConfig
+from alignkit.methods.dpo import DPOConfig, dpo_family_loss
 from alignkit.methods.online import (
     CompletionLog,
     PromptMethod,
@@ -200,18 +195,7 @@ class OnlineDPO(PromptMethod):
 
         cfg = self.config
         self.accelerator = accelerator
-        settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    pad_id=int(self.pad_id), eos_ids=stop_token_ids(self.tokenizer, model))
-        if cfg.rollout_backend == "vllm":
-            from alignkit.models import resolve_model
-
-            model_path = resolve_model(cfg.model)
-            if model_path == "tiny-random":
-                raise ConfigError("rollout_backend=vllm needs a model directory; tiny-random exists only in-process")
-            self.backend = make_backend("vllm", settings, model_path=str(model_path),
-                                        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
-        else:
-            self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator))
+        self.backend = self.rollout_backend(model, accelerator)
         if bind_policy(self.rewards, model, self.tokenizer):
             announce("online-dpo: judge:self - the policy judges its own samples", accelerator)
         if self.reference_free:
@@ -322,29 +306,7 @@ class OnlineDPO(PromptMethod):
         if not self.reference_free:
             ref_c = batch["ref_chosen_logps"].to(chosen.dtype)
             ref_r = batch["ref_rejected_logps"].to(chosen.dtype)
-        losses = preference_loss(cfg.loss, chosen, rejected, ref_c, ref_r, c_len, r_len, beta=cfg.beta,
-                                 label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.lam)
-        n = float(B) * weight
-        metrics: dict[str, tuple[float, float]] = {}
-        if cfg.rpo_alpha is not None:
-            nll = nll_term(chosen, c_len)
-            losses = losses + cfg.rpo_alpha * nll
-            metrics["nll_loss"] = (float(nll.detach().sum()) * weight, n)
-        if self.reference_free:
-            zeros = torch.zeros_like(chosen)
-            r_c, r_r = preference_rewards(chosen / c_len.clamp(min=1), rejected / r_len.clamp(min=1),
-                                          zeros, zeros, cfg.beta)
-        else:
-            r_c, r_r = preference_rewards(chosen, rejected, ref_c, ref_r, cfg.beta)
-        r_c, r_r = r_c.detach().float(), r_r.detach().float()
-        metrics.update({
-            "rewards/chosen": (float(r_c.sum()) * weight, n),
-            "rewards/rejected": (float(r_r.sum()) * weight, n),
-            "rewards/margins": (float((r_c - r_r).sum()) * weight, n),
-            "rewards/accuracies": (float((r_c > r_r).float().sum()) * weight, n),
-            "logps/chosen": (float(chosen.detach().sum()) * weight, n),
-            "logps/rejected": (float(rejected.detach().sum()) * weight, n),
-        })
+        losses, metrics = dpo_family_loss(cfg, chosen, rejected, ref_c, ref_r, c_len, r_len, weight)
         return StepOutput(loss_sum=losses.sum() * weight, metrics=metrics)
 
     def _evaluate_prompts(self, model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:

@@ -75,11 +75,7 @@ from alignkit.config import ConfigError, TrainConfig
 from alignkit.engine.method import StepOutput
 from alignkit.files import write_text
 from alignkit.generation.backends import (
-    SamplingSettings,
-    make_backend,
-    rollout_dtype,
     rollout_seed,
-    stop_token_ids,
 )
 from alignkit.losses import (
     adaptive_kl_update,
@@ -219,10 +215,8 @@ class PPO(PromptMethod):
         self.accelerator = accelerator
         inner = unwrap(model)
         self._trainable = [p for p in inner.parameters() if p.requires_grad]
-        settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    pad_id=self.pad_id, eos_ids=stop_token_ids(self.tokenizer, model))
         # the critic (value head, full-copy body) rides on the policy module: not part of the sampling copy
-        self.backend = make_backend("hf", settings, dtype=rollout_dtype(cfg, accelerator), skip=(CRITIC_ATTR + ".",))
+        self.backend = self.rollout_backend(model, accelerator, skip=(CRITIC_ATTR + ".",))
         if is_lora_critic(inner):
             how = "one base model: policy = LoRA adapter 'default', critic = LoRA adapter 'critic' + value head, " \
                   "reference = adapters disabled"

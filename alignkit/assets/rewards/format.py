@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import re
 
+from alignkit.rewards import completion_text
+
 DEFAULT_MAX_WORDS = 20
 DEFAULT_PHRASE = "Done."
-
-
-def _text(completion) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
 
 
 def _per_row(values, n: int, default):
@@ -32,7 +26,7 @@ def word_limit(prompts, completions, max_words=None, **kwargs) -> list[float]:
     limits = _per_row(max_words, len(completions), DEFAULT_MAX_WORDS)
     scores = []
     for c, limit in zip(completions, limits):
-        n = len(_text(c).split())
+        n = len(completion_text(c).split())
         limit = max(1, int(limit))
         scores.append(0.0 if n == 0 else (1.0 if n <= limit else limit / n))
     return scores
@@ -42,7 +36,7 @@ def ends_with_phrase(prompts, completions, phrase=None, **kwargs) -> list[float]
     """1.0 when the answer ends with ``phrase`` (column ``phrase``, default "Done."; trailing spaces
     ignored), else 0.0."""
     phrases = _per_row(phrase, len(completions), DEFAULT_PHRASE)
-    return [1.0 if _text(c).rstrip().endswith(str(p)) else 0.0 for c, p in zip(completions, phrases)]
+    return [1.0 if completion_text(c).rstrip().endswith(str(p)) else 0.0 for c, p in zip(completions, phrases)]
 
 
 def one_sentence(prompts, completions, **kwargs) -> list[float]:
@@ -50,7 +44,7 @@ def one_sentence(prompts, completions, **kwargs) -> list[float]:
     at the end, no line breaks), else 0.0."""
     out = []
     for c in completions:
-        t = _text(c).strip()
+        t = completion_text(c).strip()
         marks = re.findall(r"[.!?](?:\s|$)", t + " ")
         out.append(1.0 if t and "\n" not in t and len(marks) <= 1 else 0.0)
     return out

@@ -5,15 +5,9 @@
 
 from __future__ import annotations
 
+from alignkit.rewards import completion_text
+
 DEFAULT_CHAR = "e"
-
-
-def _text(completion) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
 
 
 def even_token_fraction(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
@@ -39,6 +33,6 @@ def char_fraction(prompts, completions, char=None, **kwargs) -> list[float]:
     chars = [DEFAULT_CHAR] * len(completions) if char is None else [c or DEFAULT_CHAR for c in char]
     out = []
     for c, ch in zip(completions, chars):
-        t = "".join(_text(c).lower().split())
+        t = "".join(completion_text(c).lower().split())
         out.append(t.count(str(ch).lower()) / len(t) if t else 0.0)
     return out

@@ -143,27 +143,17 @@ class SelfReward:
     def run_loop(config: SelfRewardConfig) -> int:
         """Run the loop from the command line; returns the exit code (0 done, 1 stopped early with a
         message, 2 user error, 3 diverged, 130 interrupted)."""
-        from alignkit.data import DataError
-        from alignkit.engine.checkpoint import ResumeError
-        from alignkit.engine.trainer import TrainingDiverged
-        from alignkit.models import ModelNotFoundError
+        from alignkit.engine.exits import INTERRUPTED, run_for_exit_code
 
         try:
-            result = run_self_reward(config)
-        except (ConfigError, DataError, ResumeError, ModelNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except TrainingDiverged as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 3
-        except LoopStopped as e:
-            print(f"stopped: {e}", file=sys.stderr)
-            return 1
+            result, code = run_for_exit_code(lambda: run_self_reward(config), {LoopStopped: (1, "stopped")})
         except KeyboardInterrupt:
             print(f"interrupted; continue with resume=true (output_dir={config.output_dir})", file=sys.stderr)
-            return 130
+            return INTERRUPTED
+        if code is not None:
+            return code
         if result.interrupted:
-            return 130
+            return INTERRUPTED
         print(f"done: {result.iterations} self-rewarding iteration(s); model in {result.final_dir}; "
               f"per-iteration files in {result.output_dir}/iter-K/, metrics in {result.output_dir / 'metrics.jsonl'}")
         return 0
