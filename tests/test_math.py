@@ -77,7 +77,7 @@ def test_extract_answer(text, expected):
 
 @pytest.mark.parametrize("text, expected", [
     ("42", Fraction(42)),
-    ("$1,234.50.", Fraction(246950, 200)),
+    ("$1,234.50.", Fraction(2469, 2)),
     ("1{,}234", Fraction(1234)),
     ("-5 apples", Fraction(-5)),
     ("\u22127", Fraction(-7)),
@@ -122,7 +122,7 @@ TABLE = [
     ("Step 1: 2 + 3 = 5\nStep 2: 5 * 4 = 20\nAnswer: 20", "20", True),
     ("Step 1: 2 + 3 = 5\nStep 2: 5 * 4 = 20\nAnswer: 21", "20", False),
     ("The result: 12 + 5 = 17", "17", True),  # no answer line: the last number
-    ("Answer: 17, but 12 + 5 = 18", "18", False),  # the answer line wins over later numbers
+    ("Answer: 17\nCheck: 12 + 5 = 18", "18", False),  # the answer line wins over later numbers
     ("#### 72", "72", True),
     ("I think it is twenty", "20", False),  # no number
     ("", "3", False),
@@ -325,7 +325,7 @@ def test_data_math_command(tmp_path, capsys):
     from alignkit.data import load_examples
 
     assert load_examples(out, ("prompt_completion",)).kind == "prompt_completion"
-    assert load_examples(out, ("prompt_only",)).kind == "prompt_only"
+    assert load_examples(out, ("prompt",)).kind == "prompt"
 
     gsm = write_jsonl(tmp_path / "gsm.jsonl", GSM)
     conv = tmp_path / "conv.jsonl"
@@ -370,8 +370,7 @@ def test_grpo_with_math_answer(tmp_path):
     for r in rows:
         assert 0.0 <= r["rewards/math_answer"] <= 1.0 and 0.0 <= r["rewards/math_format"] <= 1.0
         assert math.isfinite(r["loss"])
-    assert "reward: [math:answer, math:format]" in (out / "config.yaml").read_text() or \
-        "math:answer" in (out / "config.yaml").read_text()
+    assert "math:answer" in (out / "config.yaml").read_text()
 
 
 # ----------------------------------------------------------------------------- eval
@@ -401,7 +400,8 @@ def test_eval_math_accuracy_with_interval(tmp_path, monkeypatch, capsys):
     by_prompt = {p["prompt"]: a for p, a in zip(problems, answers)}
 
     def fake_generate(model, tok, prompts, **kw):
-        texts = [next(a for q, a in by_prompt.items() if q.strip() in str(p)) for p in prompts]
+        asked = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]  # a user turn under the template
+        texts = [by_prompt[p] for p in asked]
         return Generations(texts, [[1]] * len(texts), [[2, 3]] * len(texts), [False] * len(texts))
 
     monkeypatch.setattr(generation, "generate_with_ids", fake_generate)
