@@ -2,7 +2,8 @@
 or a judge. :mod:`alignkit.rewards` (functions, reward models, weighted sets) and :mod:`alignkit.judges`
 (LLM judges, backends, prompts, score parsing) are the leaves under it; neither parses a spec.
 
-Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``judge:self``, ``judge:PATH_OR_NAME``,
+Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``math:answer`` / ``math:format`` (the
+verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``judge:self``, ``judge:PATH_OR_NAME``,
 ``judge:http(s)://HOST:PORT/v1`` (options on a query string: ``judge:self?samples=5&temperature=0.5``),
 and for ``reward=`` a list ``[a, b]`` with ``reward_weights``.
 """
@@ -295,7 +296,20 @@ def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
         return ModelReward(path)
     if spec.startswith("judge:"):
         return reward_from_spec(spec)
+    if spec.startswith("math:"):
+        return _math_reward(spec)
     return load_function(spec)
+
+
+def _math_reward(spec: str) -> FunctionReward:
+    """``math:NAME``: a verifiable math reward of :data:`alignkit.reasoning.verify.MATH_REWARDS`."""
+    from alignkit.reasoning.verify import MATH_REWARDS
+
+    name = spec[len("math:"):].strip()
+    if name not in MATH_REWARDS:
+        valid = ", ".join(f"math:{k}" for k in MATH_REWARDS)
+        raise RewardError(f"unknown math reward '{spec}'; valid: {valid}")
+    return FunctionReward(MATH_REWARDS[name], name=f"math_{name}", origin=spec)
 
 
 def load_reward_functions(spec: str | Sequence[str] | Callable[..., Any] | Sequence[Callable[..., Any]],

@@ -10,6 +10,8 @@ Builders:
                      worst with a pointwise judge, round robin with --pairwise)
 ``eft``              ranked answers (prompt, completion, score 0-5) -> judge-format prompt-completion
                      rows for evaluation fine-tuning
+``math``             generated arithmetic word problems with step-by-step solutions and answers (no
+                     model; ``alignkit.reasoning.mathset``), or a GSM8K-style file converted to that layout
 
 Rows are written as chat messages (``--chat-template auto``, the default: what the model saw when it
 generated them) or as plain strings (``--chat-template never``). Every output loads with
@@ -30,6 +32,7 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   critique-revise  prompts -> preference rows (answer, critique against a principle, revise)
   rlaif            prompts -> preference rows (candidates from --model judged by --judge)
   eft              ranked answers -> judge-format rows for evaluation fine-tuning
+  math             generated multi-step arithmetic word problems (or --from-gsm8k FILE converted)
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -128,6 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--input", required=True, help="ranked data: rows prompt, completion, score (0-5), "
                     "optionally justification")
     _common(ef, model=False)
+
+    ma = sub.add_parser(
+        "math", help="generated arithmetic word problems with step-by-step solutions (no model)",
+        description="Multi-step arithmetic word problems with a known integer answer and a reference solution "
+        "('Step 1: ...' lines, then 'Answer: N'). Rows: prompt, completion, answer, steps, level, template "
+        "(prompt-completion data for sft; prompt-only data with an answer column for grpo reward=math:answer). "
+        "The train and test splits use disjoint story templates and seeds; the same arguments give the same "
+        "file. --from-gsm8k converts a GSM8K-style file (question, answer ending in '#### N') instead.")
+    ma.add_argument("--n", type=int, default=None,
+                    help="number of problems (default 1000; with --from-gsm8k: every row)")
+    ma.add_argument("--steps", default="2-4", help="operations per problem, a number or a range within 1-5 "
+                    "(default 2-4)")
+    ma.add_argument("--level", default="1", help="number sizes, a number or a range within 1-3 (default 1: "
+                    "start values up to 20, results up to 200)")
+    ma.add_argument("--split", choices=["train", "test"], default="train",
+                    help="train (default) or test: disjoint templates and seeds")
+    ma.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ma.add_argument("--from-gsm8k", default=None, metavar="FILE",
+                    help="convert this GSM8K-style file instead of generating")
+    ma.add_argument("--no-instruction", action="store_true",
+                    help="leave the format instruction (Step k: ... / Answer: N) out of the prompts")
+    ma.add_argument("--output", required=True, help="output file (.jsonl), written atomically")
     return p
 
 
@@ -277,8 +302,27 @@ def _run_eft(args) -> tuple[list[dict], dict]:
     return examples, {"rows": len(rows), "kept": len(examples)}
 
 
+def _run_math(args) -> tuple[list[dict], dict]:
+    from alignkit.reasoning.mathset import generate_problems, read_gsm8k
+
+    if args.n is not None and args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if args.from_gsm8k:
+        rows = _limit(read_gsm8k(args.from_gsm8k, instruction=not args.no_instruction), args.n)
+        return rows, {"source": args.from_gsm8k, "rows": len(rows)}
+    try:
+        rows = generate_problems(args.n or 1000, steps=args.steps, levels=args.level, split=args.split,
+                                 seed=args.seed, instruction=not args.no_instruction)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    steps: dict[str, int] = {}
+    for r in rows:
+        steps[str(r["steps"])] = steps.get(str(r["steps"]), 0) + 1
+    return rows, {"rows": len(rows), "split": args.split, "seed": args.seed, "steps": dict(sorted(steps.items()))}
+
+
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
-           "eft": _run_eft}
+           "eft": _run_eft, "math": _run_math}
 
 
 def main(argv: list[str] | None = None) -> int:

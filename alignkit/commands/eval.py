@@ -9,9 +9,15 @@ What it measures, per model (``--model``, repeatable):
 * ``--reference MODEL``: KL(model || reference) on the eval prompts, a Monte-Carlo estimate over the
   model's own completions (greedy ones by default, a biased proxy; ``--kl-samples N`` samples N per
   prompt at temperature 1 for an unbiased estimate), per token and per sequence;
-* ``--reward SPEC`` (repeatable; ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``): mean reward
-  of the answers; with ``rm:PATH`` and a preference ``--eval-data`` also the reward model's pairwise
-  accuracy (chosen scored strictly above rejected).
+* ``--reward SPEC`` (repeatable; ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``math:answer``):
+  mean reward of the answers; with ``rm:PATH`` and a preference ``--eval-data`` also the reward model's
+  pairwise accuracy (chosen scored strictly above rejected).
+
+``--math [FILE]`` asks math problems instead of the instruction prompts: without FILE the generated
+held-out set (100 problems of 2-3 steps, ``alignkit.reasoning.mathset``), or a file with ``prompt`` and
+``answer`` (``alignkit data math``) or GSM8K rows (``question``, ``answer`` ending in ``#### N``). Each
+model gets its answer accuracy (final answer extracted and checked by ``reward=math:answer``'s
+verifier) as k/n with a 95 % Wilson interval, and the mean ``math:format`` score.
 
 And the win rate of the first model over the second (or, with one model, over the prompts'
 ``reference`` answers) under ``--judge``: each pair judged in both orders, position-inconsistent
@@ -38,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, metavar="FILE",
                    help="instruction file: JSONL rows {prompt, constraints: [{type, ...}], split} "
                    "(default: the shipped set)")
+    p.add_argument("--math", nargs="?", const="default", default=None, metavar="FILE",
+                   help="evaluate on math problems instead: the generated test set (no FILE: 100 problems, 2-3 "
+                   "steps) or a file (prompt + answer rows, or GSM8K question/answer rows); reports accuracy "
+                   "with a 95%% Wilson interval")
     p.add_argument("--split", default="test",
                    help="which rows of the prompt file: test (default), train, another split name, or all")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N prompts")
@@ -57,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out SFT-format file for perplexity (a preference file also gives reward-model "
                    "accuracy with --reward rm:PATH)")
     p.add_argument("--reward", action="append", default=[], metavar="SPEC",
-                   help="reward for the answers (repeatable): FILE.py:FUNC, package.module:FUNC or rm:PATH; "
-                   "e.g. alignkit.evaluation.constraints:constraint_reward")
+                   help="reward for the answers (repeatable): FILE.py:FUNC, package.module:FUNC, rm:PATH or "
+                   "math:answer / math:format; e.g. alignkit.evaluation.constraints:constraint_reward")
     p.add_argument("--reward-weights", type=float, nargs="+", default=None, metavar="W",
                    help="weights of several --reward specs (default 1 each)")
     p.add_argument("--judge", default=None, metavar="FILE.py:FUNC",
@@ -91,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {len(args.reward_weights)} --reward-weights for {len(args.reward)} --reward specs",
               file=sys.stderr)
         return 2
+    if args.math and args.prompts:
+        print("error: --math and --prompts are alternatives: give one of them", file=sys.stderr)
+        return 2
 
     from alignkit.data import DataError
     from alignkit.evaluation import InstructionFileError, JudgeError
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         temperature=args.temperature, seed=args.seed, limit=args.limit, reference=args.reference,
         eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
         kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
-        chat_template=args.chat_template,
+        chat_template=args.chat_template, math=args.math,
     )
     try:
         from transformers.utils import logging as hf_logging

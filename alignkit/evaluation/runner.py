@@ -5,6 +5,12 @@ perplexity (``eval_data``), KL from a reference model, mean reward. Then the win
 model over the second (or over the prompts' reference answers) under a pairwise judge, and the
 reward model's pairwise accuracy on a preference ``eval_data``. :func:`write_results` writes
 ``results.json``, ``results.md`` and one ``completions-N-NAME.jsonl`` per model.
+
+With ``math`` (``alignkit eval --math [FILE]``) the prompts are math problems instead
+(:func:`alignkit.reasoning.mathset.load_math_problems`: the generated test set, or a file with
+``prompt`` and ``answer``, or GSM8K rows), and each model gets its answer accuracy (final answer
+extracted and verified by :mod:`alignkit.reasoning.verify`) with a 95 % Wilson interval, and its mean
+step-format score.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class EvalOptions:
     max_length: int = 1024
     device: str = "auto"
     chat_template: str = "auto"
+    math: str | None = None  # math problems instead of instructions: "default" (generated test set) or a file
 
 
 def _log(msg: str) -> None:
@@ -124,7 +131,11 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     if opts.max_new_tokens < 1 or opts.batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
     t_start = time.perf_counter()
-    instructions: list[Instruction] = load_instructions(opts.prompts, opts.split)
+    math_source = None
+    if opts.math:
+        instructions, math_source = _math_instructions(opts.math)
+    else:
+        instructions = load_instructions(opts.prompts, opts.split)
     if opts.limit is not None:
         if opts.limit < 1:
             raise ValueError("limit must be at least 1")
@@ -164,6 +175,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         bar.close()
         gold = score_responses(instructions, gens.texts)
         details = {d["id"]: d for d in gold.pop("details")}
+        scored = _math_accuracy(gens.texts, columns["answer"]) if math_source else None
         lengths = [len(c) for c in gens.completion_ids]
         entry: dict[str, Any] = {
             "model": str(spec),
@@ -172,6 +184,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             "completion_tokens": sum(lengths) / len(lengths),
             "truncated_rate": sum(gens.truncated) / len(gens.truncated),
         }
+        if scored is not None:
+            entry["math"] = {key: v for key, v in scored.items() if key != "items"}
+            log(f"[{k}/{len(models)}] {name}: math accuracy {scored['correct']}/{scored['n']}")
         if eval_rows is not None:
             log(f"[{k}/{len(models)}] {name}: perplexity on {opts.eval_data}")
             entry["perplexity"] = perplexity(model, tok, eval_rows, batch_size=opts.batch_size,
@@ -202,8 +217,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         entry["_completions"] = [
             {"id": ins.id, "prompt": ins.prompt, "completion": text, "tokens": len(cids),
              "constraints": ins.constraints, **({"passed": details[ins.id]["passed"],
-                                                 "all": details[ins.id]["all"]} if ins.id in details else {})}
-            for ins, text, cids in zip(instructions, gens.texts, gens.completion_ids)
+                                                 "all": details[ins.id]["all"]} if ins.id in details else {}),
+             **(scored["items"][i] if scored is not None else {})}
+            for i, (ins, text, cids) in enumerate(zip(instructions, gens.texts, gens.completion_ids))
         ]
         entries.append(entry)
         answers.append(gens.texts)
@@ -218,6 +234,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         "settings": {k: v for k, v in asdict(opts).items() if k not in ("prompts", "split")},
         "models": entries,
     }
+    if math_source:
+        results["prompts"] = {"file": math_source, "split": "math", "n": len(instructions)}
+        results["math"] = {"source": math_source, "n": len(instructions)}
 
     # win rate: first model vs second, or vs the prompts' reference answers
     if judge is not None:
@@ -257,6 +276,34 @@ def _pad(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
+def _math_instructions(spec: str) -> tuple[list[Instruction], str]:
+    """Math problems as constraint-free instructions (their ``answer`` etc. ride along as columns)."""
+    from alignkit.reasoning.mathset import load_math_problems
+
+    rows, source = load_math_problems(None if spec == "default" else spec)
+    out = [Instruction(str(r.get("id", f"row-{i}")), r["prompt"], [], r.get("split"), i,
+                       columns={k: v for k, v in r.items() if k not in ("prompt", "constraints")})
+           for i, r in enumerate(rows, start=1)]
+    return out, source
+
+
+def _math_accuracy(texts: list[str], answers: list[Any]) -> dict[str, Any]:
+    """Answer accuracy (k/n, 95 % Wilson interval), mean step-format score, and per-item details."""
+    from alignkit.evaluation.stats import wilson_interval
+    from alignkit.reasoning.verify import answers_match, extract_answer, format_score
+
+    items = []
+    for text, gold in zip(texts, answers):
+        got = extract_answer(text)
+        items.append({"answer": str(gold), "extracted": got, "correct": answers_match(got, gold),
+                      "format": format_score(text)})
+    n = len(items)
+    k = sum(it["correct"] for it in items)
+    lo, hi = wilson_interval(k, n)
+    return {"correct": k, "n": n, "accuracy": k / n if n else None, "ci95": [lo, hi],
+            "format": sum(it["format"] for it in items) / n if n else None, "items": items}
+
+
 # ----------------------------------------------------------------------------------------- output
 def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(headers, rows): one column per model, one row per metric."""
@@ -268,8 +315,12 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([label] + values)
 
     n = results["prompts"]["n"]
-    row(f"gold prompt-level strict ({n} prompts)", [fmt_pct(m["gold"]["prompt_level"]) for m in models])
-    row("gold instruction-level strict", [fmt_pct(m["gold"]["instruction_level"]) for m in models])
+    if "math" in results:
+        row(f"math accuracy ({n} problems, 95% Wilson interval)", [_math_cell(m.get("math")) for m in models])
+        row("math step format (mean score)", [fmt(m.get("math", {}).get("format")) for m in models])
+    if "math" not in results or any(m["gold"]["n_prompts"] for m in models):
+        row(f"gold prompt-level strict ({n} prompts)", [fmt_pct(m["gold"]["prompt_level"]) for m in models])
+        row("gold instruction-level strict", [fmt_pct(m["gold"]["instruction_level"]) for m in models])
     types = sorted({t for m in models for t in m["gold"]["per_type"]})
     for t in types:
         vals = []
@@ -287,6 +338,13 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     row("completion tokens (mean)", [fmt(m["completion_tokens"], 3) for m in models])
     row("hit max_new_tokens", [fmt_pct(m["truncated_rate"]) for m in models])
     return headers, rows
+
+
+def _math_cell(acc: dict[str, Any] | None) -> str:
+    if not acc:
+        return "–"
+    lo, hi = acc["ci95"]
+    return f"{fmt_pct(acc['accuracy'])} ({acc['correct']}/{acc['n']}) [{fmt_pct(lo)}, {fmt_pct(hi)}]"
 
 
 def _extra_lines(results: dict[str, Any]) -> list[str]:
@@ -308,12 +366,15 @@ def results_markdown(results: dict[str, Any]) -> str:
     p = results["prompts"]
     s = results["settings"]
     decoding = "greedy decoding" if not s.get("temperature") else f"temperature {s['temperature']}"
+    about = ("Math accuracy: the final answer (boxed, `Answer:`, `####`, else the last number) equals the "
+             "reference; 95% Wilson interval in brackets." if "math" in results else
+             "Pass rates are strict (every constraint checked by code on the raw answer); prompt-level = all "
+             "of a prompt's constraints pass.")
     parts = [
         "# alignkit eval",
         "",
         f"Prompts: `{p['file']}` (split `{p['split']}`, {p['n']} prompts); {decoding}, max_new_tokens "
-        f"{s.get('max_new_tokens')}. Pass rates are strict (every constraint checked by code on the raw "
-        "answer); prompt-level = all of a prompt's constraints pass.",
+        f"{s.get('max_new_tokens')}. {about}",
         "",
         markdown_table(headers, rows),
     ]
