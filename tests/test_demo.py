@@ -191,7 +191,7 @@ def test_demo_pipeline_ift_on_tiny_random(tmp_path, capsys):
 def test_demo_sft_is_ift_with_lambda_and_gamma_zero(tmp_path, monkeypatch, method, expect):
     import alignkit.engine.trainer as trainer
     from alignkit.methods.ift import IFT
-    from alignkit.pipelines.demo.run import train_on_pairs
+    from alignkit.pipelines.demo.stages import train_on_pairs
 
     seen = {}
     monkeypatch.setattr(trainer, "train", lambda cls, config: seen.update(cls=cls, config=config) or "ran")
@@ -201,3 +201,46 @@ def test_demo_sft_is_ift_with_lambda_and_gamma_zero(tmp_path, monkeypatch, metho
                                     max_length=64, batch_size=1)
     assert result == "ran" and seen["cls"] is IFT
     assert (config.ift_lambda, config.drp_gamma) == expect
+
+
+def test_demo_iterations_seeds_and_bootstrap_on_tiny_random(tmp_path, capsys, monkeypatch):
+    """Two on-policy iterations (the second starts from, and samples with, the first's model) and two
+    seeds: per-iteration directories, the paired-bootstrap change of each, and the spread over seeds."""
+    import alignkit.evaluation.constraints as constraints
+    from alignkit.commands.demo import main
+
+    monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
+    out_dir = tmp_path / "demo"
+    assert main(TINY + ["--iterations", "2", "--seeds", "2", "--output-dir", str(out_dir)]) == 0
+    stdout = capsys.readouterr().out
+    summary = json.loads((out_dir / "demo.json").read_text())
+    its = summary["iterations"]
+    assert [it["iteration"] for it in its] == [1, 2]
+    assert its[0]["final_dir"].startswith(str(out_dir / "seed-0")) and "iter-2" in its[1]["final_dir"]
+    # iteration 2 trained on top of iteration 1's model
+    cfg2 = (out_dir / "seed-0" / "iter-2" / "config.yaml").read_text()
+    assert f"model: {out_dir / 'seed-0' / 'final'}" in cfg2
+    for it in its:
+        ch = it["change"]
+        assert ch["n"] == 4 and ch["low"] <= ch["delta"] <= ch["high"]
+    assert (out_dir / "seed-1" / "iter-2" / "final").is_dir()
+    assert len(summary["seeds"]["gains"]) == 2 and summary["seeds"]["sd"] >= 0
+    assert "per iteration:" in stdout and "over 2 seeds" in stdout and "paired bootstrap" in stdout
+
+
+@pytest.mark.parametrize("method", ["kto", "grpo"])
+def test_demo_kto_and_grpo_on_tiny_random(tmp_path, capsys, monkeypatch, method):
+    import alignkit.evaluation.constraints as constraints
+    from alignkit.commands.demo import main
+
+    monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
+    out_dir = tmp_path / method
+    assert main(TINY + ["--method", method, "--output-dir", str(out_dir)]) == 0
+    summary = json.loads((out_dir / "demo.json").read_text())
+    assert summary["settings"]["method"] == method and summary["training"]["steps"] == 2
+    config = (out_dir / "config.yaml").read_text()
+    if method == "grpo":
+        assert "constraint_reward" in config and (out_dir / "prompts.jsonl").is_file()
+        assert not (out_dir / "pairs.jsonl").exists()
+    else:
+        assert (out_dir / "pairs.jsonl").is_file() and "desirable_weight" in config

@@ -244,3 +244,20 @@ def test_win_rate_against_reference_answers(tmp_path):
     assert results["models"][0]["gold"]["n_prompts"] == 1
     paths = write_results(results, tmp_path / "out")
     assert "reference answers" in paths["results.md"].read_text()
+
+
+def test_paired_bootstrap_exact_by_hand():
+    """Differences [1, 0, 0]: a resample's mean is (times item 0 is drawn) / 3, Binomial(3, 1/3):
+    P = 8/27, 12/27, 6/27, 1/27 for means 0, 1/3, 2/3, 1. The CDF reaches 0.025 at 0 and 0.975 only at 1
+    (26/27 = 0.963 before), so the 95 % interval is [0, 1]; an 80 % one is [0, 2/3] (CDF 0.1 at 0, 0.9 at 2/3)."""
+    from alignkit.evaluation.stats import paired_bootstrap
+
+    assert paired_bootstrap([0, 1, 0], [1, 1, 0]) == pytest.approx((1 / 3, 0.0, 1.0))
+    assert paired_bootstrap([0, 1, 0], [1, 1, 0], level=0.8) == pytest.approx((1 / 3, 0.0, 2 / 3))
+    # no change anywhere: a point interval at 0
+    assert paired_bootstrap([1, 0, 1, 1], [1, 0, 1, 1]) == (0.0, 0.0, 0.0)
+    # sampled (n > 7): a clear gain has an interval above zero and contains the mean
+    d, lo, hi = paired_bootstrap([0] * 20, [1] * 12 + [0] * 8)
+    assert d == pytest.approx(0.6) and 0 < lo < 0.6 < hi <= 1
+    with pytest.raises(ValueError):
+        paired_bootstrap([1], [1, 0])

@@ -28,15 +28,20 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the 2-minute version (fewer prompts, samples, steps)")
-    p.add_argument("--method", choices=["dpo", "ift", "sft"], default="dpo",
+    p.add_argument("--method", choices=["dpo", "ift", "sft", "kto", "grpo"], default="dpo",
                    help="dpo: DPO on the pairs (default); ift: Intuitive Fine-Tuning on the chosen answers; "
-                        "sft: plain SFT on the chosen answers (for comparison)")
+                        "sft: plain SFT on the chosen answers; kto: KTO on the pairs as unpaired rows; "
+                        "grpo: GRPO on the train prompts with the constraint reward (no pairs)")
     p.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--model", default="smollm2-135m",
                    help="model to align (default: the embedded smollm2-135m; tiny-random for a smoke test)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's default); 1 is often faster on a busy machine")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and training (default 0)")
+    p.add_argument("--iterations", type=int, default=None, metavar="N",
+                   help="on-policy iterations: iteration k samples from the iteration k-1 model (default 1)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="repeat the iterations with N seeds and report the gain's mean and spread (default 1)")
     from alignkit.pipelines.demo.settings import FULL, QUICK
 
     def d(key: str) -> str:
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, prompts=args.prompts, eval_prompts=args.eval_prompts, train_prompts=args.train_prompts,
         eval_max_new_tokens=args.max_new_tokens, sample_max_new_tokens=args.max_new_tokens,
         candidates=args.candidates, temperature=args.temperature, rounds=args.rounds, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, beta=args.beta,
+        batch_size=args.batch_size, lr=args.lr, beta=args.beta, iterations=args.iterations, seeds=args.seeds,
     )
     try:
         run_demo(settings)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
+from collections.abc import Sequence
 
-__all__ = ["Z95", "wilson_interval"]
+__all__ = ["Z95", "paired_bootstrap", "wilson_interval"]
 
 #: the two-sided 95 % quantile of the standard normal distribution
 Z95 = 1.959963984540054
@@ -25,3 +28,33 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    """The smallest value whose empirical CDF reaches ``q`` (the inverted-CDF quantile)."""
+    k = max(0, math.ceil(q * len(sorted_values) - 1e-12) - 1)
+    return sorted_values[min(k, len(sorted_values) - 1)]
+
+
+def paired_bootstrap(before: Sequence[float], after: Sequence[float], n_boot: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean(after - before), low, high)``: the change of a per-item score (1/0 for pass/fail) and its
+    percentile bootstrap interval, resampling items (prompts) with replacement so that each item's
+    before and after stay paired.
+
+    With at most 7 items the bootstrap distribution is enumerated exactly (every one of the n^n
+    resamples, each equally likely); otherwise ``n_boot`` resamples drawn with ``seed``. The bounds are
+    the inverted-CDF quantiles at (1 - level)/2 and (1 + level)/2."""
+    if len(before) != len(after):
+        raise ValueError(f"paired_bootstrap: {len(before)} scores before but {len(after)} after")
+    n = len(before)
+    if n == 0:
+        raise ValueError("paired_bootstrap needs at least one item")
+    diffs = [float(a) - float(b) for a, b in zip(after, before)]
+    if n <= 7:
+        means = sorted(sum(diffs[i] for i in idx) / n for idx in itertools.product(range(n), repeat=n))
+    else:
+        rng = random.Random(seed)
+        means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    tail = (1 - level) / 2
+    return sum(diffs) / n, _quantile(means, tail), _quantile(means, 1 - tail)

@@ -52,6 +52,10 @@ class Clock:
     def start(self) -> None:
         self.t, self.c = time.perf_counter(), time.process_time()
 
+    def elapsed(self) -> float:
+        """Wall seconds since :meth:`start`."""
+        return time.perf_counter() - self.t
+
     def stop(self, name: str) -> float:
         self.stages[name] = {"wall_s": round(time.perf_counter() - self.t, 1),
                              "cpu_s": round(time.process_time() - self.c, 1)}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 MARKER = ".alignkit-demo"  # marks a directory the demo made (and may therefore clear on the next run)
-METHODS = ("dpo", "ift", "sft")
+METHODS = ("dpo", "ift", "sft", "kto", "grpo")
 
 
 class DemoError(RuntimeError):
@@ -26,12 +26,14 @@ class DemoSettings:
     eval_prompts: int = 32  # 0: all test prompts
     eval_max_new_tokens: int = 160
     # pair building (train split, sampled)
-    train_prompts: int = 0  # 0: all train prompts
+    train_prompts: int = 32  # 0: all train prompts
     candidates: int = 8
     temperature: float = 0.9
     top_p: float = 1.0
     sample_max_new_tokens: int = 160
-    rounds: int = 1
+    rounds: int = 1  # sampling rounds within an iteration (prompts left without a pair are resampled)
+    iterations: int = 1  # on-policy iterations: iteration k samples from the iteration k-1 model
+    seeds: int = 1  # repeat the iterations with seeds seed, seed+1, ... and report mean and spread
     # training
     steps: int = 15
     batch_size: int = 4
@@ -45,7 +47,7 @@ class DemoSettings:
         if self.method not in METHODS:
             raise DemoError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps",
-                     "batch_size", "lora_r", "gen_batch_size"):
+                     "batch_size", "lora_r", "gen_batch_size", "iterations", "seeds"):
             if getattr(self, name) < 1:
                 raise DemoError(f"{name.replace('_', '-')} must be at least 1")
         if self.candidates < 2:
@@ -67,7 +69,7 @@ class DemoSettings:
 FULL: dict[str, Any] = {f.name: f.default for f in fields(DemoSettings)
                         if f.name in ("eval_prompts", "eval_max_new_tokens", "train_prompts", "candidates",
                                       "temperature", "sample_max_new_tokens", "rounds", "steps",
-                                      "batch_size", "lr", "beta")}
+                                      "batch_size", "lr", "beta", "iterations")}
 QUICK: dict[str, Any] = {**FULL, "eval_prompts": 16, "eval_max_new_tokens": 96, "train_prompts": 16,
                          "candidates": 4, "sample_max_new_tokens": 96, "steps": 6}
 

@@ -1,0 +1,165 @@
+"""Stages of the demo: evaluate a model on the held-out prompts, train on pairs (or prompts), and one
+on-policy iteration (sample and pair, train, evaluate)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+from alignkit import files
+from alignkit.pipelines.demo.console import Clock, Progress, Say
+from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan
+from alignkit.pipelines.demo.settings import DemoError, DemoSettings
+
+
+def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str, name: str,
+                    max_new_tokens: int, batch_size: int, say: Say, desc: str) -> dict[str, Any]:
+    """Greedy answers to ``instructions`` and their strict pass rates, as one model entry of the
+    ``alignkit eval`` results (:func:`alignkit.evaluation.runner.evaluate_models`)."""
+    from alignkit.data.render import request_prompt
+    from alignkit.evaluation.instructions import score_responses
+    from alignkit.generation import generate_with_ids
+
+    t0 = time.perf_counter()
+    progress = Progress(say, len(instructions), desc, "prompt")
+    gens = generate_with_ids(model, tokenizer, [request_prompt(tokenizer, ins.prompt) for ins in instructions],
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0, seed=0,
+                             progress=progress.update)
+    progress.close()
+    gold = score_responses(instructions, gens.texts)
+    details = {d["id"]: d for d in gold.pop("details")}
+    lengths = [len(c) for c in gens.completion_ids]
+    return {
+        "model": str(spec),
+        "name": name,
+        "gold": gold,
+        "completion_tokens": mean_or_nan(lengths),
+        "truncated_rate": sum(gens.truncated) / len(gens.truncated),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "_completions": [
+            {"id": ins.id, "prompt": ins.prompt, "completion": text, "tokens": len(cids),
+             "constraints": ins.constraints,
+             **({"passed": details[ins.id]["passed"], "all": details[ins.id]["all"]}
+                if ins.id in details else {})}
+            for ins, text, cids in zip(instructions, gens.texts, gens.completion_ids)
+        ],
+    }
+
+
+def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_length: int, batch_size: int,
+                   start_model: str | None = None, seed: int | None = None):
+    """LoRA training on the pairs file (DPO, KTO, or IFT / SFT on the chosen answers) or, for ``grpo``, on
+    the prompts file with the constraint reward, from ``start_model`` (default: the settings' model;
+    an adapter directory is merged into its base, so the reference of iteration k is the iteration
+    k-1 model). Returns (the engine's RunResult, config)."""
+    from alignkit.config import load_config
+    from alignkit.engine.trainer import train
+
+    s = settings
+    overrides = [
+        f"model={start_model or s.model}", f"data={data}", f"output_dir={output_dir}", f"max_steps={s.steps}",
+        f"batch_size={batch_size}", f"lr={s.lr}", f"lora.r={s.lora_r}", f"lora.alpha={s.lora_alpha}",
+        f"max_length={max_length}", f"warmup_steps={max(1, s.steps // 10)}", "save_steps=0",
+        f"seed={s.seed if seed is None else seed}",
+    ]
+    if s.method == "dpo":
+        from alignkit.methods.dpo import DPO, DPOConfig
+
+        method_cls, config = DPO, load_config(DPOConfig, None, overrides + [f"beta={s.beta}"])
+    elif s.method == "kto":
+        from alignkit.methods.kto import KTO, KTOConfig
+
+        method_cls, config = KTO, load_config(KTOConfig, None, overrides + [f"beta={s.beta}"])
+    elif s.method == "grpo":
+        from alignkit.methods.grpo import GRPO, GRPOConfig
+
+        method_cls, config = GRPO, load_config(GRPOConfig, None, overrides + [
+            "reward=alignkit.evaluation.constraints:constraint_reward", f"num_generations={s.candidates}",
+            f"max_new_tokens={s.sample_max_new_tokens}", f"temperature={s.temperature}", f"top_p={s.top_p}"])
+    else:
+        from alignkit.methods.ift import IFT, IFTConfig
+
+        plain = ["ift_lambda=0", "drp_gamma=0"] if s.method == "sft" else []  # lambda = gamma = 0 is SFT
+        method_cls, config = IFT, load_config(IFTConfig, None, overrides + plain)
+    return train(method_cls, config), config
+
+
+def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, train_ins: list, test: list,
+               say: Say, clock: Clock, tag: str) -> dict[str, Any]:
+    """One on-policy iteration from the model ``current``: sample and pair (or, for GRPO, write the
+    prompts), train into ``run_dir``, evaluate the result on the held-out prompts."""
+    from alignkit import models
+    from alignkit.data.render import request_prompt
+    from alignkit.generation import encode_prompt
+
+    eval_bs = min(s.gen_batch_size, 16)
+    model, tok = models.load_trained(current)
+    if hasattr(model, "merge_and_unload"):  # LoRA merged for generation: same answers, faster
+        model = model.merge_and_unload()
+    prompt_tokens = max(len(encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
+    max_length = prompt_tokens + s.sample_max_new_tokens + 8
+    pstats: dict[str, Any] = {}
+    clock.start()
+    if s.method == "grpo":
+        say(f"\n[2/5]{tag} GRPO needs no pairs: {len(train_ins)} train prompts, {s.candidates} samples each per "
+            "step, scored by the constraint reward during training")
+        data = run_dir / "prompts.jsonl"
+        files.write_jsonl(data, [{"id": i.id, "prompt": request_prompt(tok, i.prompt), "constraints": i.constraints}
+                                 for i in train_ins])
+        batch_size = min(s.batch_size, len(train_ins))
+    else:
+        say(f"\n[2/5]{tag} building preference pairs: {s.candidates} samples x {len(train_ins)} train prompts "
+            f"(temperature {s.temperature}, max_new_tokens {s.sample_max_new_tokens}), scored by the constraint "
+            "reward")
+        pairs, samples, pstats = build_pairs(model, tok, train_ins, candidates=s.candidates,
+                                             temperature=s.temperature, top_p=s.top_p,
+                                             max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds,
+                                             seed=seed + 1000 * (k - 1), gen_batch_size=s.gen_batch_size, say=say)
+        files.write_jsonl(run_dir / "samples.jsonl", samples)
+        data = files.write_jsonl(run_dir / "pairs.jsonl", pairs)
+        say(f"    {pstats['pairs']} pairs from {pstats['prompts']} prompts; no pair (all samples scored alike): "
+            f"{pstats['no_pair_all_pass']} all passed, {pstats['no_pair_all_fail']} all failed, "
+            f"{pstats['no_pair_other_tie']} other ties; samples fully passing: "
+            f"{100 * pstats['sample_pass_rate']:.0f}% ({clock.elapsed():.0f} s)")
+        if not pairs:
+            raise DemoError("no preference pairs: every prompt's samples scored the same; try more --candidates, "
+                            "--rounds or a higher --temperature")
+        batch_size = min(s.batch_size, len(pairs))
+        if batch_size < s.batch_size:
+            say(f"    note: only {len(pairs)} pairs, so batch size {batch_size} instead of {s.batch_size}")
+    del model
+    gc.collect()
+    clock.stop(f"2_pairs{tag}")
+
+    what = {"dpo": f"DPO (sigmoid loss, beta {s.beta})", "kto": f"KTO (beta {s.beta})",
+            "ift": "IFT on the chosen answers", "sft": "SFT on the chosen answers",
+            "grpo": f"GRPO ({s.candidates} samples per prompt, constraint reward)"}[s.method]
+    unit = "prompts" if s.method == "grpo" else "pairs"
+    say(f"\n[3/5]{tag} training: {what} + LoRA r={s.lora_r}, {s.steps} steps x {batch_size} {unit}, lr {s.lr}, "
+        f"from {current}")
+    clock.start()
+    result, config = train_on_pairs(s, data, run_dir, max_length=max_length, batch_size=batch_size,
+                                    start_model=None if current == s.model else current, seed=seed)
+    seconds = clock.stop(f"3_train{tag}")
+    if result.final_dir is None:
+        raise DemoError("training was interrupted; nothing to evaluate")
+    say(f"    {result.steps} steps, model in {result.final_dir} ({seconds:.0f} s)")
+
+    say(f"\n[4/5]{tag} evaluating the trained model on the same {len(test)} held-out prompts")
+    clock.start()
+    model, tok = models.load_trained(result.final_dir)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    trained = evaluate_loaded(model, tok, test, spec=str(result.final_dir),
+                              name=f"{s.method}{tag} ({result.final_dir})", max_new_tokens=s.eval_max_new_tokens,
+                              batch_size=eval_bs, say=say, desc=f"{s.method}{tag}: generating")
+    del model
+    gc.collect()
+    clock.stop(f"4_eval_trained{tag}")
+    return {"iteration": k, "seed": seed, "pairs": pstats, "eval": trained, "final_dir": str(result.final_dir),
+            "steps": result.steps, "batch_size": batch_size, "max_length": config.max_length,
+            "run_dir": str(run_dir)}
+
+
