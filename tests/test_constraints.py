@@ -45,12 +45,31 @@ CASES = {
     "postscript": ({"marker": "P.S."}, "See you soon.\nP.S. bring cake", "See you soon. PS bring cake"),
     "placeholder_count": ({"min": 2}, "Dear [name], meet at [time].", "Dear [name], meet at [ ]."),
     "highlighted_sections": ({"min": 2}, "Eat *oats* and **fruit**.", "Eat *oats* and * * fruit."),
+    # the kinds added with the generated set (issue 12)
+    "bullet_list": ({"count": 3, "marker": "-"}, "Intro:\n- a\n- b\n  - c\n**Bold** line", "- a\n- b\n* c"),
+    "numbered_list": ({"count": 3}, "Steps:\n1. Boil\n2) Pour\n  3. Drink", "1. Boil\n3. Pour\n4. Drink"),
+    "repeat_request": ({"text": "Describe owls. Use 20 words."}, "Describe owls.\n  Use 20 words.\nOwls hoot.",
+                       "Describe owls. Owls hoot."),
+    "separated_paragraphs": ({"count": 2}, "First part.\n  ***  \nSecond part.", "First.\n***\n\n***\nSecond."),
+    "letter_frequency": ({"letter": "z", "min": 3}, "Zebras zigzag lazily.", "Zebras run fast."),
+    "no_digits": ({}, "Twenty-one owls, not twenty-two.", "We saw 21 owls."),
+    "first_word": ({"word": "yes"}, "Yes, of course.", "Yesterday was fine."),
+    "last_word": ({"word": "tomorrow"}, "See you tomorrow!", "Tomorrow, then."),
+    "ends_with_question": ({}, "Ready? Shall we go?  \n", "Shall we go? Yes."),
+    "max_characters": ({"max": 10}, "  Short one \n", "A bit too long"),
+    "section_count": ({"count": 2, "label": "Section"}, "## Section 1\nIntro\n**Section 2**\nMore",
+                      "Section 1\nx\nSection 3\ny"),
+    "max_sentence_words": ({"max": 4}, "Owls hunt at night. They fly silently.",
+                           "Owls hunt at night. They fly without a sound."),
 }
+NEW_KINDS = ["bullet_list", "numbered_list", "repeat_request", "separated_paragraphs", "letter_frequency",
+             "no_digits", "first_word", "last_word", "ends_with_question", "max_characters", "section_count",
+             "max_sentence_words"]
 
 
 def test_cases_cover_every_registered_type():
     assert sorted(CASES) == constraint_types()
-    assert len(REGISTRY) >= 10
+    assert len(REGISTRY) >= 25 and set(NEW_KINDS) <= set(REGISTRY)
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -76,7 +95,49 @@ def test_text_conventions():
     assert not check_constraint("123", {"type": "lowercase"})  # no letters at all
 
 
+@pytest.mark.parametrize("kind, params, good, bad", [
+    # each new checker on more edges: (type, params, passing answers, failing answers)
+    ("bullet_list", {"count": 2, "marker": "*"}, ["* a\n* b", "Intro\n  * a\n* b\n1. not a bullet"],
+     ["* a", "* a\n* b\n* c", "*a\n*b", "* a\n• b", "- a\n- b"]),
+    ("numbered_list", {"count": 2}, ["1. a\n2. b", "Two:\n 1) a\n 2) b\nDone."],
+     ["1. a", "2. a\n1. b", "1. a\n2. b\n3. c", "1.a\n2.b", "one. a\ntwo. b"]),
+    ("repeat_request", {"text": "Say hi, then stop."}, ["Say hi, then stop. Hi!", "Say  hi,\nthen stop.\n\nHi."],
+     ["Say hi, then stop.", "Say hi, then stop. ...", "say hi, then stop. Hi!", "Hi! Say hi, then stop."]),
+    ("separated_paragraphs", {"count": 3}, ["a\n***\nb\n***\nc", "one two\n\n***\n\nthree\n***\nfour"],
+     ["a\n***\nb", "a *** b *** c", "***\na\n***\nb\n***\nc", "a\n***\nb\n***\nc\n***"]),
+    ("separated_paragraphs", {"count": 2, "separator": "---"}, ["a\n---\nb"], ["a\n***\nb"]),
+    ("letter_frequency", {"letter": "Q", "max": 1}, ["quiet", "no such letter"], ["Quick queue"]),
+    ("letter_frequency", {"letter": "k", "min": 2, "max": 2}, ["Kick"], ["kick kick", "sky"]),
+    ("no_digits", {}, ["seven", "Room ten."], ["Room 7", "x0", "", "   "]),
+    ("first_word", {"word": "Honestly"}, ["honestly!", "  'Honestly', he said."], ["Honest man.", "Well, honestly."]),
+    ("last_word", {"word": "done"}, ["We are done.", "DONE!!", "All done\n"], ["done deal", "undone", "done-ish", ""]),
+    ("ends_with_question", {}, ["Why?", "ok?\n\n"], ["Why?!", "Why.", "Is it? No", ""]),
+    ("max_characters", {"max": 5}, ["12345", "  ab \n"], ["123456", "ab cd e"]),
+    ("section_count", {"count": 3, "label": "PART"}, ["PART 1\na\nPART 2\nb\nPART 3\nc", "# PART 1\n## PART 2\n* PART 3"],
+     ["Part 1\nPart 2\nPart 3", "PART 1\nPART 2", "PART 1 PART 2 PART 3", "PART 1\nPART 2\nPART 3\nPART 4"]),
+    ("max_sentence_words", {"max": 3}, ["Yes. No. Maybe so!", "Short line\nAnother one"],
+     ["", "One two three four.", "Fine. But this one is long."]),
+])
+def test_new_checker_edges(kind, params, good, bad):
+    constraint = validate_constraint({"type": kind, **params})
+    for text in good:
+        assert check_constraint(text, constraint) is True, (kind, text)
+    for text in bad:
+        assert check_constraint(text, constraint) is False, (kind, text)
+
+
 @pytest.mark.parametrize("bad, message", [
+    ({"type": "bullet_list", "count": 2, "marker": "+"}, "'marker' must be one of"),
+    ({"type": "bullet_list", "count": 2}, "missing parameter 'marker'"),
+    ({"type": "letter_frequency", "letter": "zz", "min": 1}, "single letter"),
+    ({"type": "letter_frequency", "letter": "7", "min": 1}, "single letter"),
+    ({"type": "letter_frequency", "letter": "z"}, "needs 'min', 'max' or both"),
+    ({"type": "first_word", "word": "two words"}, "single word"),
+    ({"type": "last_word", "word": "end."}, "single word"),
+    ({"type": "repeat_request"}, "missing parameter 'text'"),
+    ({"type": "separated_paragraphs", "count": 2, "separator": ""}, "non-empty string"),
+    ({"type": "section_count", "count": 2, "label": 3}, "non-empty string"),
+
     ({"type": "lowercas"}, "unknown constraint type 'lowercas' (did you mean 'lowercase'?)"),
     ({"max": 3}, "missing 'type'"),
     ("max_words", "must be an object"),
@@ -136,17 +197,44 @@ def test_splits_and_defaults(tmp_path):
 
 
 def test_shipped_set():
+    from alignkit.evaluation.instruction_set import HELDOUT_KINDS
+
     every = load_instructions(None, "all")
-    assert len(every) >= 60
+    assert len(every) >= 550
     assert len({i.id for i in every}) == len(every)
     train, test = load_instructions(None, "train"), load_instructions(None, "test")
-    assert len(train) + len(test) == len(every) and len(test) >= 30
+    assert len(train) + len(test) == len(every) and len(test) >= 150 and len(train) >= 400
     assert not {i.prompt for i in train} & {i.prompt for i in test}
     for split in (train, test):
-        assert all(1 <= len(i.constraints) <= 2 for i in split)
-        types = Counter(c["type"] for i in split for c in i.constraints)
-        assert set(types) == set(REGISTRY), set(REGISTRY) - set(types)  # every type on both sides
+        assert all(1 <= len(i.constraints) <= 3 for i in split)
+    test_types = Counter(c["type"] for i in test for c in i.constraints)
+    train_types = Counter(c["type"] for i in train for c in i.constraints)
+    assert set(test_types) == set(REGISTRY), set(REGISTRY) - set(test_types)  # every type is measured
+    assert set(train_types) == set(REGISTRY) - set(HELDOUT_KINDS)  # ... and all but the held-out ones trained
     assert DEFAULT_INSTRUCTIONS.endswith("instructions.jsonl")
+
+
+def test_load_instructions_filters_held_out_rows(tmp_path):
+    rows = [{"prompt": p, "constraints": [{"type": "no_commas"}], "split": "test", "family": f, "heldout": h}
+            for p, f, h in [("a", "direct", None), ("b", "spec", "family"), ("c", "direct", "kind"), ("d", None, None)]]
+    path = _write(tmp_path, rows)
+    ids = lambda **kw: [i.prompt for i in load_instructions(path, "test", **kw)]  # noqa: E731
+    assert ids() == ["a", "b", "c", "d"]
+    assert ids(heldout="family") == ["b"] and ids(heldout="kind") == ["c"]
+    assert ids(heldout="any") == ["b", "c"] and ids(heldout="none") == ["a", "d"]
+    assert ids(family="direct") == ["a", "c"] and ids(family="direct", heldout="none") == ["a"]
+    ins = load_instructions(path, "test", heldout="family")[0]
+    assert (ins.family, ins.heldout) == ("spec", "family")
+    assert load_instructions(path, "test")[3].family is None
+    with pytest.raises(ValueError, match="heldout must be"):
+        load_instructions(path, "test", heldout="families")
+    with pytest.raises(InstructionFileError, match="no rows in split 'test' with family='rules'"):
+        load_instructions(path, "test", family="rules")
+    with pytest.raises(InstructionFileError, match="no rows in split 'train'"):  # the split error comes first
+        load_instructions(path, "train", heldout="kind")
+    bad = _write(tmp_path, [{**rows[0], "heldout": True}], "bad.jsonl")
+    with pytest.raises(InstructionFileError, match="row 1: field 'heldout' must be a non-empty string or null"):
+        load_instructions(bad, "test")
 
 
 def test_score_responses_levels():

@@ -19,6 +19,16 @@ asterisks; alignkit reports the strict score only). Text conventions shared by t
   response's leading / trailing whitespace; everything else must match character for character.
 * ``json_format`` accepts the JSON document alone or wrapped in one markdown code fence
   (```` ```json ... ``` ````), nothing else around it.
+* **numbered item**: a line that starts (after indentation) with a number and ``.`` or ``)`` and a
+  space (``1. milk``, ``2) eggs``); ``numbered_list`` wants them numbered 1, 2, 3, ... in order.
+* **separator line** (``separated_paragraphs``): a line holding only the separator (``***``), spaces
+  around it aside; the parts between such lines are the paragraphs and each must hold a word.
+* **section header** (``section_count``): a line starting with the label and a number
+  (``Section 1``, case-sensitive), optionally after markdown heading or bold marks (``## ``, ``**``).
+* ``first_word`` / ``last_word`` compare the first / last *word* (see above) case-insensitively, so
+  trailing punctuation does not matter (``... for tomorrow!`` ends with the word ``tomorrow``).
+* ``repeat_request`` compares with runs of whitespace collapsed, otherwise character for character,
+  and wants an answer (a word) after the repeated text.
 
 Constraint records (one per entry of an instruction's ``constraints`` list) are dicts
 ``{"type": NAME, **params}``; :func:`validate_constraint` checks the name, the parameter names and
@@ -44,6 +54,8 @@ __all__ = [
     "constraint_reward",
     "constraint_types",
     "count_bullets",
+    "count_letter",
+    "count_numbered_items",
     "count_paragraphs",
     "count_sentences",
     "count_words",
@@ -64,6 +76,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 _TITLE = re.compile(r"<<[^<>\n]*[^\s<>][^<>\n]*>>")
 _PLACEHOLDER = re.compile(r"\[[^\[\]\n]*[^\s\[\]][^\[\]\n]*\]")
 _HIGHLIGHT = re.compile(r"\*[^\n*]*[^\s*][^\n*]*\*")
+_NUMBERED = re.compile(r"^\s*(\d+)[.)][ \t]+\S", re.MULTILINE)
 _FENCE = re.compile(r"^```[A-Za-z]*[ \t]*\n(.*)\n```$", re.DOTALL)
 
 
@@ -88,6 +101,25 @@ def count_sentences(text: str) -> int:
 
 def count_bullets(text: str) -> int:
     return len(_BULLET.findall(text))
+
+
+def bullet_markers(text: str) -> list[str]:
+    """The marker (``*``, ``-`` or ``•``) of each bullet line, in order."""
+    return re.findall(r"^\s*([*\-•])\s+\S", text, re.MULTILINE)
+
+
+def numbered_items(text: str) -> list[int]:
+    """The numbers of the numbered-list lines (``1. ...``, ``2) ...``), in order."""
+    return [int(n) for n in _NUMBERED.findall(text)]
+
+
+def count_numbered_items(text: str) -> int:
+    return len(numbered_items(text))
+
+
+def count_letter(text: str, letter: str) -> int:
+    """How often ``letter`` occurs, case-insensitively."""
+    return text.lower().count(letter.lower())
 
 
 def count_paragraphs(text: str) -> int:
@@ -157,7 +189,7 @@ def _range_text(what: str, min: int | None = None, max: int | None = None) -> st
 
 
 COUNT, TEXT, TEXTS = Param("count"), Param("text"), Param("texts")
-OPT_COUNT, OPT_TEXTS = Param("count", required=False), Param("texts", required=False)
+OPT_COUNT, OPT_TEXT, OPT_TEXTS = Param("count", required=False), Param("text", required=False), Param("texts", required=False)
 
 
 # ------------------------------------------------------------------------------------ checkers
@@ -291,6 +323,120 @@ def placeholder_count(response: str, min: int) -> bool:
 def highlighted_sections(response: str, min: int) -> bool:
     """At least ``min`` markdown-highlighted spans, ``*like this*`` (``**bold**`` counts too)."""
     return len(_HIGHLIGHT.findall(response)) >= min
+
+
+# ------------------------------------------------------------------------------------ checkers (v2 set)
+def _one_word(key: str) -> Callable[[dict], None]:
+    def check(p: dict) -> None:
+        if _WORD.fullmatch(p[key].strip()) is None:
+            raise ConstraintError(f"'{key}' must be a single word, got {p[key]!r}")
+    return check
+
+
+def _bullet_marker_check(p: dict) -> None:
+    if p["marker"].strip() not in ("*", "-", "•"):
+        raise ConstraintError(f"'marker' must be one of '*', '-', '•', got {p['marker']!r}")
+
+
+def _letter_check(p: dict) -> None:
+    letter = p["letter"]
+    if len(letter) != 1 or not letter.isalpha():
+        raise ConstraintError(f"'letter' must be a single letter, got {letter!r}")
+    _range_check(p)
+
+
+@register("bullet_list", {"count": COUNT, "marker": TEXT},
+          lambda count, marker: f"exactly {count} bullet points marked {marker.strip() + ' '!r}",
+          _bullet_marker_check)
+def bullet_list(response: str, count: int, marker: str) -> bool:
+    """Exactly ``count`` bullet lines, every one of them with ``marker`` (``*``, ``-`` or ``•``): a bullet
+    with another marker fails the check."""
+    found = bullet_markers(response)
+    return len(found) == count and all(m == marker.strip() for m in found)
+
+
+@register("numbered_list", {"count": COUNT}, lambda count: f"a numbered list of exactly {count} items")
+def numbered_list(response: str, count: int) -> bool:
+    """Exactly ``count`` numbered items, numbered 1, 2, ..., ``count`` in order."""
+    return numbered_items(response) == list(range(1, count + 1))
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+@register("repeat_request", {"text": TEXT}, lambda text: "repeat the request word for word first, then answer")
+def repeat_request(response: str, text: str) -> bool:
+    """The response starts with ``text`` (whitespace runs collapsed, otherwise exact) and goes on to an
+    answer that holds at least one word."""
+    got, want = _collapse(response), _collapse(text)
+    return got.startswith(want) and _WORD.search(got[len(want):]) is not None
+
+
+@register("separated_paragraphs", {"count": COUNT, "separator": OPT_TEXT},
+          lambda count, separator="***": f"exactly {count} paragraphs separated by {separator} lines")
+def separated_paragraphs(response: str, count: int, separator: str = "***") -> bool:
+    """Exactly ``count`` parts between separator lines (``***`` alone on its line); every part holds a
+    word, so a leading, trailing or doubled separator fails."""
+    line = re.compile(r"^[ \t]*" + re.escape(separator.strip()) + r"[ \t]*$", re.MULTILINE)
+    parts = line.split(response.strip())
+    return len(parts) == count and all(_WORD.search(p) for p in parts)
+
+
+@register("letter_frequency", {"letter": TEXT, "min": OPT_COUNT, "max": OPT_COUNT},
+          lambda letter, min=None, max=None: f"use the letter {letter!r} " + _range_text("times", min, max),
+          _letter_check)
+def letter_frequency(response: str, letter: str, min: int | None = None, max: int | None = None) -> bool:
+    """The letter occurs between ``min`` and ``max`` times (case-insensitive)."""
+    return _in_range(count_letter(response, letter), min, max)
+
+
+@register("no_digits", {}, lambda: "no digits")
+def no_digits(response: str) -> bool:
+    """Not a single digit 0-9 (numbers spelled out) and at least one word."""
+    return _WORD.search(response) is not None and re.search(r"[0-9]", response) is None
+
+
+@register("first_word", {"word": TEXT}, lambda word: f"first word {word!r}", _one_word("word"))
+def first_word(response: str, word: str) -> bool:
+    """The first word is ``word`` (case-insensitive; ``Yes,`` and ``yes!`` both start with ``yes``)."""
+    found = words(response)
+    return bool(found) and found[0].lower() == word.strip().lower()
+
+
+@register("last_word", {"word": TEXT}, lambda word: f"last word {word!r}", _one_word("word"))
+def last_word(response: str, word: str) -> bool:
+    """The last word is ``word`` (case-insensitive; punctuation after it is allowed)."""
+    found = words(response)
+    return bool(found) and found[-1].lower() == word.strip().lower()
+
+
+@register("ends_with_question", {}, lambda: "end with a question")
+def ends_with_question(response: str) -> bool:
+    """The response's last character (trailing whitespace aside) is a question mark."""
+    return response.rstrip().endswith("?")
+
+
+@register("max_characters", {"max": COUNT}, lambda max: f"at most {max} characters")
+def max_characters(response: str, max: int) -> bool:
+    """At most ``max`` characters, spaces and line breaks included (surrounding whitespace aside)."""
+    return len(response.strip()) <= max
+
+
+@register("section_count", {"count": COUNT, "label": OPT_TEXT},
+          lambda count, label="Section": f"exactly {count} sections headed {label!r} 1..{count}")
+def section_count(response: str, count: int, label: str = "Section") -> bool:
+    """Exactly ``count`` section headers ``LABEL 1`` ... ``LABEL count`` in order, each at the start of a
+    line (optionally after ``#``/``*`` markdown marks); the label is case-sensitive."""
+    header = re.compile(r"^[ \t]*(?:[#*]+[ \t]*)?" + re.escape(label.strip()) + r"[ \t]+(\d+)\b", re.MULTILINE)
+    return [int(n) for n in header.findall(response)] == list(range(1, count + 1))
+
+
+@register("max_sentence_words", {"max": COUNT}, lambda max: f"no sentence longer than {max} words")
+def max_sentence_words(response: str, max: int) -> bool:
+    """At least one sentence, and none longer than ``max`` words."""
+    found = sentences(response)
+    return bool(found) and all(count_words(s) <= max for s in found)
 
 
 # ------------------------------------------------------------------------------------ validation
