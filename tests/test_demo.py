@@ -244,3 +244,19 @@ def test_demo_kto_and_grpo_on_tiny_random(tmp_path, capsys, monkeypatch, method)
         assert not (out_dir / "pairs.jsonl").exists()
     else:
         assert (out_dir / "pairs.jsonl").is_file() and "desirable_weight" in config
+
+
+def test_change_by_held_out_group_by_hand():
+    from alignkit.pipelines.demo.tables import change_with_interval
+
+    def entry(passes, groups):
+        return {"_completions": [{"all": p, "heldout": g} for p, g in zip(passes, groups)]}
+
+    groups = [None, None, "family", "family", "kind"]
+    base, trained = entry([True, False, False, False, True], groups), entry([True, True, True, False, False], groups)
+    assert change_with_interval(base, trained)["delta"] == pytest.approx(1 / 5)      # (+1 +1 -1) / 5
+    fam = change_with_interval(base, trained, "family")
+    # differences [1, 0]: resample means 0, 1/2, 1/2, 1 -> delta 1/2, 95 % interval [0, 1]
+    assert (fam["n"], fam["delta"], fam["low"], fam["high"]) == (2, 0.5, 0.0, 1.0)
+    assert change_with_interval(base, trained, "kind")["delta"] == -1.0
+    assert change_with_interval(base, trained, "other")["n"] == 0

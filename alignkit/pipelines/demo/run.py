@@ -152,6 +152,8 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     clock.start()
     fixed, broken = _flips(base, trained)
     rows = before_after_rows(base, trained)
+    groups = {name: change_with_interval(base, trained, key)
+              for name, key in (("seen", None), ("unseen_wording", "family"), ("unseen_kind", "kind"))}
     ci = first[-1]["change"]
     rows.insert(1, ["  change, 95% paired bootstrap", "", "", f"[{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"])
     gains = [its[-1]["change"]["delta"] for its in runs]
@@ -204,6 +206,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
         "before": {"prompt_level": bg["prompt_level"], "instruction_level": bg["instruction_level"]},
         "after": {"prompt_level": tg["prompt_level"], "instruction_level": tg["instruction_level"]},
         "change": ci,
+        "change_by_group": groups,
         "improved": tg["prompt_level"] > bg["prompt_level"],
         "fixed": fixed,
         "broken": broken,
@@ -218,6 +221,9 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     say("")
     for line in _outcome_lines(s, base, trained, fixed, broken):
         say(line)
+    for name, g in groups.items():
+        if g["n"] and g["n"] < ci["n"]:
+            say(f"  {name.replace('_', ' ')} prompts ({g['n']}): change {interval_text(g)}")
     if s.iterations > 1:
         say("  per iteration: " + "; ".join(f"{it['iteration']}: {100 * it['eval']['gold']['prompt_level']:.1f}% "
                                              f"({interval_text(it['change'])})" for it in first))

@@ -40,7 +40,7 @@ def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str
         "seconds": round(time.perf_counter() - t0, 1),
         "_completions": [
             {"id": ins.id, "prompt": ins.prompt, "completion": text, "tokens": len(cids),
-             "constraints": ins.constraints,
+             "constraints": ins.constraints, "heldout": ins.heldout,
              **({"passed": details[ins.id]["passed"], "all": details[ins.id]["all"]}
                 if ins.id in details else {})}
             for ins, text, cids in zip(instructions, gens.texts, gens.completion_ids)

@@ -32,6 +32,13 @@ def before_after_rows(base: dict[str, Any], trained: dict[str, Any]) -> list[lis
          f"{fmt_pct(tg['instruction_level'])} ({count(tg['instruction_level'], n_i)})",
          _pts(tg["instruction_level"] - bg["instruction_level"])],
     ]
+    groups = (("seen wording and kinds", None), ("unseen wording (held-out family)", "family"),
+              ("unseen kinds (held-out)", "kind"))
+    for name, key in groups:
+        b = [c.get("all") is True for c in base.get("_completions", []) if c.get("heldout") == key]
+        a = [c.get("all") is True for c in trained.get("_completions", []) if c.get("heldout") == key]
+        if b and len(a) == len(b) and (key is not None or len(b) < n_p):
+            rows.append([f"  {name}", f"{sum(b)}/{len(b)}", f"{sum(a)}/{len(a)}", f"{sum(a) - sum(b):+d}"])
     for t in sorted(set(bg["per_type"]) | set(tg["per_type"])):
         b, a = bg["per_type"].get(t), tg["per_type"].get(t)
         rows.append([f"  {t}", f"{b['passed']}/{b['total']}" if b else "–",
@@ -58,12 +65,18 @@ def _passes(entry: dict[str, Any]) -> list[float]:
     return [1.0 if c.get("all") else 0.0 for c in entry["_completions"]]
 
 
-def change_with_interval(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, float]:
-    """The prompt-level change and its 95 % paired bootstrap interval over the held-out prompts."""
+def change_with_interval(base: dict[str, Any], trained: dict[str, Any], heldout: Any = "all") -> dict[str, Any]:
+    """The prompt-level change and its 95 % paired bootstrap interval over the held-out prompts (only
+    those of one held-out group when ``heldout`` is None, ``"family"`` or ``"kind"``)."""
     from alignkit.evaluation.stats import paired_bootstrap
 
-    delta, lo, hi = paired_bootstrap(_passes(base), _passes(trained))
-    return {"delta": delta, "low": lo, "high": hi, "n": len(base["_completions"])}
+    keep = [heldout == "all" or c.get("heldout") == heldout for c in base["_completions"]]
+    before = [p for p, k in zip(_passes(base), keep) if k]
+    after = [p for p, k in zip(_passes(trained), keep) if k]
+    if not before:
+        return {"delta": None, "low": None, "high": None, "n": 0}
+    delta, lo, hi = paired_bootstrap(before, after)
+    return {"delta": delta, "low": lo, "high": hi, "n": len(before)}
 
 
 def interval_text(ci: dict[str, float]) -> str:
