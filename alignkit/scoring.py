@@ -6,6 +6,15 @@ Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``math:answer`` /
 verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``judge:self``, ``judge:PATH_OR_NAME``,
 ``judge:http(s)://HOST:PORT/v1`` (options on a query string: ``judge:self?samples=5&temperature=0.5``),
 and for ``reward=`` a list ``[a, b]`` with ``reward_weights``.
+
+An LLM judge spec picks its judging method with ``?method=`` (see :data:`JUDGE_METHODS`):
+
+* pointwise (``reward=``, :func:`load_judge`): ``additive`` (default, the 0-5 rubric), ``geval``
+  (probability-weighted 1-5 score), ``flask`` (per-skill 1-5 scores, ``skills=a,b,c``,
+  ``aggregate=mean|min``);
+* pairwise (:func:`load_pairwise_judge`): the default A-vs-B prompt, ``critique`` (critique first,
+  then the verdict), ``debate`` (``personas=N``, ``rounds=R``); a pointwise method there compares
+  its scores. Example: ``judge:self?method=flask&skills=comprehension,readability&force_score=1``.
 """
 
 from __future__ import annotations
@@ -26,9 +35,13 @@ from alignkit.judges.core import (
     RewardModelJudge,
     ScorePairwiseJudge,
 )
+from alignkit.judges.critique import CritiquePairwiseJudge
+from alignkit.judges.debate import DebateJudge
+from alignkit.judges.geval import GEvalJudge
+from alignkit.judges.rubric import RubricJudge
 from alignkit.rewards import FunctionReward, ModelReward, RewardError, RewardSet, RewardSource, load_function
 
-__all__ = ["JudgeSpec", "bind_policy", "load_judge", "load_pairwise_judge", "load_reward_functions",
+__all__ = ["JUDGE_METHODS", "JudgeSpec", "bind_policy", "load_judge", "load_pairwise_judge", "load_reward_functions",
            "load_reward_source", "parse_judge_spec", "parse_reward_spec", "reward_from_spec"]
 
 
@@ -48,7 +61,14 @@ SPEC_OPTIONS = {
     "samples": int, "judge_samples": int, "temperature": float, "top_p": float, "max_new_tokens": int,
     "model": str, "judge_model": str, "timeout": float, "seed": int, "unparsable": float, "batch_size": int,
     "retries": int, "concurrency": int, "force_score": _flag,
+    "method": str, "skills": str, "aggregate": str, "personas": int, "rounds": int, "force_verdict": _flag,
 }
+
+#: judging methods of ``?method=``: pointwise ones score an answer, pairwise ones compare two
+JUDGE_METHODS = {"additive": "pointwise", "geval": "pointwise", "flask": "pointwise",
+                 "critique": "pairwise", "debate": "pairwise"}
+#: options that only one method reads
+_METHOD_OPTIONS = {"skills": "flask", "aggregate": "flask", "personas": "debate", "rounds": "debate"}
 _ALIASES = {"judge_samples": "samples", "judge_model": "model"}
 
 
@@ -110,6 +130,7 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
     elif _looks_like_function(text) and not Path(text).exists():
         return JudgeSpec("function", text, {})
     target, options = _split_options(text, spec)
+    _check_method(options, spec)
     if target == "self":
         return JudgeSpec("self", target, options)
     if target.startswith(("http://", "https://")):
@@ -117,6 +138,23 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
     if "://" in target:
         raise JudgeError(f"judge spec '{spec}': only http:// and https:// endpoints are supported")
     return JudgeSpec("local", target, options)
+
+
+def _check_method(options: dict[str, Any], spec: str) -> None:
+    method = options.get("method")
+    if method is not None:
+        method = method.strip().lower().replace("-", "")
+        if method not in JUDGE_METHODS:
+            close = difflib.get_close_matches(method, list(JUDGE_METHODS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise JudgeError(f"judge spec '{spec}': unknown method '{options['method']}'{hint}; methods: "
+                             f"{', '.join(JUDGE_METHODS)}")
+        options["method"] = method
+    for key, owner in _METHOD_OPTIONS.items():
+        if key in options and method != owner:
+            raise JudgeError(f"judge spec '{spec}': option '{key}' belongs to method={owner}")
+    if options.get("aggregate", "mean") not in ("mean", "min"):
+        raise JudgeError(f"judge spec '{spec}': aggregate must be mean or min")
 
 
 def _device() -> str:
@@ -192,6 +230,10 @@ def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer:
 
     ``force_score`` (local models): a sample without a valid ``Score: N`` line is completed with
     ``"Score:"`` and the judge's most likely value (see :class:`~alignkit.judges.LLMJudge`).
+    ``?method=`` picks the judging method: ``additive`` (default, :class:`~alignkit.judges.LLMJudge`),
+    ``geval`` (:class:`~alignkit.judges.GEvalJudge`, expected 1-5 score from the score-token
+    probabilities) or ``flask`` (:class:`~alignkit.judges.RubricJudge`, ``skills=a,b,c``,
+    ``aggregate=mean|min``). The pairwise methods (``critique``, ``debate``) are refused here.
     """
     if callable(spec) and not isinstance(spec, str):
         return FunctionJudge(_function_rewards(spec))
@@ -200,13 +242,30 @@ def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer:
         return RewardModelJudge(parsed.target)
     if parsed.kind == "function":
         return FunctionJudge(_function_rewards(parsed.target))
-    o = parsed.options
     backend = _backend(parsed, str(spec), policy=policy, tokenizer=tokenizer, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
                        batch_size=batch_size, retries=retries, concurrency=concurrency)
+    return _pointwise_llm(parsed, str(spec), backend, judge_samples=judge_samples, seed=seed, template=template,
+                          force_score=force_score)
+
+
+def _pointwise_llm(parsed: JudgeSpec, spec: str, backend: Any, *, judge_samples: int, seed: int,
+                   template: str | None, force_score: bool) -> PointwiseJudge:
+    o = parsed.options
+    method = o.get("method", "additive")
+    if JUDGE_METHODS[method] != "pointwise":
+        raise JudgeError(f"judge spec '{spec}': method={method} compares two answers (a pairwise judge); a "
+                         "reward or score needs a pointwise method: additive, geval or flask")
+    samples, seed = o.get("samples", judge_samples), o.get("seed", seed)
+    suffix = backend.name if parsed.kind != "self" else "self"
     kwargs = {"template": template} if template else {}
-    return LLMJudge(backend, judge_samples=o.get("samples", judge_samples), seed=o.get("seed", seed),
-                    name=f"judge_{backend.name}" if parsed.kind != "self" else "judge_self",
+    if method == "geval":
+        return GEvalJudge(backend, judge_samples=samples, seed=seed, name=f"geval_{suffix}", **kwargs)
+    if method == "flask":
+        return RubricJudge(backend, skills=o.get("skills"), judge_samples=samples, seed=seed,
+                           aggregate=o.get("aggregate", "mean"), force_score=o.get("force_score", force_score),
+                           name=f"flask_{suffix}", **kwargs)
+    return LLMJudge(backend, judge_samples=samples, seed=seed, name=f"judge_{suffix}",
                     force_score=o.get("force_score", force_score), **kwargs)
 
 
@@ -214,12 +273,15 @@ def load_pairwise_judge(spec: str | Callable[..., Any], *, policy: Any = None, t
                         judge_samples: int = 1, temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0,
                         top_p: float = 1.0, judge_model: str | None = None, timeout: float = 60.0,
                         batch_size: int = 8, retries: int = 2, concurrency: int = 8,
-                        template: str | None = None):
+                        template: str | None = None, force_verdict: bool = False):
     """A pairwise judge from a spec (the same specs as :func:`load_judge`).
 
     LLM specs give a :class:`~alignkit.judges.PairwiseLLMJudge` (both orders asked, ``judge_samples``
     samples per order, position-inconsistent verdicts count as ties); ``rm:`` and function specs compare
-    their scores (:class:`~alignkit.judges.ScorePairwiseJudge`).
+    their scores (:class:`~alignkit.judges.ScorePairwiseJudge`). ``?method=critique`` and
+    ``?method=debate&personas=N&rounds=R`` give the critique-first and debate judges; a pointwise method
+    compares that judge's scores. ``force_verdict`` (local models; ``?force_verdict=1``): a reply without
+    a verdict takes the judge's likelier next token of ``A``/``B`` after ``"Winner:"``.
     """
     if callable(spec) and not isinstance(spec, str):
         return ScorePairwiseJudge(FunctionJudge(_function_rewards(spec)))
@@ -232,9 +294,21 @@ def load_pairwise_judge(spec: str | Callable[..., Any], *, policy: Any = None, t
     backend = _backend(parsed, str(spec), policy=policy, tokenizer=tokenizer, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
                        batch_size=batch_size, retries=retries, concurrency=concurrency)
+    method = o.get("method")
+    if method is not None and JUDGE_METHODS[method] == "pointwise":
+        return ScorePairwiseJudge(_pointwise_llm(parsed, str(spec), backend, judge_samples=judge_samples,
+                                                 seed=seed, template=template, force_score=False))
     kwargs = {"template": template} if template else {}
-    return PairwiseLLMJudge(backend, judge_samples=o.get("samples", judge_samples), seed=o.get("seed", seed),
-                            name=f"pairwise_{backend.name}", **kwargs)
+    samples, seed = o.get("samples", judge_samples), o.get("seed", seed)
+    force = o.get("force_verdict", force_verdict)
+    if method == "critique":
+        return CritiquePairwiseJudge(backend, judge_samples=samples, seed=seed, name=f"critique_{backend.name}",
+                                     force_verdict=force, **kwargs)
+    if method == "debate":
+        return DebateJudge(backend, personas=o.get("personas"), rounds=o.get("rounds", 2), seed=seed,
+                           name=f"debate_{backend.name}", force_verdict=force)
+    return PairwiseLLMJudge(backend, judge_samples=samples, seed=seed, name=f"pairwise_{backend.name}",
+                            force_verdict=force, **kwargs)
 
 
 def reward_from_spec(spec: str, *, policy: Any = None, tokenizer: Any = None, unparsable: float = 0.0,

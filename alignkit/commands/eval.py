@@ -19,6 +19,13 @@ held-out set (100 problems of 2-3 steps, ``alignkit.reasoning.mathset``), or a f
 model gets its answer accuracy (final answer extracted and checked by ``reward=math:answer``'s
 verifier) as k/n with a 95 % Wilson interval, and the mean ``math:format`` score.
 
+``--ifeval FILE`` reads an IFEval-format file (``prompt``, ``instruction_id_list``, ``kwargs``; IFEval,
+IFBench or your own rows; nothing is downloaded) and checks the answers with the IFEval/IFBench
+checkers of the optional package ``if-verifiable`` (``pip install 'alignkit[ifeval]'``): prompt- and
+instruction-level strict and loose accuracy (IFEval paper), each k/n with a 95 % Wilson interval.
+Instructions whose checker is unknown, rejects its kwargs or needs NLTK data that is not installed
+are counted and listed as skipped (without the package, all of them are, with that reason).
+
 And the win rate of the first model over the second (or, with one model, over the prompts'
 ``reference`` answers) under ``--judge``: each pair judged in both orders, position-inconsistent
 verdicts counted as ties. ``--judge`` takes a Python function ``FILE.py:FUNC`` or
@@ -48,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on math problems instead: the generated test set (no FILE: 100 problems, 2-3 "
                    "steps) or a file (prompt + answer rows, or GSM8K question/answer rows); reports accuracy "
                    "with a 95%% Wilson interval")
+    p.add_argument("--ifeval", default=None, metavar="FILE",
+                   help="evaluate on an IFEval-format file (prompt, instruction_id_list, kwargs) with the "
+                   "if-verifiable checkers (pip install 'alignkit[ifeval]'): strict and loose accuracy, prompt "
+                   "and instruction level, 95%% Wilson intervals; unknown checkers or missing NLTK data are skipped")
     p.add_argument("--split", default="test",
                    help="which rows of the prompt file: test (default), train, another split name, or all")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N prompts")
@@ -104,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.math and args.prompts:
         print("error: --math and --prompts are alternatives: give one of them", file=sys.stderr)
         return 2
+    if args.ifeval and (args.math or args.prompts):
+        print("error: --ifeval, --math and --prompts are alternatives: give one of them", file=sys.stderr)
+        return 2
 
     from alignkit.data import DataError
     from alignkit.evaluation import InstructionFileError, JudgeError
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         temperature=args.temperature, seed=args.seed, limit=args.limit, reference=args.reference,
         eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
         kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
-        chat_template=args.chat_template, math=args.math,
+        chat_template=args.chat_template, math=args.math, ifeval=args.ifeval,
     )
     try:
         from transformers.utils import logging as hf_logging

@@ -60,6 +60,7 @@ class EvalOptions:
     device: str = "auto"
     chat_template: str = "auto"
     math: str | None = None  # math problems instead of instructions: "default" (generated test set) or a file
+    ifeval: str | None = None  # an IFEval-format file (prompt, instruction_id_list, kwargs) instead
 
 
 def _log(msg: str) -> None:
@@ -131,15 +132,18 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     if opts.max_new_tokens < 1 or opts.batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
     t_start = time.perf_counter()
-    math_source = None
+    math_source = if_rows = None
     if opts.math:
         instructions, math_source = _math_instructions(opts.math)
+    elif opts.ifeval:
+        instructions, if_rows = _ifeval_instructions(opts.ifeval)
     else:
         instructions = load_instructions(opts.prompts, opts.split)
     if opts.limit is not None:
         if opts.limit < 1:
             raise ValueError("limit must be at least 1")
         instructions = instructions[: opts.limit]
+        if_rows = if_rows[: opts.limit] if if_rows is not None else None
     judge = load_judge(opts.judge) if opts.judge else None
     reward_fn = load_reward(opts.reward, opts.reward_weights) if opts.reward else None
     eval_rows = None
@@ -176,6 +180,10 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         gold = score_responses(instructions, gens.texts)
         details = {d["id"]: d for d in gold.pop("details")}
         scored = _math_accuracy(gens.texts, columns["answer"]) if math_source else None
+        if if_rows is not None:
+            from alignkit.evaluation.ifeval import check_ifeval
+
+            scored = check_ifeval(if_rows, gens.texts)
         lengths = [len(c) for c in gens.completion_ids]
         entry: dict[str, Any] = {
             "model": str(spec),
@@ -184,7 +192,11 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             "completion_tokens": sum(lengths) / len(lengths),
             "truncated_rate": sum(gens.truncated) / len(gens.truncated),
         }
-        if scored is not None:
+        if scored is not None and if_rows is not None:
+            entry["ifeval"] = {key: v for key, v in scored.items() if key != "items"}
+            log(f"[{k}/{len(models)}] {name}: IFEval prompt-level strict {scored['prompt_strict']['k']}/"
+                f"{scored['prompt_strict']['n']}, {scored['skipped']['count']} instruction(s) skipped")
+        elif scored is not None:
             entry["math"] = {key: v for key, v in scored.items() if key != "items"}
             log(f"[{k}/{len(models)}] {name}: math accuracy {scored['correct']}/{scored['n']}")
         if eval_rows is not None:
@@ -237,6 +249,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     if math_source:
         results["prompts"] = {"file": math_source, "split": "math", "n": len(instructions)}
         results["math"] = {"source": math_source, "n": len(instructions)}
+    if if_rows is not None:
+        results["prompts"] = {"file": opts.ifeval, "split": "ifeval", "n": len(instructions)}
+        results["ifeval"] = {"source": opts.ifeval, "n": len(instructions)}
 
     # win rate: first model vs second, or vs the prompts' reference answers
     if judge is not None:
@@ -287,6 +302,14 @@ def _math_instructions(spec: str) -> tuple[list[Instruction], str]:
     return out, source
 
 
+def _ifeval_instructions(path: str) -> tuple[list[Instruction], list[Any]]:
+    """The rows of an IFEval-format file as constraint-free instructions (checked by :mod:`.ifeval`)."""
+    from alignkit.evaluation.ifeval import load_ifeval
+
+    rows = load_ifeval(path)
+    return [Instruction(r.key, r.prompt, [], None, r.row) for r in rows], rows
+
+
 def _math_accuracy(texts: list[str], answers: list[Any]) -> dict[str, Any]:
     """Answer accuracy (k/n, 95 % Wilson interval), mean step-format score, and per-item details."""
     from alignkit.evaluation.stats import wilson_interval
@@ -318,7 +341,11 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     if "math" in results:
         row(f"math accuracy ({n} problems, 95% Wilson interval)", [_math_cell(m.get("math")) for m in models])
         row("math step format (mean score)", [fmt(m.get("math", {}).get("format")) for m in models])
-    if "math" not in results or any(m["gold"]["n_prompts"] for m in models):
+    if "ifeval" in results:
+        from alignkit.evaluation.ifeval import table_rows
+
+        rows += table_rows(models)
+    if ("math" not in results and "ifeval" not in results) or any(m["gold"]["n_prompts"] for m in models):
         row(f"gold prompt-level strict ({n} prompts)", [fmt_pct(m["gold"]["prompt_level"]) for m in models])
         row("gold instruction-level strict", [fmt_pct(m["gold"]["instruction_level"]) for m in models])
     types = sorted({t for m in models for t in m["gold"]["per_type"]})
@@ -357,6 +384,10 @@ def _extra_lines(results: dict[str, Any]) -> list[str]:
     for rm in results.get("reward_models", []):
         lines.append(f"reward model {rm['reward_model']}: pairwise accuracy {fmt_pct(rm['accuracy'])} on "
                      f"{rm['pairs']} pairs (mean margin {fmt(rm['margin'])})")
+    if "ifeval" in results:
+        from alignkit.evaluation.ifeval import skip_lines
+
+        lines += skip_lines(results["models"])
     lines += [f"note: {n}" for n in results.get("notes", [])]
     return lines
 
@@ -368,6 +399,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     decoding = "greedy decoding" if not s.get("temperature") else f"temperature {s['temperature']}"
     about = ("Math accuracy: the final answer (boxed, `Answer:`, `####`, else the last number) equals the "
              "reference; 95% Wilson interval in brackets." if "math" in results else
+             "IFEval-format file checked with the if-verifiable checkers: strict = the raw answer, loose = "
+             "also without its first/last line or markdown `*` (IFEval paper); k/n and 95% Wilson interval. "
+             "Skipped instructions are left out of the counts." if "ifeval" in results else
              "Pass rates are strict (every constraint checked by code on the raw answer); prompt-level = all "
              "of a prompt's constraints pass.")
     parts = [

@@ -46,14 +46,51 @@ def content_seed(seed: int, texts: Sequence[str], salt: str = "") -> int:
 
 class CallableBackend:
     """A Python function as the judge model: ``fn(judge_prompt, sample_index) -> str`` (tests, or any
-    custom client)."""
+    custom client).
 
-    def __init__(self, fn: Callable[[str, int], str], name: str = "function") -> None:
+    ``probabilities`` (optional) stands in for a local model's next-token distribution:
+    ``probabilities(judge_prompt, reply, label) -> {value: weight}`` for the value written after
+    ``"{label}:"`` (weights are normalised over ``low..high``; missing values weigh 0). It backs
+    :meth:`score_probabilities` (G-Eval) and :meth:`force_scores`; without it both give ``None``."""
+
+    def __init__(self, fn: Callable[[str, int], str], name: str = "function",
+                 probabilities: Callable[[str, str, str], dict[int, float]] | None = None) -> None:
         self.fn = fn
         self.name = name
+        self.probabilities = probabilities
 
     def complete(self, texts: Sequence[str], n: int, seed: int) -> list[list[str]]:
         return [[str(self.fn(t, i)) for i in range(n)] for t in texts]
+
+    def score_probabilities(self, texts: Sequence[str], replies: Sequence[str], low: int, high: int,
+                            label: str = "Score") -> list[dict[int, float] | None]:
+        if self.probabilities is None:
+            return [None] * len(texts)
+        out: list[dict[int, float] | None] = []
+        for t, r in zip(texts, replies):
+            raw = self.probabilities(t, r, label) or {}
+            weights = {v: max(0.0, float(raw.get(v, 0.0))) for v in range(low, high + 1)}
+            total = sum(weights.values())
+            out.append({v: w / total for v, w in weights.items()} if total > 0 else None)
+        return out
+
+    def force_scores(self, texts: Sequence[str], replies: Sequence[str], low: int, high: int,
+                     label: str = "Score") -> list[int | None]:
+        probs = self.score_probabilities(texts, replies, low, high, label)
+        return [None if p is None else max(p, key=lambda v: (p[v], -v)) for p in probs]
+
+    def force_choices(self, texts: Sequence[str], replies: Sequence[str], label: str,
+                      choices: Sequence[str]) -> list[str | None]:
+        """The heaviest of ``choices`` under ``probabilities(text, reply, label)`` (keyed by the choice
+        strings); None without ``probabilities`` or when all weigh 0."""
+        if self.probabilities is None:
+            return [None] * len(texts)
+        out: list[str | None] = []
+        for t, r in zip(texts, replies):
+            raw = self.probabilities(t, r, label) or {}
+            w = [float(raw.get(c, 0.0)) for c in choices]
+            out.append(choices[w.index(max(w))] if max(w) > 0 else None)
+        return out
 
 
 class LocalBackend:
@@ -129,26 +166,62 @@ class LocalBackend:
         return out
 
 
-    def _score_tokens(self, low: int, high: int) -> tuple[str, dict[int, int]] | None:
-        """How this tokenizer continues ``"\nScore:"`` with each value low..high as one token: the
+    def _score_tokens(self, low: int, high: int, label: str = "Score") -> tuple[str, dict[int, int]] | None:
+        """How this tokenizer continues ``"\n{label}:"`` with each value low..high as one token: the
         separator (``" "`` or ``""``) and value -> token id; None when some value is not one token."""
+        spec = self._choice_tokens([str(v) for v in range(low, high + 1)], label)
+        return None if spec is None else (spec[0], {int(k): t for k, t in spec[1].items()})
+
+    def _choice_tokens(self, choices: Sequence[str], label: str) -> tuple[str, dict[str, int]] | None:
         tok = self.tokenizer
         for sep in (" ", ""):
-            prefix = list(tok("\nScore:" + sep, add_special_tokens=False)["input_ids"])
-            cands: dict[int, int] = {}
-            for v in range(low, high + 1):
-                full = list(tok(f"\nScore:{sep}{v}", add_special_tokens=False)["input_ids"])
+            prefix = list(tok(f"\n{label}:" + sep, add_special_tokens=False)["input_ids"])
+            cands: dict[str, int] = {}
+            for v in choices:
+                full = list(tok(f"\n{label}:{sep}{v}", add_special_tokens=False)["input_ids"])
                 if full[:len(prefix)] != prefix or len(full) != len(prefix) + 1:
                     break
                 cands[v] = full[-1]
-            if len(cands) == high - low + 1:
+            if len(cands) == len(choices):
                 return sep, cands
         return None
 
-    def force_scores(self, texts: Sequence[str], replies: Sequence[str], low: int, high: int) -> list[int | None]:
-        """For replies without a valid score: append ``"\nScore:"`` to the judge's reply and take the most
-        likely value low..high as the next token (one forward, no sampling). None where the tokenizer
-        cannot spell every value as one token."""
+    def force_scores(self, texts: Sequence[str], replies: Sequence[str], low: int, high: int,
+                     label: str = "Score") -> list[int | None]:
+        """For replies without a valid score: append ``"\nScore:"`` (``"\n{label}:"``) to the judge's reply
+        and take the most likely value low..high as the next token (one forward, no sampling). None where
+        the tokenizer cannot spell every value as one token."""
+        logits = self._value_logits(texts, replies, low, high, label)
+        if logits is None:
+            return [None] * len(texts)
+        return [low + int(row.argmax()) for row in logits]
+
+    def score_probabilities(self, texts: Sequence[str], replies: Sequence[str], low: int, high: int,
+                            label: str = "Score") -> list[dict[int, float] | None]:
+        """G-Eval's hook: the judge's next-token probabilities of the values low..high after its reply and
+        ``"\n{label}:"``, renormalised over those values (they sum to 1). None where the tokenizer cannot
+        spell every value as one token."""
+        logits = self._value_logits(texts, replies, low, high, label)
+        if logits is None:
+            return [None] * len(texts)
+        probs = logits.double().softmax(-1)
+        return [{low + j: float(row[j]) for j in range(row.shape[0])} for row in probs]
+
+    def force_choices(self, texts: Sequence[str], replies: Sequence[str], label: str,
+                      choices: Sequence[str]) -> list[str | None]:
+        """The most likely of ``choices`` (each one token, e.g. ``["A", "B"]``) as the next token after the
+        reply and ``"\n{label}:"``; None where the tokenizer cannot spell a choice as one token."""
+        logits = self._choice_logits(texts, replies, label, list(choices))
+        if logits is None:
+            return [None] * len(texts)
+        return [choices[int(row.argmax())] for row in logits]
+
+    def _value_logits(self, texts: Sequence[str], replies: Sequence[str], low: int, high: int, label: str):
+        """[len(texts), high-low+1] next-token logits of the values after reply + ``"\n{label}:"``."""
+        return self._choice_logits(texts, replies, label, [str(v) for v in range(low, high + 1)])
+
+    def _choice_logits(self, texts: Sequence[str], replies: Sequence[str], label: str, choices: list[str]):
+        """[len(texts), len(choices)] next-token logits of the choices after reply + ``"\n{label}:"``."""
         import torch
 
         from alignkit.data.render import request_prompt
@@ -156,10 +229,10 @@ class LocalBackend:
         from alignkit.models.modules import unwrap
 
         if self.model is None or self.tokenizer is None or not texts:
-            return [None] * len(texts)
-        spec = self._score_tokens(low, high)
+            return None
+        spec = self._choice_tokens(choices, label)
         if spec is None:
-            return [None] * len(texts)
+            return None
         sep, cands = spec
         model = unwrap(self.model)
         tok = self.tokenizer
@@ -167,17 +240,16 @@ class LocalBackend:
         seqs = []
         for text, reply in zip(texts, replies):
             head = encode_prompt(tok, request_prompt(tok, text))
-            tail = list(tok(reply.rstrip() + "\nScore:" + sep, add_special_tokens=False)["input_ids"])
+            tail = list(tok(reply.rstrip() + f"\n{label}:" + sep, add_special_tokens=False)["input_ids"])
             ids = head + tail
             if len(ids) > limit:  # keep the reply's end (with "Score:") and the prompt's start
                 keep_tail = min(len(tail), limit // 2)
                 ids = head[:limit - keep_tail] + tail[len(tail) - keep_tail:]
             seqs.append(ids)
-        values = list(cands)
-        token_ids = torch.tensor([cands[v] for v in values])
+        token_ids = torch.tensor([cands[v] for v in choices])
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         device = next(model.parameters()).device
-        out: list[int | None] = []
+        out = []
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(seqs), self.batch_size):
                 chunk = seqs[start:start + self.batch_size]
@@ -190,9 +262,8 @@ class LocalBackend:
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                                use_cache=False).logits[:, -1].float()
-                best = logits[:, token_ids.to(device)].argmax(-1).tolist()
-                out.extend(values[b] for b in best)
-        return out
+                out.append(logits[:, token_ids.to(device)].cpu())
+        return torch.cat(out)
 
 
 class HTTPBackend:

@@ -181,10 +181,21 @@ class PairwiseLLMJudge:
     verdict is the majority of its parsable samples (an even split is a tie). The final verdict is the
     winner only when both orders name the same answer; a verdict that flips with the order (position
     bias), a tie in either order, or an order without any parsable verdict gives ``"tie"``.
+    Subclasses change the prompt (``template``) and how a reply is read (:meth:`parse`).
+
+    ``force_verdict`` (local models only; off by default): a reply without a verdict gets one anyway -
+    the reply is continued with ``"Winner:"`` (:attr:`verdict_label`) and the likelier of ``A`` / ``B``
+    as the next token is taken (one forward, no sampling; its raw reply ends with
+    ``"[score forced] Winner: X"``). SmolLM2-135M judging itself writes no verdict line at all.
     """
 
+    #: salt of the sampling seed (subclasses use their own, so their samples differ)
+    seed_salt = "pairwise"
+    #: the label a forced verdict is read after
+    verdict_label = "Winner"
+
     def __init__(self, backend: Any, *, judge_samples: int = 1, seed: int = 0, name: str | None = None,
-                 template: str = PAIRWISE_TEMPLATE, max_chars: int = 6000) -> None:
+                 template: str = PAIRWISE_TEMPLATE, max_chars: int = 6000, force_verdict: bool = False) -> None:
         if judge_samples < 1:
             raise JudgeError(f"judge_samples must be at least 1, got {judge_samples}")
         for key in ("{request}", "{answer_a}", "{answer_b}"):
@@ -196,7 +207,8 @@ class PairwiseLLMJudge:
         self.template = template
         self.max_chars = max_chars
         self.name = name or f"pairwise_{getattr(backend, 'name', 'llm')}"
-        self.stats = {"pairs": 0, "inconsistent": 0, "unparsable": 0, "samples": 0}
+        self.force_verdict = bool(force_verdict)
+        self.stats = {"pairs": 0, "inconsistent": 0, "unparsable": 0, "samples": 0, "forced": 0}
 
     def compare_detailed(self, prompts: list, answers_a: list, answers_b: list) -> list[PairVerdict]:
         _check_lengths("judge.compare", prompts, answers_a, answers_b)
@@ -208,14 +220,17 @@ class PairwiseLLMJudge:
         backward = [pairwise_prompt(p, b, a, self.template, self.max_chars)
                     for p, a, b in zip(prompts, answers_a, answers_b)]
         texts = forward + backward
-        replies = self.backend.complete(texts, self.judge_samples, content_seed(self.seed, texts, "pairwise"))
+        replies = [list(r) for r in
+                   self.backend.complete(texts, self.judge_samples, content_seed(self.seed, texts, self.seed_salt))]
+        votes = [[self.parse(r) for r in raw] for raw in replies]
+        self.stats["samples"] += sum(len(v) for v in votes)
+        self.stats["unparsable"] += sum(x is None for v in votes for x in v)
+        if self.force_verdict:
+            force_missing_verdicts(self.backend, texts, replies, votes, self.verdict_label, self.stats)
         swap = {"A": "B", "B": "A", "tie": "tie"}
         out = []
         for i in range(n):
-            f_votes = [parse_verdict(r) for r in replies[i]]
-            b_votes = [parse_verdict(r) for r in replies[n + i]]
-            self.stats["samples"] += len(f_votes) + len(b_votes)
-            self.stats["unparsable"] += sum(v is None for v in f_votes + b_votes)
+            f_votes, b_votes = votes[i], votes[n + i]
             f = _majority(f_votes)
             b = _majority(b_votes)
             b = swap[b] if b is not None else None
@@ -226,11 +241,33 @@ class PairwiseLLMJudge:
             out.append(PairVerdict(verdict=verdict, forward=f, backward=b, raw=list(replies[i]) + list(replies[n + i])))
         return out
 
+    def parse(self, reply: str) -> str | None:
+        """The verdict of one reply: ``"A"``, ``"B"``, ``"tie"`` or None."""
+        return parse_verdict(reply)
+
     def compare(self, prompts: list, answers_a: list, answers_b: list) -> list[str]:
         return [v.verdict for v in self.compare_detailed(prompts, answers_a, answers_b)]
 
     def __repr__(self) -> str:
         return f"PairwiseLLMJudge({self.name}, samples={self.judge_samples})"
+
+
+def force_missing_verdicts(backend: Any, texts: Sequence[str], replies: list[list[str]], votes: list[list[Any]],
+                           label: str, stats: dict[str, int]) -> None:
+    """Fill the ``None`` entries of ``votes`` (and mark their ``replies``) with the backend's likelier of
+    ``A``/``B`` after ``"{label}:"`` (``backend.force_choices``; a backend without it forces nothing)."""
+    if not hasattr(backend, "force_choices"):
+        return
+    missing = [(i, k) for i, v in enumerate(votes) for k, x in enumerate(v) if x is None]
+    if not missing:
+        return
+    forced = backend.force_choices([texts[i] for i, _ in missing], [replies[i][k] for i, k in missing], label,
+                                   ["A", "B"])
+    for (i, k), v in zip(missing, forced):
+        if v is not None:
+            votes[i][k] = v
+            replies[i][k] = f"{replies[i][k].rstrip()}\n{FORCED_MARK} {label}: {v}"
+            stats["forced"] = stats.get("forced", 0) + 1
 
 
 class RewardModelJudge:
