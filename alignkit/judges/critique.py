@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from alignkit.judges.core import PairwiseLLMJudge
+from alignkit.judges.prompts import PAIR_BLOCK
 
 __all__ = ["CRITIQUE_TEMPLATE", "CritiquePairwiseJudge", "parse_final_verdict", "split_critique"]
 
@@ -24,18 +25,7 @@ CRITIQUE_TEMPLATE = """\
 You are comparing two answers that an AI assistant could give to the same user request. Before you \
 decide, write a critique.
 
-<request>
-{request}
-</request>
-
-<answer_a>
-{answer_a}
-</answer_a>
-
-<answer_b>
-{answer_b}
-</answer_b>
-
+""" + PAIR_BLOCK + """
 Critique: first list what the request asks for, including any instructions about form. Then, for \
 answer A and then for answer B, say which of these it satisfies and where it falls short (errors, \
 omissions, ignored instructions, padding). Then say which answer is better overall and why. The order \

@@ -19,7 +19,7 @@ from typing import Any
 from alignkit.judges.backends import JudgeError, content_seed
 from alignkit.judges.core import PairVerdict, _check_lengths, _majority, force_missing_verdicts
 from alignkit.judges.critique import parse_final_verdict
-from alignkit.judges.prompts import _clip, render_answer, render_request
+from alignkit.judges.prompts import PAIR_BLOCK, _clip, render_answer, render_request
 
 __all__ = ["DEFAULT_PERSONAS", "DebateJudge", "debate_prompt"]
 
@@ -36,18 +36,7 @@ _ROUND_ONE = """\
 You are {persona}, one of several judges comparing two answers that an AI assistant could give to \
 the same request. You are {description}.
 
-<request>
-{request}
-</request>
-
-<answer_a>
-{answer_a}
-</answer_a>
-
-<answer_b>
-{answer_b}
-</answer_b>
-
+""" + PAIR_BLOCK + """
 {others}Give your argument in at most 80 words, then end with one line: "Winner: A", "Winner: B" or \
 "Winner: tie". The order of the answers and their length are no reason to prefer one."""
 

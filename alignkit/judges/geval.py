@@ -21,7 +21,7 @@ from typing import Any
 from alignkit.judges.backends import JudgeError, content_seed
 from alignkit.judges.core import JudgeScore, _check_lengths
 from alignkit.judges.parsing import parse_score
-from alignkit.judges.prompts import pointwise_prompt
+from alignkit.judges.prompts import ANSWER_BLOCK, pointwise_prompt
 
 __all__ = ["GEVAL_TEMPLATE", "GEvalJudge", "expected_score"]
 
@@ -39,14 +39,7 @@ Evaluation steps:
 4. Give 5 when everything is done well, 1 when the answer ignores the request, and a level in between \
 for partial success.
 
-<request>
-{request}
-</request>
-
-<answer>
-{answer}
-</answer>
-
+""" + ANSWER_BLOCK + """
 Reply with the score only, as "Score: N" with N from 1 to 5."""
 
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["POINTWISE_TEMPLATE", "PAIRWISE_TEMPLATE", "render_request", "render_answer", "pointwise_prompt",
+__all__ = ["ANSWER_BLOCK", "PAIR_BLOCK", "POINTWISE_TEMPLATE", "PAIRWISE_TEMPLATE", "render_request", "render_answer", "pointwise_prompt",
            "pairwise_prompt"]
+
+#: the judged texts, as every judge template shows them
+ANSWER_BLOCK = "<request>\n{request}\n</request>\n\n<answer>\n{answer}\n</answer>\n"
+PAIR_BLOCK = ("<request>\n{request}\n</request>\n\n<answer_a>\n{answer_a}\n</answer_a>\n\n"
+              "<answer_b>\n{answer_b}\n</answer_b>\n")
 
 POINTWISE_TEMPLATE = """\
 You are reviewing how well an AI assistant answered a user's request. Rate the answer with the additive \
@@ -28,14 +33,7 @@ request thoroughly and is well organised; minor room for more focus or brevity i
 5. Excellence: it is precisely tailored to this request, shows expert knowledge, is insightful and \
 engaging, and contains nothing superfluous.
 
-<request>
-{request}
-</request>
-
-<answer>
-{answer}
-</answer>
-
+""" + ANSWER_BLOCK + """
 First justify your rating briefly (at most 100 words), going through the checklist. Then, on a last \
 line of its own, write the total as "Score: N", where N is a whole number from 0 to 5."""
 
@@ -45,18 +43,7 @@ one serves the user better. Consider whether each answer is on topic, how much o
 covers, whether it is correct and useful, how clear and well organised it is, and whether it avoids \
 needless content. Length alone is no merit, and the order in which the answers appear must not sway you.
 
-<request>
-{request}
-</request>
-
-<answer_a>
-{answer_a}
-</answer_a>
-
-<answer_b>
-{answer_b}
-</answer_b>
-
+""" + PAIR_BLOCK + """
 First compare the two briefly (at most 100 words). Then, on a last line of its own, write \
 "Winner: A" or "Winner: B", or "Winner: tie" when neither is better."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from alignkit.judges.backends import JudgeError, content_seed
 from alignkit.judges.core import FORCED_MARK, JudgeScore, _check_lengths
-from alignkit.judges.prompts import render_answer, render_request
+from alignkit.judges.prompts import ANSWER_BLOCK, render_answer, render_request
 
 __all__ = ["DEFAULT_SKILLS", "SKILL_DESCRIPTIONS", "RUBRIC_TEMPLATE", "RubricJudge", "parse_skill_scores",
            "normalise_skills"]
@@ -49,14 +49,7 @@ from 1 (very poor) to 5 (excellent), on its own.
 Skills:
 {skill_list}
 
-<request>
-{request}
-</request>
-
-<answer>
-{answer}
-</answer>
-
+""" + ANSWER_BLOCK + """
 Write one short sentence of reasons per skill, then finish with exactly one line per skill in this \
 form:
 {score_lines}"""
