@@ -86,6 +86,23 @@ def _check_lengths(what: str, *lists: Sequence[Any]) -> None:
         raise ValueError(f"{what}: {', '.join(str(len(x)) for x in lists)} items; the lists must be equally long")
 
 
+def init_pointwise(judge: Any, backend: Any, *, judge_samples: int, seed: int, template: str, low: int, high: int,
+                   max_chars: int) -> None:
+    """Check and set what every sampled pointwise judge holds (backend, samples, seed, template with
+    ``{request}`` and ``{answer}``, score range, prompt length limit)."""
+    if judge_samples < 1:
+        raise JudgeError(f"judge_samples must be at least 1, got {judge_samples}")
+    for key in ("{request}", "{answer}"):
+        if key not in template:
+            raise JudgeError(f"a pointwise judge template must contain {key}")
+    judge.backend = backend
+    judge.judge_samples = int(judge_samples)
+    judge.seed = int(seed)
+    judge.template = template
+    judge.low, judge.high = int(low), int(high)
+    judge.max_chars = max_chars
+
+
 class LLMJudge:
     """LLM-as-a-judge on the additive 0-5 rubric (:data:`~alignkit.judges.prompts.POINTWISE_TEMPLATE`).
 
@@ -106,17 +123,8 @@ class LLMJudge:
     def __init__(self, backend: Any, *, judge_samples: int = 3, seed: int = 0, name: str | None = None,
                  template: str = POINTWISE_TEMPLATE, low: int = 0, high: int = 5, max_chars: int = 6000,
                  force_score: bool = False) -> None:
-        if judge_samples < 1:
-            raise JudgeError(f"judge_samples must be at least 1, got {judge_samples}")
-        for key in ("{request}", "{answer}"):
-            if key not in template:
-                raise JudgeError(f"a pointwise judge template must contain {key}")
-        self.backend = backend
-        self.judge_samples = int(judge_samples)
-        self.seed = int(seed)
-        self.template = template
-        self.low, self.high = int(low), int(high)
-        self.max_chars = max_chars
+        init_pointwise(self, backend, judge_samples=judge_samples, seed=seed, template=template, low=low,
+                       high=high, max_chars=max_chars)
         self.name = name or f"judge_{getattr(backend, 'name', 'llm')}"
         self.force_score = bool(force_score)
         self.stats = {"samples": 0, "unparsable": 0, "forced": 0}

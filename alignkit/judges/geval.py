@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from alignkit.judges.backends import JudgeError, content_seed
-from alignkit.judges.core import JudgeScore, _check_lengths
+from alignkit.judges.core import JudgeScore, _check_lengths, init_pointwise
 from alignkit.judges.parsing import parse_score
 from alignkit.judges.prompts import ANSWER_BLOCK, pointwise_prompt
 
@@ -67,19 +67,10 @@ class GEvalJudge:
 
     def __init__(self, backend: Any, *, judge_samples: int = 3, seed: int = 0, name: str | None = None,
                  template: str = GEVAL_TEMPLATE, low: int = 1, high: int = 5, max_chars: int = 6000) -> None:
-        if judge_samples < 1:
-            raise JudgeError(f"judge_samples must be at least 1, got {judge_samples}")
-        for key in ("{request}", "{answer}"):
-            if key not in template:
-                raise JudgeError(f"a pointwise judge template must contain {key}")
+        init_pointwise(self, backend, judge_samples=judge_samples, seed=seed, template=template, low=low,
+                       high=high, max_chars=max_chars)
         if high <= low:
             raise JudgeError(f"G-Eval needs low < high, got {low}..{high}")
-        self.backend = backend
-        self.judge_samples = int(judge_samples)
-        self.seed = int(seed)
-        self.template = template
-        self.low, self.high = int(low), int(high)
-        self.max_chars = max_chars
         self.name = name or f"geval_{getattr(backend, 'name', 'llm')}"
         self.last_probs: list[dict[int, float] | None] = []
         self.stats = {"items": 0, "weighted": 0, "sampled": 0, "unparsable": 0}
