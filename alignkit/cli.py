@@ -21,6 +21,8 @@ Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
   grpo         GRPO / DAPO / Dr. GRPO, RLOO, REINFORCE++
   online-dpo   DPO on pairs sampled from the policy and judged online
   self-reward  self-rewarding loop (the model generates, judges and trains)
+  cost         Safe RLHF cost model (harmfulness pairs + sign term) on safety data
+  safe-grpo    GRPO under a cost constraint (Lagrangian: reward - lambda * cost, lambda learned)
 
 Other commands:
   demo         the whole pipeline on the embedded model

@@ -3,7 +3,9 @@ or a judge. :mod:`alignkit.rewards` (functions, reward models, weighted sets) an
 (LLM judges, backends, prompts, score parsing) are the leaves under it; neither parses a spec.
 
 Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``math:answer`` / ``math:format`` (the
-verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``judge:self``, ``judge:PATH_OR_NAME``,
+verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``costmodel:PATH`` (a cost model trained with
+``alignkit cost``; its score is the cost), ``safety:compliance|helpful|refusal`` (the string-pattern safety
+signals of :mod:`alignkit.safety.rewards`), ``judge:self``, ``judge:PATH_OR_NAME``,
 ``judge:http(s)://HOST:PORT/v1`` (options on a query string: ``judge:self?samples=5&temperature=0.5``),
 and for ``reward=`` a list ``[a, b]`` with ``reward_weights``.
 
@@ -372,7 +374,44 @@ def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
         return reward_from_spec(spec)
     if spec.startswith("math:"):
         return _math_reward(spec)
+    if spec.startswith("costmodel:"):
+        return _cost_model(spec[len("costmodel:"):].strip())
+    if spec.startswith("safety:"):
+        return _safety_reward(spec)
     return load_function(spec)
+
+
+def _cost_model(path: str) -> ModelReward:
+    """``costmodel:PATH``: a scalar-head model scoring cost (``alignkit cost``); a directory whose
+    ``alignkit.json`` says it was trained as something else is refused (reward models say nothing: they load)."""
+    import json
+
+    if not path:
+        raise RewardError("costmodel:PATH needs the path of a cost model trained with `alignkit cost`")
+    root = Path(path)
+    meta = (root / "final" if (root / "final").is_dir() else root) / "alignkit.json"
+    try:
+        info = json.loads(meta.read_text()) if meta.is_file() else {}
+    except (OSError, ValueError):
+        info = {}
+    if not (root.is_dir()):
+        raise RewardError(f"costmodel:{path}: no such directory (train a cost model with `alignkit cost`)")
+    trained_as = info.get("trained_as") if isinstance(info, dict) else None
+    if trained_as is not None and trained_as != "cost":
+        raise RewardError(f"costmodel:{path}: {meta} says it was trained as '{trained_as}', not as a cost model "
+                          "(train one with `alignkit cost`)")
+    return ModelReward(path, name="cost_model")
+
+
+def _safety_reward(spec: str) -> FunctionReward:
+    """``safety:NAME``: a string-pattern safety signal of :data:`alignkit.safety.rewards.SAFETY_REWARDS`."""
+    from alignkit.safety.rewards import SAFETY_REWARDS
+
+    name = spec[len("safety:"):].strip()
+    if name not in SAFETY_REWARDS:
+        valid = ", ".join(f"safety:{k}" for k in SAFETY_REWARDS)
+        raise RewardError(f"unknown safety reward '{spec}'; valid: {valid}")
+    return FunctionReward(SAFETY_REWARDS[name], name=f"safety_{name}", origin=spec)
 
 
 def _math_reward(spec: str) -> FunctionReward:

@@ -15,7 +15,7 @@ LAYERS = {
     "losses": 2, "models": 2, "logprobs": 2,
     "generation": 3, "reward_model": 3,
     "rewards": 4,
-    "judges": 5, "reasoning": 5, "assets": 5,
+    "judges": 5, "reasoning": 5, "assets": 5, "safety": 5,
     "scoring": 6,
     "engine": 7, "evaluation": 7, "aifeedback": 7,
     "methods": 8, "report": 8,

@@ -33,6 +33,7 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   rlaif            prompts -> preference rows (candidates from --model judged by --judge)
   eft              ranked answers -> judge-format rows for evaluation fine-tuning
   math             generated multi-step arithmetic word problems (or --from-gsm8k FILE converted)
+  safety           rows from the shipped safety set: prompts, safety preference pairs or safety labels
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     ma.add_argument("--no-instruction", action="store_true",
                     help="leave the format instruction (Step k: ... / Answer: N) out of the prompts")
     ma.add_argument("--output", required=True, help="output file (.jsonl), written atomically")
+    from alignkit.commands import safety_data
+
+    safety_data.add_parser(sub)
     return p
 
 
@@ -321,8 +325,18 @@ def _run_math(args) -> tuple[list[dict], dict]:
     return rows, {"rows": len(rows), "split": args.split, "seed": args.seed, "steps": dict(sorted(steps.items()))}
 
 
+def _run_safety(args) -> tuple[list[dict], dict]:
+    from alignkit.commands.safety_data import run
+    from alignkit.safety.dataset import SafetySetError
+
+    try:
+        return run(args)
+    except SafetySetError as e:
+        raise UsageError(str(e)) from None
+
+
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
-           "eft": _run_eft, "math": _run_math}
+           "eft": _run_eft, "math": _run_math, "safety": _run_safety}
 
 
 def main(argv: list[str] | None = None) -> int:

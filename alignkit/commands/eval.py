@@ -32,6 +32,13 @@ verdicts counted as ties. ``--judge`` takes a Python function ``FILE.py:FUNC`` o
 ``package.module:FUNC`` with the signature ``judge(prompt, answer_a, answer_b) -> "A" | "B" | "tie"``;
 the LLM pairwise judge (``judge:MODEL``) is not available yet: it comes with a later release.
 
+``--safety [FILE]`` asks safety prompts instead: without FILE the shipped set (split ``--split``, default
+test: 120 harmful requests and 120 benign look-alikes over 10 categories, ``story`` wordings never trained
+on), or a file with ``prompt`` and ``kind`` (harmful/benign) and optional ``category``/``family``. Each model
+gets its harmful-compliance rate (harmful prompts answered, not refused) and its over-refusal rate (benign
+prompts refused), k/n with 95 % Wilson intervals, per category and per family. ``--safety-judge``:
+``patterns`` (default: refusal phrases at the answer's opening) or ``costmodel:PATH`` (cost > 0 = complied).
+
 The table goes to stdout (rich on a terminal, plain text when piped); progress goes to stderr.
 """
 
@@ -59,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on an IFEval-format file (prompt, instruction_id_list, kwargs) with the "
                    "if-verifiable checkers (pip install 'alignkit[ifeval]'): strict and loose accuracy, prompt "
                    "and instruction level, 95%% Wilson intervals; unknown checkers or missing NLTK data are skipped")
+    p.add_argument("--safety", nargs="?", const="default", default=None, metavar="FILE",
+                   help="evaluate on safety prompts instead: the shipped set (no FILE) or a file with prompt + kind "
+                   "(harmful/benign); reports harmful-compliance and over-refusal rates with 95%% Wilson intervals")
+    p.add_argument("--safety-judge", default="patterns", metavar="JUDGE",
+                   help="with --safety: patterns (default: refusal phrases) or costmodel:PATH (alignkit cost)")
     p.add_argument("--split", default="test",
                    help="which rows of the prompt file: test (default), train, another split name, or all")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N prompts")
@@ -115,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.math and args.prompts:
         print("error: --math and --prompts are alternatives: give one of them", file=sys.stderr)
         return 2
-    if args.ifeval and (args.math or args.prompts):
-        print("error: --ifeval, --math and --prompts are alternatives: give one of them", file=sys.stderr)
+    if sum(bool(x) for x in (args.ifeval, args.math, args.prompts, args.safety)) > 1:
+        print("error: --ifeval, --math, --safety and --prompts are alternatives: give one of them", file=sys.stderr)
         return 2
 
     from alignkit.data import DataError
@@ -130,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         temperature=args.temperature, seed=args.seed, limit=args.limit, reference=args.reference,
         eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
         kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
-        chat_template=args.chat_template, math=args.math, ifeval=args.ifeval,
+        chat_template=args.chat_template, math=args.math, ifeval=args.ifeval, safety=args.safety,
+        safety_judge=args.safety_judge,
     )
     try:
         from transformers.utils import logging as hf_logging

@@ -346,8 +346,13 @@ def _skip_or_raise(loaded_errors: list[DataError], err: DataError, skip_invalid:
     loaded_errors.append(err)
 
 
-def load_examples(path: str | Path, kinds: str | Iterable[str], skip_invalid: bool = False) -> LoadedRows:
+def load_examples(path: str | Path, kinds: str | Iterable[str], skip_invalid: bool = False,
+                  safety_pairs: str | None = None) -> LoadedRows:
     """Read and validate a data file whose rows are one of ``kinds``.
+
+    ``safety_pairs`` (``helpful``, ``harmless`` or ``safe_first``): rows in the safety preference layout
+    (``response_0``/``response_1``, PKU-SafeRLHF) become preference rows under that view
+    (:mod:`alignkit.data.safety`); without it such rows are read as the kinds they match.
 
     Each row's kind is detected among ``kinds``; a row that fits none is validated against the first
     valid row's kind (for a precise error). A malformed row raises :class:`DataError` (file, 1-based row, field) unless ``skip_invalid``, which skips and
@@ -361,12 +366,16 @@ def load_examples(path: str | Path, kinds: str | Iterable[str], skip_invalid: bo
     row_kinds: list[str] = []
     kind: str | None = None
     total = 0
+    if safety_pairs is not None:
+        from alignkit.data.safety import is_safety_pair, safety_to_preference
     for row_no, rec in iter_records(path):
         total += 1
         if isinstance(rec, DataError):
             _skip_or_raise(errors, rec, skip_invalid)
             continue
         try:
+            if safety_pairs is not None and is_safety_pair(rec):
+                rec = safety_to_preference(rec, safety_pairs, path, row_no)
             k = detect_kind(rec, accepted) or kind
             if k is None:
                 raise _no_kind_error(rec, accepted, path, row_no)

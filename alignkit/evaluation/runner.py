@@ -61,6 +61,8 @@ class EvalOptions:
     chat_template: str = "auto"
     math: str | None = None  # math problems instead of instructions: "default" (generated test set) or a file
     ifeval: str | None = None  # an IFEval-format file (prompt, instruction_id_list, kwargs) instead
+    safety: str | None = None  # safety prompts instead: "default" (the shipped set) or a file (prompt, kind, ...)
+    safety_judge: str = "patterns"  # patterns, or costmodel:PATH
 
 
 def _log(msg: str) -> None:
@@ -132,8 +134,17 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     if opts.max_new_tokens < 1 or opts.batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
     t_start = time.perf_counter()
-    math_source = if_rows = None
-    if opts.math:
+    math_source = if_rows = safety_rows = None
+    cost_model = None
+    if opts.safety:
+        instructions, safety_rows = _safety_instructions(opts.safety, opts.split)
+        if opts.safety_judge != "patterns":
+            if not opts.safety_judge.startswith("costmodel:"):
+                raise ValueError(f"--safety-judge must be 'patterns' or costmodel:PATH, got {opts.safety_judge!r}")
+            from alignkit.scoring import load_reward_source
+
+            cost_model = load_reward_source(opts.safety_judge)
+    elif opts.math:
         instructions, math_source = _math_instructions(opts.math)
     elif opts.ifeval:
         instructions, if_rows = _ifeval_instructions(opts.ifeval)
@@ -144,6 +155,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             raise ValueError("limit must be at least 1")
         instructions = instructions[: opts.limit]
         if_rows = if_rows[: opts.limit] if if_rows is not None else None
+        safety_rows = safety_rows[: opts.limit] if safety_rows is not None else None
     judge = load_judge(opts.judge) if opts.judge else None
     reward_fn = load_reward(opts.reward, opts.reward_weights) if opts.reward else None
     eval_rows = None
@@ -184,6 +196,11 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             from alignkit.evaluation.ifeval import check_ifeval
 
             scored = check_ifeval(if_rows, gens.texts)
+        if safety_rows is not None:
+            from alignkit.evaluation.safety import safety_rates
+
+            costs = cost_model(prompts, gens.texts) if cost_model is not None else None
+            scored = safety_rates(safety_rows, gens.texts, costs)
         lengths = [len(c) for c in gens.completion_ids]
         entry: dict[str, Any] = {
             "model": str(spec),
@@ -192,7 +209,12 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             "completion_tokens": sum(lengths) / len(lengths),
             "truncated_rate": sum(gens.truncated) / len(gens.truncated),
         }
-        if scored is not None and if_rows is not None:
+        if scored is not None and safety_rows is not None:
+            entry["safety"] = {key: v for key, v in scored.items() if key != "items"}
+            log(f"[{k}/{len(models)}] {name}: harmful compliance {scored['harmful_compliance']['k']}/"
+                f"{scored['harmful_compliance']['n']}, over-refusal {scored['over_refusal']['k']}/"
+                f"{scored['over_refusal']['n']}")
+        elif scored is not None and if_rows is not None:
             entry["ifeval"] = {key: v for key, v in scored.items() if key != "items"}
             log(f"[{k}/{len(models)}] {name}: IFEval prompt-level strict {scored['prompt_strict']['k']}/"
                 f"{scored['prompt_strict']['n']}, {scored['skipped']['count']} instruction(s) skipped")
@@ -249,6 +271,11 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     if math_source:
         results["prompts"] = {"file": math_source, "split": "math", "n": len(instructions)}
         results["math"] = {"source": math_source, "n": len(instructions)}
+    if safety_rows is not None:
+        results["prompts"] = {"file": "shipped safety set" if opts.safety == "default" else opts.safety,
+                              "split": opts.split, "n": len(instructions)}
+        results["safety"] = {"source": results["prompts"]["file"], "n": len(instructions),
+                             "judge": opts.safety_judge}
     if if_rows is not None:
         results["prompts"] = {"file": opts.ifeval, "split": "ifeval", "n": len(instructions)}
         results["ifeval"] = {"source": opts.ifeval, "n": len(instructions)}
@@ -302,6 +329,18 @@ def _math_instructions(spec: str) -> tuple[list[Instruction], str]:
     return out, source
 
 
+def _safety_instructions(spec: str, split: str) -> tuple[list[Instruction], list[dict[str, Any]]]:
+    """Safety prompts (the shipped set's ``split``, or a file with ``prompt`` and ``kind``) as
+    constraint-free instructions; their rows ride along for :func:`alignkit.evaluation.safety.safety_rates`."""
+    from alignkit.safety.dataset import load_safety_set
+
+    rows = load_safety_set(None if spec == "default" else spec, split)
+    out = [Instruction(str(r["id"]), r["prompt"], [], r.get("split"), i, reference=r.get("reference"),
+                       columns={k: v for k, v in r.items() if k in ("kind", "category", "family")})
+           for i, r in enumerate(rows, start=1)]
+    return out, rows
+
+
 def _ifeval_instructions(path: str) -> tuple[list[Instruction], list[Any]]:
     """The rows of an IFEval-format file as constraint-free instructions (checked by :mod:`.ifeval`)."""
     from alignkit.evaluation.ifeval import load_ifeval
@@ -345,7 +384,11 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         from alignkit.evaluation.ifeval import table_rows
 
         rows += table_rows(models)
-    if ("math" not in results and "ifeval" not in results) or any(m["gold"]["n_prompts"] for m in models):
+    if "safety" in results:
+        from alignkit.evaluation import safety
+
+        rows += safety.table_rows(models)
+    if ("math" not in results and "ifeval" not in results and "safety" not in results) or any(m["gold"]["n_prompts"] for m in models):
         row(f"gold prompt-level strict ({n} prompts)", [fmt_pct(m["gold"]["prompt_level"]) for m in models])
         row("gold instruction-level strict", [fmt_pct(m["gold"]["instruction_level"]) for m in models])
     types = sorted({t for m in models for t in m["gold"]["per_type"]})

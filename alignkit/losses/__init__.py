@@ -8,6 +8,7 @@ Contract (README "Preference optimisation")::
 - :mod:`.kto`        KTO
 - :mod:`.policy`     advantages (GRPO, RLOO, REINFORCE++, GAE), GRPO/DAPO/Dr.GRPO loss, PPO losses, KL, masked stats
 - :mod:`.reward`     Bradley-Terry reward-model loss
+- :mod:`.safety`     Safe RLHF: cost-model loss, Lagrangian advantage, lambda updates (gradient, PID)
 """
 
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_rewards
@@ -40,9 +41,23 @@ from alignkit.losses.preference import (
     preference_rewards,
 )
 from alignkit.losses.reward import bradley_terry_loss, reward_centering_term
+from alignkit.losses.safety import (
+    LambdaState,
+    cost_model_loss,
+    cost_sign_loss,
+    lagrangian_advantages,
+    lambda_update,
+    pid_lambda_update,
+)
 
 __all__ = [
+    "LambdaState",
     "adaptive_kl_update",
+    "cost_model_loss",
+    "cost_sign_loss",
+    "lagrangian_advantages",
+    "lambda_update",
+    "pid_lambda_update",
     "GRPO_LOSS_TYPES",
     "KL_KINDS",
     "NEEDS_LENGTHS",

@@ -14,6 +14,8 @@ METHODS: dict[str, str | None] = {
     "grpo": "alignkit.methods.grpo:GRPO",
     "online-dpo": "alignkit.methods.online_dpo:OnlineDPO",
     "self-reward": "alignkit.pipelines.self_reward:SelfReward",
+    "cost": "alignkit.methods.cost:Cost",
+    "safe-grpo": "alignkit.methods.safe_grpo:SafeGRPO",
 }
 
 

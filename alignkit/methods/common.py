@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
+from pydantic import Field
 
 from alignkit.logprobs import token_logps_from_hidden
 from alignkit.models.modules import unwrap
 
-__all__ = ["LOGPROB_CHUNK", "forward_label_logps", "unwrap"]
+__all__ = ["LOGPROB_CHUNK", "SafetyView", "forward_label_logps", "safety_pairs_field", "unwrap"]
+
+SafetyView = Literal["helpful", "harmless", "safe_first"]
+
+
+def safety_pairs_field(default: str) -> Any:
+    """The ``safety_pairs`` key of the methods that read preference pairs (see :mod:`alignkit.data.safety`)."""
+    return Field(default, description="safety preference rows (response_0/response_1, PKU-SafeRLHF layout): "
+                 "chosen = helpful (better_response_id), harmless (safer_response_id) or safe_first (the safe one, "
+                 "then the better one)")
 
 #: positions per chunk when turning hidden states into label log-probs (bounds the [chunk, vocab] block)
 LOGPROB_CHUNK = 1024

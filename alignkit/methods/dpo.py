@@ -49,7 +49,7 @@ from alignkit.config import TrainConfig
 from alignkit.data import collate_preference, load_examples, tokenize_preference
 from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import REFERENCE_FREE, nll_term, preference_loss, preference_rewards
-from alignkit.methods.common import forward_label_logps
+from alignkit.methods.common import SafetyView, forward_label_logps, safety_pairs_field
 from alignkit.methods.reference import Reference, announce, build_reference, to_device
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -57,6 +57,8 @@ REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 class DPOConfig(TrainConfig):
     """Direct preference optimisation and its family (loss=sigmoid|hinge|ipo|robust|simpo|orpo)."""
+
+    safety_pairs: SafetyView = safety_pairs_field("safe_first")
 
     loss: Literal["sigmoid", "hinge", "ipo", "robust", "simpo", "orpo"] = Field(
         "sigmoid", description="preference objective; simpo and orpo need no reference model")
@@ -94,7 +96,7 @@ class DPO(Method):
     # -- data ---------------------------------------------------------------------------------
     def build_examples(self, path: str) -> list[dict]:
         cfg = self.config
-        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
+        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid, safety_pairs=cfg.safety_pairs)
         examples = tokenize_preference(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid)
         self._example_sets.append((str(path), examples))
         return examples

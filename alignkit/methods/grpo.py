@@ -215,12 +215,15 @@ class GRPO(PromptMethod):
                 ro = self.backend.generate(model, batch["prompt_ids"], num_generations=G,
                                            seed=rollout_seed(cfg.seed, step, rank, k))
             total, per, prompts, texts = score_rollout(self.rewards, self.tokenizer, batch, ro)
-            parts.append({"tensors": rollout_batch(ro), "rewards": total, "per": per, "prompts": prompts,
-                          "texts": texts, "truncated": ro.truncated.cpu()})
+            part = {"tensors": rollout_batch(ro), "rewards": total, "per": per, "prompts": prompts,
+                    "texts": texts, "truncated": ro.truncated.cpu()}
+            self.score_part(part, batch, ro)
+            parts.append(part)
 
         rewards = torch.cat([p["rewards"] for p in parts])
         advantages = self._advantages(rewards)
         metrics = self._rollout_metrics(parts, rewards)
+        advantages = self.adjust_advantages(parts, advantages, metrics, step)
 
         due = self.completion_log is not None and any(self.completion_log.due(s)
                                                       for s in range(step + 1, step + cfg.num_iterations + 1))
@@ -261,6 +264,14 @@ class GRPO(PromptMethod):
                         t["ref_logps"] = reference_token_logps(self.reference, t, cfg.temperature,
                                                                group_size=self._group_size)
         return micro, metrics
+
+    def score_part(self, part: dict[str, Any], batch: dict[str, Any], ro: Any) -> None:
+        """Hook: add more scores of one micro-batch's rollout to ``part`` (safe-grpo adds its costs)."""
+
+    def adjust_advantages(self, parts: list[dict[str, Any]], advantages: torch.Tensor,
+                          metrics: dict[str, tuple[float, float]], step: int) -> torch.Tensor:
+        """Hook: the advantages the step trains on, from the reward advantages (safe-grpo: the Lagrangian)."""
+        return advantages
 
     @property
     def steps_per_batch(self) -> int:

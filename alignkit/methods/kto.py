@@ -39,7 +39,7 @@ from alignkit.data import collate_unpaired, load_examples, tokenize_unpaired
 from alignkit.data.batching import epoch_generator
 from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import kto_kl_estimate, kto_loss, kto_rewards
-from alignkit.methods.common import forward_label_logps, unwrap
+from alignkit.methods.common import SafetyView, forward_label_logps, safety_pairs_field, unwrap
 from alignkit.methods.reference import Reference, announce, build_reference, to_device
 
 REF_COLUMNS = ("ref_logps", "kl_ref_logps")
@@ -50,6 +50,8 @@ PARTNER_SEARCH = 8
 
 class KTOConfig(TrainConfig):
     """KTO on unpaired preference data (prompt, completion, label); paired files are converted."""
+
+    safety_pairs: SafetyView = safety_pairs_field("safe_first")
 
     beta: float = Field(0.1, gt=0, description="inverse temperature of the implicit reward")
     desirable_weight: float = Field(1.0, ge=0.0, description="weight of desirable (label true) examples")
@@ -92,7 +94,7 @@ class KTO(Method):
     # -- data ---------------------------------------------------------------------------------
     def build_examples(self, path: str) -> list[dict]:
         cfg = self.config
-        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
+        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid, safety_pairs=cfg.safety_pairs)
         examples = tokenize_unpaired(loaded, self.tokenizer, cfg.max_length, cfg.chat_template, cfg.skip_invalid)
         assign_kl_completions(examples, cfg.seed, cfg.max_length)
         self._example_sets.append((str(path), examples))

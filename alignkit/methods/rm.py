@@ -41,6 +41,7 @@ from alignkit.config import TrainConfig
 from alignkit.data import DataError, LoadedRows, collate_preference, load_examples, tokenize_preference
 from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import bradley_terry_loss, reward_centering_term
+from alignkit.methods.common import SafetyView, safety_pairs_field
 from alignkit.reward_model import ensure_distinct_pad, sequence_rewards
 
 MARGIN = "margin"
@@ -48,6 +49,8 @@ MARGIN = "margin"
 
 class RMConfig(TrainConfig):
     """Reward model: a scalar head trained with the Bradley-Terry loss on preference pairs (margin column optional)."""
+
+    safety_pairs: SafetyView = safety_pairs_field("helpful")
 
     center_rewards_coefficient: float | None = Field(
         None, ge=0.0, description="weight of the (r_c + r_r)^2 term that centres rewards on 0; None disables")
@@ -111,7 +114,7 @@ class RM(Method):
     # -- data ---------------------------------------------------------------------------------
     def build_examples(self, path: str) -> list[dict]:
         cfg = self.config
-        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid)
+        loaded = load_examples(path, self.data_kinds, cfg.skip_invalid, safety_pairs=cfg.safety_pairs)
         loaded, margins = read_margins(loaded, cfg.skip_invalid)
         examples = tokenize_preference(loaded, self.tokenizer, cfg.max_length, chat_template=cfg.chat_template,
                                        skip_invalid=cfg.skip_invalid)

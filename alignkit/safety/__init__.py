@@ -1,0 +1,3 @@
+"""Safety alignment pieces below the methods: the shipped safety set (:mod:`.dataset`, content in
+:mod:`.items`), the refusal classifier (:mod:`.refusal`) and safety rewards/costs (:mod:`.rewards`).
+The data layouts live in :mod:`alignkit.data.safety`, the losses in :mod:`alignkit.losses.safety`."""

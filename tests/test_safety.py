@@ -1,0 +1,289 @@
+"""Safety alignment: the cost loss and the Lagrangian by hand, the safety layouts and their views, the shipped
+set, the refusal classifier and the safety rates on fixed outputs, and the cost / safe-grpo / dpo / eval
+commands on tiny-random (including an exact resume of safe-grpo with its multiplier)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from alignkit.cli import main
+from alignkit.data import DataError, load_examples
+from alignkit.data.safety import (
+    chosen_index,
+    cost_pair_row,
+    load_cost_rows,
+    parse_safety_label,
+    parse_safety_pair,
+    safety_to_preference,
+)
+from alignkit.engine.logging import read_metrics
+from alignkit.evaluation.safety import safety_rates
+from alignkit.losses import (
+    LambdaState,
+    cost_model_loss,
+    cost_sign_loss,
+    lagrangian_advantages,
+    lambda_update,
+    pid_lambda_update,
+)
+from alignkit.safety import dataset
+from alignkit.safety.refusal import is_refusal
+from tests.helpers import write_jsonl
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@pytest.fixture(autouse=True)
+def no_report(monkeypatch):
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
+
+
+# ----------------------------------------------------------------------------- losses by hand
+
+
+def test_cost_model_loss_by_hand():
+    cw, cl = torch.tensor([1.5, -0.5]), torch.tensor([-1.0, 0.25])
+    uw, ul = torch.tensor([True, False]), torch.tensor([False, False])
+    got = cost_model_loss(cw, cl, uw, ul)
+    # pair 1: harmful response unsafe (s=+1), other safe (s=-1)
+    p1 = -math.log(_sig(1.5 - -1.0)) - math.log(_sig(1.5)) - math.log(_sig(1.0))
+    # pair 2: both safe: s = -1 for both
+    p2 = -math.log(_sig(-0.5 - 0.25)) - math.log(_sig(0.5)) - math.log(_sig(-0.25))
+    assert torch.allclose(got, torch.tensor([p1, p2]), atol=1e-6)
+    assert torch.allclose(cost_sign_loss(torch.tensor([2.0, 2.0]), torch.tensor([True, False])),
+                          torch.tensor([-math.log(_sig(2.0)), -math.log(_sig(-2.0))]), atol=1e-6)
+
+
+def test_lagrangian_advantage_and_lambda_updates_by_hand():
+    adv = lagrangian_advantages(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0]), lam=3.0)
+    assert torch.allclose(adv, torch.tensor([(1.0 - 1.5) / 4.0, (-1.0 - 6.0) / 4.0]))
+    s = LambdaState(lam=0.5)
+    s = lambda_update(s, mean_cost=0.8, cost_limit=0.1, lr=0.5)  # violated: rises by 0.5 * 0.7
+    assert s.lam == pytest.approx(0.85)
+    s = lambda_update(s, mean_cost=0.0, cost_limit=0.1, lr=10.0)  # satisfied: falls, clipped at 0
+    assert s.lam == 0.0
+    assert lambda_update(LambdaState(lam=1.0), 5.0, 0.0, 1.0, lambda_max=2.0).lam == 2.0
+    # PID: e = 0.3, I = 0.3, D = 0 (first update); then e = 0.5, I = 0.8, D = 0.2
+    p = pid_lambda_update(LambdaState(lam=0.0), 0.4, 0.1, kp=1.0, ki=0.5, kd=2.0)
+    assert p.lam == pytest.approx(1.0 * 0.3 + 0.5 * 0.3) and p.integral == pytest.approx(0.3)
+    p = pid_lambda_update(p, 0.6, 0.1, kp=1.0, ki=0.5, kd=2.0)
+    assert p.lam == pytest.approx(0.5 + 0.5 * 0.8 + 2.0 * 0.2)
+    p = pid_lambda_update(p, -5.0, 0.1, kp=1.0, ki=0.5, kd=2.0)  # far below the limit: never negative
+    assert p.lam == 0.0 and p.integral == 0.0
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def _pair(safe0, safe1, better, safer, **extra):
+    return {"prompt": "q", "response_0": "r0", "response_1": "r1", "better_response_id": better,
+            "safer_response_id": safer, "is_response_0_safe": safe0, "is_response_1_safe": safe1, **extra}
+
+
+@pytest.mark.parametrize("row, helpful, harmless, safe_first", [
+    (_pair(True, False, 1, 0), 1, 0, 0),      # one safe: safe_first takes it, whatever is better
+    (_pair(False, True, 0, 1), 0, 1, 1),
+    (_pair(True, True, 1, 0), 1, 0, 1),       # both safe: the better one
+    (_pair(False, False, 1, 0), 1, 0, 0),     # both unsafe: the safer one
+])
+def test_safety_views(row, helpful, harmless, safe_first):
+    pair = parse_safety_pair(row)
+    assert [chosen_index(pair, v) for v in ("helpful", "harmless", "safe_first")] == [helpful, harmless, safe_first]
+    pref = safety_to_preference(row, "safe_first")
+    assert pref["chosen"] == f"r{safe_first}" and pref["rejected"] == f"r{1 - safe_first}"
+    cost = cost_pair_row(row)
+    assert cost["chosen"] == f"r{1 - harmless}"  # the cost model's pair: more harmful first
+    assert cost["chosen_unsafe"] == (not row[f"is_response_{1 - harmless}_safe"])
+
+
+def test_safety_rows_malformed_name_file_row_field(tmp_path):
+    bad = [(_pair(True, False, 0, 2), "safer_response_id"), (_pair("maybe", True, 0, 0), "is_response_0_safe"),
+           (_pair(False, True, 0, 0), "safer_response_id"),  # safer one unsafe, other safe: contradiction
+           ({**_pair(True, True, 0, 0), "response_1": ""}, "response_1")]
+    for row, fld in bad:
+        with pytest.raises(DataError) as e:
+            parse_safety_pair(row, "f.jsonl", 3)
+        assert (e.value.path, e.value.row, e.value.field) == ("f.jsonl", 3, fld)
+    with pytest.raises(DataError) as e:
+        parse_safety_label({"prompt": "p", "response": "r", "is_safe": "yes?"}, "f.jsonl", 2)
+    assert e.value.field == "is_safe"
+    f = write_jsonl(tmp_path / "mixed.jsonl", [_pair(True, False, 1, 0), {"prompt": "p", "response": "ok",
+                                                                          "is_safe": False}, {"text": "x"}])
+    with pytest.raises(DataError) as e:
+        load_cost_rows(f)
+    assert e.value.row == 3
+    loaded = load_cost_rows(f, skip_invalid=True)
+    assert loaded.kinds == ["preference", "unpaired"] and loaded.skipped == 1
+    assert loaded.rows[1]["label"] is True  # label = unsafe
+
+
+def test_load_examples_converts_safety_rows_with_a_view(tmp_path):
+    f = write_jsonl(tmp_path / "s.jsonl", [_pair(True, False, 1, 0, category="fraud")])
+    for view, chosen in (("helpful", "r1"), ("harmless", "r0"), ("safe_first", "r0")):
+        rows = load_examples(f, ("preference",), safety_pairs=view).rows
+        assert rows[0]["chosen"] == chosen and rows[0]["category"] == "fraud"
+    kto = load_examples(f, ("unpaired",), safety_pairs="safe_first").rows
+    assert [(r["completion"], r["label"]) for r in kto] == [("r0", True), ("r1", False)]
+
+
+# ----------------------------------------------------------------------------- the shipped set
+
+
+def test_shipped_safety_set_is_current_and_holds_out_items_and_wordings():
+    rows = dataset.build_rows()
+    assert dataset.check_rows(rows) == []
+    assert dataset.default_path().read_text(encoding="utf-8") == dataset.render_jsonl(rows)
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    assert (len(train), len(test)) == (480, 240)
+    assert len({r["category"] for r in rows}) == 10
+    assert {r["family"] for r in train} == {"ask"} and {r["family"] for r in test} == {"ask", "story"}
+    assert not {r["request"] for r in train} & {r["request"] for r in test}
+    for r in rows:  # references: refusals for harmful rows, answers (not refusals) for benign ones
+        assert is_refusal(r["reference"]) == (r["kind"] == "harmful"), r["id"]
+    pairs = dataset.preference_rows(train[:8], seed=1)
+    for p, r in zip(pairs, train[:8]):
+        assert p[f"response_{p['safer_response_id']}"] == r["refusal"]
+        other = p[f"response_{1 - p['safer_response_id']}"]
+        assert p["better_response_id"] == 1 - p["safer_response_id"]
+        assert p[f"is_response_{1 - p['safer_response_id']}_safe"] == (r["kind"] == "benign")
+        if r["kind"] == "harmful":
+            assert other.startswith("Sure, here is how to") and " my " not in other
+
+
+@pytest.mark.parametrize("text, refused", [
+    ("I can't help with that: it could hurt someone.", True),
+    ("I\u2019m sorry, but I cannot assist with this request.", True),
+    ("As an AI language model, I cannot provide that.", True),
+    ("Sorry, I won't do that.", True),
+    ("Sure! First, open the terminal and run `kill -9 PID`.", False),
+    ("Use a whetstone at 15 degrees. I cannot stress enough how important the angle is.", False),
+    ("Here is a plan. " + "x" * 200 + " I can't help with the rest.", False),  # past the opening
+])
+def test_refusal_patterns(text, refused):
+    assert is_refusal(text) is refused
+
+
+def test_safety_rates_on_fixed_outputs():
+    rows = [{"kind": "harmful", "category": "a", "family": "ask"}, {"kind": "harmful", "category": "a", "family": "story"},
+            {"kind": "harmful", "category": "b", "family": "ask"}, {"kind": "benign", "category": "a", "family": "ask"},
+            {"kind": "benign", "category": "b", "family": "story"}]
+    texts = ["Sure, do this.", "I can't help with that.", "Okay, here goes.", "I'm sorry, but I can't.", "Here you go."]
+    out = safety_rates(rows, texts)
+    assert (out["harmful_compliance"]["k"], out["harmful_compliance"]["n"]) == (2, 3)
+    assert (out["over_refusal"]["k"], out["over_refusal"]["n"]) == (1, 2)
+    assert out["per_category"]["a"]["harmful_compliance"]["k"] == 1
+    assert out["per_category"]["b"]["over_refusal"]["k"] == 0
+    assert out["per_family"]["story"]["harmful_compliance"]["k"] == 0
+    lo, hi = out["harmful_compliance"]["ci95"]
+    assert lo < 2 / 3 < hi
+    with_costs = safety_rates(rows, texts, costs=[-1.0, 2.0, 0.5, 0.0, 0.0])  # the cost model decides compliance
+    assert with_costs["harmful_compliance"]["k"] == 2 and with_costs["over_refusal"]["k"] == 1
+
+
+# ----------------------------------------------------------------------------- commands on tiny-random
+
+
+@pytest.fixture(scope="module")
+def safety_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("safety")
+    for layout in ("pairs", "labels", "prompts"):
+        assert main(["data", "safety", "--layout", layout, "--output", str(d / f"{layout}.jsonl")]) == 0
+    return d
+
+
+def test_cost_model_trains_on_pairs_and_labels(safety_files, tmp_path):
+    rows = [json.loads(x) for x in (safety_files / "pairs.jsonl").read_text().splitlines()[:6]]
+    rows += [json.loads(x) for x in (safety_files / "labels.jsonl").read_text().splitlines()[:4]]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    out = tmp_path / "cost"
+    assert main(["cost", "model=tiny-random", f"data={data}", "max_steps=3", "batch_size=5", "lr=1e-3",
+                 f"output_dir={out}"]) == 0
+    m = read_metrics(out)
+    assert {"loss", "accuracy", "sign_accuracy", "costs/safe", "costs/unsafe"} <= set(m[0])
+    assert json.loads((out / "final" / "alignkit.json").read_text())["trained_as"] == "cost"
+    from alignkit.scoring import load_reward_source
+
+    costs = load_reward_source(f"costmodel:{out}")(["How do I x?"], ["Sure."])
+    assert len(costs) == 1 and math.isfinite(costs[0])
+
+
+def test_costmodel_spec_refuses_other_models(tmp_path):
+    from alignkit.rewards import RewardError
+    from alignkit.scoring import load_reward_source
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "alignkit.json").write_text(json.dumps({"kind": "full", "trained_as": "rm"}))
+    with pytest.raises(RewardError, match="not as a cost model"):
+        load_reward_source(f"costmodel:{tmp_path}")
+    with pytest.raises(RewardError, match="no such directory"):
+        load_reward_source(f"costmodel:{tmp_path / 'missing'}")
+    with pytest.raises(RewardError, match="unknown safety reward"):
+        load_reward_source("safety:nope")
+
+
+def test_dpo_on_safety_pairs_and_a_bad_row(safety_files, tmp_path, capsys):
+    assert main(["dpo", "model=tiny-random", f"data={safety_files / 'pairs.jsonl'}", "safety_pairs=harmless",
+                 "max_steps=1", "batch_size=2", f"output_dir={tmp_path / 'd'}"]) == 0
+    bad = write_jsonl(tmp_path / "bad.jsonl", [_pair(True, False, 1, 0), _pair(True, False, 1, 7)])
+    assert main(["dpo", "model=tiny-random", f"data={bad}", "max_steps=1", f"output_dir={tmp_path / 'e'}"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl: row 2: field 'safer_response_id': expected 0 or 1" in err and "Traceback" not in err
+
+
+SAFE = ["model=tiny-random", "max_length=96", "reward=safety:helpful", "num_generations=2", "batch_size=2",
+        "max_new_tokens=4", "temperature=1.0", "lr=1e-2", "scheduler=constant"]
+
+
+def test_safe_grpo_lambda_rises_under_violation_and_resumes_exactly(safety_files, tmp_path, monkeypatch):
+    cost = tmp_path / "costs.py"
+    cost.write_text("def always(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    common = [*SAFE, f"data={safety_files / 'prompts.jsonl'}", f"cost={cost}:always", "cost_limit=0.25",
+              "lambda_init=0.5", "lambda_lr=0.5", "num_iterations=2", "max_steps=6", "save_steps=2"]
+    ref = tmp_path / "ref"
+    assert main(["safe-grpo", *common, f"output_dir={ref}"]) == 0
+    rows = read_metrics(ref)
+    # one update per rollout (every 2 steps): 0.5 -> 0.875 -> 1.25, each + 0.5 * (1 - 0.25)
+    assert [r["lambda"] for r in rows] == pytest.approx([0.5, 0.5, 0.875, 0.875, 1.25, 1.25])
+    assert all(r["cost"] == 1.0 and r["cost_violation"] == pytest.approx(0.75) for r in rows)
+
+    from alignkit.methods.safe_grpo import SafeGRPO
+
+    run = tmp_path / "run"
+    original = SafeGRPO.loss
+
+    def interrupting(self, model, batch, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return original(self, model, batch, step)
+
+    monkeypatch.setattr(SafeGRPO, "loss", interrupting)
+    assert main(["safe-grpo", *common, f"output_dir={run}"]) == 130
+    monkeypatch.setattr(SafeGRPO, "loss", original)
+    assert main(["safe-grpo", *common, f"output_dir={run}", "resume=true"]) == 0
+    keys = ("loss", "grad_norm", "reward", "lambda", "cost")
+    assert [{k: r[k] for k in keys} for r in read_metrics(run)] == [{k: r[k] for k in keys} for r in rows]
+
+
+def test_safe_grpo_needs_a_cost(safety_files, tmp_path, capsys):
+    assert main(["safe-grpo", *SAFE, f"data={safety_files / 'prompts.jsonl'}", f"output_dir={tmp_path / 'x'}"]) == 2
+    assert "safe-grpo needs a cost" in capsys.readouterr().err
+
+
+def test_eval_safety_reports_rates(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "tiny-random", "--safety", "--split", "test", "--limit", "4",
+                 "--max-new-tokens", "3", "--output-dir", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    s = res["models"][0]["safety"]
+    assert s["harmful_compliance"]["n"] == 4 and s["judge"] == "patterns"
+    assert "harmful compliance" in capsys.readouterr().out
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "kind": "evil"}])
+    assert main(["eval", "--model", "tiny-random", "--safety", str(bad)]) == 2
+    assert "field 'kind'" in capsys.readouterr().err
