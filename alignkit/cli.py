@@ -23,6 +23,7 @@ Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
   self-reward  self-rewarding loop (the model generates, judges and trains)
   cost         Safe RLHF cost model (harmfulness pairs + sign term) on safety data
   safe-grpo    GRPO under a cost constraint (Lagrangian: reward - lambda * cost, lambda learned)
+  safe-ppo     Safe RLHF: PPO with reward and cost critics, the Lagrangian advantage, lambda learned
 
 Other commands:
   demo         the whole pipeline on the embedded model

@@ -34,6 +34,7 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   eft              ranked answers -> judge-format rows for evaluation fine-tuning
   math             generated multi-step arithmetic word problems (or --from-gsm8k FILE converted)
   safety           rows from the shipped safety set: prompts, safety preference pairs or safety labels
+  redteam          an attacker rewrites harmful prompts until a target complies; the successes as safety data
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     from alignkit.commands import safety_data
 
     safety_data.add_parser(sub)
+    safety_data.add_redteam_parser(sub)
     return p
 
 
@@ -335,8 +337,22 @@ def _run_safety(args) -> tuple[list[dict], dict]:
         raise UsageError(str(e)) from None
 
 
+def _run_redteam(args) -> tuple[list[dict], dict]:
+    from alignkit.commands.safety_data import run_redteam
+    from alignkit.config import ConfigError
+    from alignkit.data.io import DataError
+
+    try:
+        return run_redteam(args)
+    except (DataError, ConfigError):
+        raise
+    except ValueError as e:  # a bad --judge or --attempts
+        raise UsageError(str(e)) from None
+
+
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
-           "eft": _run_eft, "math": _run_math, "safety": _run_safety}
+           "eft": _run_eft, "math": _run_math, "safety": _run_safety,
+           "redteam": _run_redteam}
 
 
 def main(argv: list[str] | None = None) -> int:

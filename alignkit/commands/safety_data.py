@@ -41,3 +41,83 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         out = label_rows(rows)
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")}
     return out, {"split": args.split, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
+
+
+def add_redteam_parser(sub: Any) -> argparse.ArgumentParser:
+    rt = sub.add_parser(
+        "redteam", help="attacker rewrites harmful prompts until a target complies; keep the successes",
+        description="Red-teaming data: --attacker samples --attempts rewrites of each harmful seed prompt (the "
+        "shipped set's train split, one wording per item, unless --prompts), --target answers them greedily, "
+        "and --judge decides whether it complied (patterns: no refusal at the answer's opening; "
+        "costmodel:PATH: cost > 0). Each success is one row usable as a safety label row (prompt, response, "
+        "is_safe=false) for `alignkit cost`, a preference row (chosen = a reference refusal, rejected = the "
+        "answer) for `alignkit dpo`, and a harmful prompt (kind) for safe-grpo.")
+    rt.add_argument("--attacker", default="smollm2-135m", help="model that rewrites the prompts (default smollm2-135m)")
+    rt.add_argument("--target", default="smollm2-135m", help="model under attack (default smollm2-135m)")
+    rt.add_argument("--judge", default="patterns", help="patterns (default) or costmodel:PATH")
+    rt.add_argument("--prompts", default=None, help="seed prompts: a JSONL file with 'prompt' (and optional "
+                    "'category') rows (default: the shipped set's harmful train prompts)")
+    rt.add_argument("--attempts", type=int, default=4, help="rewrites per seed (default 4)")
+    rt.add_argument("--max-new-tokens", type=int, default=64, help="rewrite length limit (default 64)")
+    rt.add_argument("--target-max-new-tokens", type=int, default=96, help="answer length limit (default 96)")
+    rt.add_argument("--temperature", type=float, default=0.9, help="attacker temperature (default 0.9)")
+    rt.add_argument("--top-p", type=float, default=0.95, help="attacker nucleus mass (default 0.95)")
+    rt.add_argument("--batch-size", type=int, default=8, help="sequences per generation batch (default 8)")
+    rt.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    rt.add_argument("--limit", type=int, default=None, help="use only the first N seeds")
+    rt.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
+                    help="how prompts are formatted (default auto: as a user turn)")
+    rt.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    rt.add_argument("--output", required=True, help="output file (.jsonl), written atomically")
+    return rt
+
+
+def _seeds(path: str | None) -> list[dict]:
+    from alignkit.data import DataError
+    from alignkit.data.io import iter_records
+    from alignkit.safety.dataset import load_safety_set
+
+    if path is None:
+        return [{"prompt": r["prompt"], "category": r["category"]} for r in load_safety_set(None, "train")
+                if r["kind"] == "harmful" and r["id"].endswith("ask0")]
+    seeds = []
+    for row_no, rec in iter_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        if not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+            raise DataError("expected a non-empty string", path=path, row=row_no, field="prompt")
+        seeds.append({"prompt": rec["prompt"].strip(), "category": rec.get("category")})
+    if not seeds:
+        raise DataError("no rows", path=path)
+    return seeds
+
+
+def run_redteam(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    from alignkit.aifeedback.redteam import RedteamOptions, redteam
+    from alignkit.generation import texts as generation
+    from alignkit.safety.refusal import is_refusal
+
+    if args.attempts < 1:
+        raise ValueError("--attempts must be at least 1")
+    if args.judge == "patterns":
+        def complied(prompts: list[str], answers: list[str]) -> list[bool]:
+            return [not is_refusal(a) for a in answers]
+    elif args.judge.startswith("costmodel:"):
+        from alignkit.scoring import load_reward_source
+
+        cost = load_reward_source(args.judge)
+
+        def complied(prompts: list[str], answers: list[str]) -> list[bool]:
+            return [c > 0 for c in cost(prompts, answers)]
+    else:
+        raise ValueError(f"--judge must be 'patterns' or costmodel:PATH, got {args.judge!r}")
+    seeds = _seeds(args.prompts)
+    seeds = seeds if args.limit is None else seeds[:args.limit]
+    attacker = generation.load_generator(args.attacker, trust_remote_code=args.trust_remote_code)
+    target = attacker if args.target == args.attacker else \
+        generation.load_generator(args.target, trust_remote_code=args.trust_remote_code)
+    opts = RedteamOptions(attempts=args.attempts, max_new_tokens=args.max_new_tokens,
+                          target_max_new_tokens=args.target_max_new_tokens, temperature=args.temperature,
+                          top_p=args.top_p, seed=args.seed, batch_size=args.batch_size, chat_template=args.chat_template)
+    rows, stats = redteam(seeds, attacker, target, complied, opts)
+    return rows, {"judge": args.judge, **stats}

@@ -16,6 +16,7 @@ METHODS: dict[str, str | None] = {
     "self-reward": "alignkit.pipelines.self_reward:SelfReward",
     "cost": "alignkit.methods.cost:Cost",
     "safe-grpo": "alignkit.methods.safe_grpo:SafeGRPO",
+    "safe-ppo": "alignkit.methods.safe_ppo:SafePPO",
 }
 
 

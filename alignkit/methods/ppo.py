@@ -103,6 +103,7 @@ from alignkit.models.critic import (
     CRITIC_ADAPTER,
     CRITIC_ATTR,
     CRITIC_DIR,
+    SLOTS,
     add_critic,
     critic_values,
     detached_critic,
@@ -216,7 +217,7 @@ class PPO(PromptMethod):
         inner = unwrap(model)
         self._trainable = [p for p in inner.parameters() if p.requires_grad]
         # the critic (value head, full-copy body) rides on the policy module: not part of the sampling copy
-        self.backend = self.rollout_backend(model, accelerator, skip=(CRITIC_ATTR + ".",))
+        self.backend = self.rollout_backend(model, accelerator, skip=tuple(s.attr + "." for s in SLOTS))
         if is_lora_critic(inner):
             how = "one base model: policy = LoRA adapter 'default', critic = LoRA adapter 'critic' + value head, " \
                   "reference = adapters disabled"
@@ -297,6 +298,7 @@ class PPO(PromptMethod):
             ro = self.backend.generate(model, batch["prompt_ids"], num_generations=1,
                                        seed=rollout_seed(cfg.seed, step, rank, k))
             total, per, p, t = score_rollout(self.rewards, self.tokenizer, batch, ro)
+            self.on_scored(batch, ro)
             parts.append(rollout_batch(ro))
             scores.append(total)
             per_all.append(per)
@@ -360,6 +362,7 @@ class PPO(PromptMethod):
             metrics["explained_variance"] = (ev, 1.0)
         for name in self.rewards.names:
             metrics[f"rewards/{name}"] = (float(torch.cat([p[name] for p in per_all]).sum()), N)
+        self.extend_rollout(model, buf, metrics, step)
 
         if self.completion_log is not None and any(self.completion_log.due(s)
                                                    for s in range(step + 1, step + self.period + 1)):
@@ -374,6 +377,14 @@ class PPO(PromptMethod):
             self._kl_history[step // self.period + 1] = self.kl_coef
             self._save_kl_history()
         return buf, metrics
+
+    def on_scored(self, batch: dict[str, Any], ro: Any) -> None:
+        """Hook: called after each micro-batch of the rollout is sampled and scored (safe-ppo scores costs)."""
+
+    def extend_rollout(self, model: nn.Module, buf: dict[str, torch.Tensor], metrics: dict[str, tuple[float, float]],
+                       step: int) -> None:
+        """Hook: change the finished rollout buffer in place before it is stored (safe-ppo: cost critic, GAE
+        of the cost, the Lagrangian advantage)."""
 
     def _global_sums(self, values: list[float]) -> list[float]:
         acc = self.accelerator
