@@ -24,6 +24,8 @@ Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
   cost         Safe RLHF cost model (harmfulness pairs + sign term) on safety data
   safe-grpo    GRPO under a cost constraint (Lagrangian: reward - lambda * cost, lambda learned)
   safe-ppo     Safe RLHF: PPO with reward and cost critics, the Lagrangian advantage, lambda learned
+  bpo          BPO prompt optimizer: SFT from prompt to a better prompt (use: --prompt-optimizer)
+  aligner      Aligner answer corrector: SFT from (question, weaker answer) to the better one (use: --aligner)
 
 Other commands:
   demo         the whole pipeline on the embedded model

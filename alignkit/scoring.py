@@ -44,7 +44,7 @@ from alignkit.judges.rubric import RubricJudge
 from alignkit.rewards import FunctionReward, ModelReward, RewardError, RewardSet, RewardSource, load_function
 
 __all__ = ["JUDGE_METHODS", "JudgeSpec", "bind_policy", "load_judge", "load_pairwise_judge", "load_reward_functions",
-           "load_reward_source", "parse_judge_spec", "parse_reward_spec", "reward_from_spec"]
+           "load_reward_source", "load_text_backend", "parse_judge_spec", "parse_reward_spec", "reward_from_spec"]
 
 
 def _flag(text: str) -> bool:
@@ -192,6 +192,19 @@ def _backend(parsed: JudgeSpec, spec: str, *, policy: Any, tokenizer: Any, tempe
     model.requires_grad_(False)
     return LocalBackend(model, tok, name=Path(parsed.target).name or parsed.target, temperature=temperature,
                         top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def load_text_backend(spec: str, *, temperature: float = 0.0, max_new_tokens: int = 256, batch_size: int = 8,
+                      timeout: float = 60.0, retries: int = 2, concurrency: int = 4) -> Any:
+    """A model that writes text for a data builder (``complete(texts, n, seed) -> [[reply, ...], ...]``, each
+    text asked as a user turn): a model name or directory, or an OpenAI-compatible ``http(s)://HOST:PORT/v1``
+    endpoint, spelled as for judges (options such as ``?temperature=`` apply)."""
+    parsed = parse_judge_spec(spec)
+    if parsed.kind not in ("local", "http"):
+        raise JudgeError(f"'{spec}' is not a model: give a model name or directory, or http(s)://HOST:PORT/v1")
+    return _backend(parsed, spec, policy=None, tokenizer=None, temperature=temperature, top_p=1.0,
+                    max_new_tokens=max_new_tokens, judge_model=None, timeout=timeout, batch_size=batch_size,
+                    retries=retries, concurrency=concurrency)
 
 
 def _function_rewards(spec: Any, weights: Sequence[float] | None = None) -> RewardSet:

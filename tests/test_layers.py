@@ -16,7 +16,7 @@ LAYERS = {
     "generation": 3, "reward_model": 3,
     "rewards": 4,
     "judges": 5, "reasoning": 5, "assets": 5, "safety": 5,
-    "scoring": 6,
+    "scoring": 6, "inference": 6,
     "engine": 7, "evaluation": 7, "aifeedback": 7,
     "methods": 8, "report": 8,
     "pipelines": 9, "bench": 9,

@@ -2,7 +2,10 @@
 
 Each line read from stdin is a user turn; the reply is printed on its own line(s) followed by a blank
 line. The conversation is kept and sent through the chat template each turn. ``/reset`` clears the
-history, ``/exit`` (or ``/quit``, or end of input) leaves.
+history, ``/exit`` (or ``/quit``, or end of input) leaves. ``--prompt-optimizer``, ``--icl-examples`` and
+``--aligner`` (:mod:`alignkit.inference.aids`) act on each turn: the optimizer rewrites the new user turn,
+examples go in front of the conversation, the corrector edits the reply (the history keeps the corrected
+reply and the user's own words).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system message that starts the conversation")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    from alignkit.inference.aids import add_aid_flags
+
+    add_aid_flags(p)
     return p
 
 
@@ -51,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = loaded
 
     from alignkit.generation import generate
+    from alignkit.inference.aids import AidError, load_aids
+    from alignkit.inference.icl import ICLError
+
+    try:
+        aids = load_aids(args, model, tokenizer)
+    except (AidError, ICLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     interactive = sys.stdin.isatty()
     if interactive:
@@ -81,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         reply = generate(
             model,
             tokenizer,
-            [history],
+            aids.prepare([history]),
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
             top_p=args.top_p,
             batch_size=1,
             seed=None if args.seed is None else args.seed + turn,
         )[0]
+        reply = aids.correct([history], [reply.strip()])[0]
         turn += 1
         history.append({"role": "assistant", "content": reply})
         print(reply.strip(), flush=True)

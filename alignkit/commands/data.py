@@ -35,6 +35,7 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   math             generated multi-step arithmetic word problems (or --from-gsm8k FILE converted)
   safety           rows from the shipped safety set: prompts, safety preference pairs or safety labels
   redteam          an attacker rewrites harmful prompts until a target complies; the successes as safety data
+  bpo              preference pairs -> (prompt, optimized_prompt, critique) rows for the BPO prompt optimizer
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     safety_data.add_parser(sub)
     safety_data.add_redteam_parser(sub)
+    from alignkit.commands import bpo_data
+
+    bpo_data.add_parser(sub)
     return p
 
 
@@ -350,9 +354,22 @@ def _run_redteam(args) -> tuple[list[dict], dict]:
         raise UsageError(str(e)) from None
 
 
+def _run_bpo(args) -> tuple[list[dict], dict]:
+    from alignkit.commands.bpo_data import run
+    from alignkit.config import ConfigError
+    from alignkit.data.io import DataError
+
+    try:
+        return run(args)
+    except (DataError, ConfigError):
+        raise
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
            "eft": _run_eft, "math": _run_math, "safety": _run_safety,
-           "redteam": _run_redteam}
+           "redteam": _run_redteam, "bpo": _run_bpo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,10 @@ gets its harmful-compliance rate (harmful prompts answered, not refused) and its
 prompts refused), k/n with 95 % Wilson intervals, per category and per family. ``--safety-judge``:
 ``patterns`` (default: refusal phrases at the answer's opening) or ``costmodel:PATH`` (cost > 0 = complied).
 
+``--prompt-optimizer``, ``--icl-examples`` (with ``--icl-k``, ``--icl-selector``, ``--icl-max-tokens``) and
+``--aligner`` evaluate a model helped without training (README "Without training the policy"): the answers
+scored are the corrected ones, and each model's results record the extra tokens per query.
+
 The table goes to stdout (rich on a terminal, plain text when piped); progress goes to stderr.
 """
 
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
                    help="how string prompts are formatted (default auto: as a user message)")
+    from alignkit.inference.aids import add_aid_flags
+
+    add_aid_flags(p)
     return p
 
 
@@ -143,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
         kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
         chat_template=args.chat_template, math=args.math, ifeval=args.ifeval, safety=args.safety,
-        safety_judge=args.safety_judge,
+        safety_judge=args.safety_judge, icl_examples=args.icl_examples, icl_k=args.icl_k,
+        icl_selector=args.icl_selector, icl_max_tokens=args.icl_max_tokens, prompt_optimizer=args.prompt_optimizer,
+        aligner=args.aligner, aid_max_new_tokens=args.aid_max_new_tokens,
     )
     try:
         from transformers.utils import logging as hf_logging

@@ -7,6 +7,10 @@ list goes through the chat template and a string is used as it is (TRL's convent
 strings as a user turn, ``never`` as plain text. Lines of a ``.txt`` file are requests typed by a person,
 so they are user turns (plain text under ``never``).
 
+``--prompt-optimizer``, ``--icl-examples`` and ``--aligner`` (:mod:`alignkit.inference.aids`) rewrite the
+prompts, put examples in front of them and correct the answers; rows keep the original prompt, and the
+mean extra tokens per query go to stderr.
+
 Rows are written in the form they were sampled in: a prompt sampled under the chat template is written
 as messages and its completion as ``[{"role": "assistant", "content": ...}]``, so that the file, read
 back as training data, tokenises to exactly the tokens that were sampled.
@@ -44,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "as a user turn; never: plain text (.txt lines are user turns unless never)")
     p.add_argument("--skip-invalid", action="store_true", help="skip malformed rows instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    from alignkit.inference.aids import add_aid_flags
+
+    add_aid_flags(p)
     return p
 
 
@@ -99,14 +106,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from alignkit.data.render import conversational_row, render_prompt
     from alignkit.generation import generate
+    from alignkit.inference.aids import AidError, load_aids
+    from alignkit.inference.icl import ICLError
 
+    try:
+        aids = load_aids(args, model, tokenizer, args.chat_template)
+    except (AidError, ICLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         # the form each prompt is sampled in (messages when the chat template renders it)
         prompts = [render_prompt(tokenizer, p, args.chat_template).messages or p for p in prompts]
         completions = generate(
             model,
             tokenizer,
-            prompts,
+            aids.prepare(prompts),
             max_new_tokens=args.max_new_tokens,
             temperature=args.temperature,
             top_p=args.top_p,
@@ -114,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             chat_template=args.chat_template,
             seed=args.seed,
         )
+        completions = aids.correct(prompts, completions)
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if aids.active:
+        print(f"alignkit generate: per query {json.dumps({k: round(v, 2) for k, v in aids.summary().items()})}",
+              file=sys.stderr)
     rows = [conversational_row(p, c) for p, c in zip(prompts, completions)]
     lines = [json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n" for p, c in rows]
     if args.output is None:

@@ -63,6 +63,14 @@ class EvalOptions:
     ifeval: str | None = None  # an IFEval-format file (prompt, instruction_id_list, kwargs) instead
     safety: str | None = None  # safety prompts instead: "default" (the shipped set) or a file (prompt, kind, ...)
     safety_judge: str = "patterns"  # patterns, or costmodel:PATH
+    # alignment without training (alignkit.inference.aids): the same names as the command-line flags
+    icl_examples: str | None = None
+    icl_k: int = 4
+    icl_selector: str = "bm25"
+    icl_max_tokens: int | None = None
+    prompt_optimizer: str | None = None
+    aligner: str | None = None
+    aid_max_new_tokens: int = 256
 
 
 def _log(msg: str) -> None:
@@ -185,28 +193,31 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         bar = _progress_bar(len(prompts), f"[{k}/{len(models)}] generating")
         # the instructions are requests to an assistant: a user turn unless chat_template=never
         asked = [request_prompt(tok, p, opts.chat_template) for p in prompts]
-        gens = generate_with_ids(model, tok, asked, max_new_tokens=opts.max_new_tokens,
+        aids = _aids(opts, model, tok)
+        gens = generate_with_ids(model, tok, aids.prepare(asked), max_new_tokens=opts.max_new_tokens,
                                  batch_size=opts.batch_size, temperature=opts.temperature, seed=opts.seed,
                                  chat_template=opts.chat_template, progress=_progress(bar, log, f"[{k}/{len(models)}]"))
         bar.close()
-        gold = score_responses(instructions, gens.texts)
+        texts = aids.correct(asked, gens.texts)
+        gold = score_responses(instructions, texts)
         details = {d["id"]: d for d in gold.pop("details")}
-        scored = _math_accuracy(gens.texts, columns["answer"]) if math_source else None
+        scored = _math_accuracy(texts, columns["answer"]) if math_source else None
         if if_rows is not None:
             from alignkit.evaluation.ifeval import check_ifeval
 
-            scored = check_ifeval(if_rows, gens.texts)
+            scored = check_ifeval(if_rows, texts)
         if safety_rows is not None:
             from alignkit.evaluation.safety import safety_rates
 
-            costs = cost_model(prompts, gens.texts) if cost_model is not None else None
-            scored = safety_rates(safety_rows, gens.texts, costs)
+            costs = cost_model(prompts, texts) if cost_model is not None else None
+            scored = safety_rates(safety_rows, texts, costs)
         lengths = [len(c) for c in gens.completion_ids]
         entry: dict[str, Any] = {
             "model": str(spec),
             "name": name,
             "gold": gold,
             "completion_tokens": sum(lengths) / len(lengths),
+            "prompt_tokens": sum(len(p) for p in gens.prompt_ids) / len(gens.prompt_ids),
             "truncated_rate": sum(gens.truncated) / len(gens.truncated),
         }
         if scored is not None and safety_rows is not None:
@@ -243,7 +254,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
                            "reference": opts.reference, "estimator": estimator}
         if reward_fn is not None:
             log(f"[{k}/{len(models)}] {name}: reward {' + '.join(opts.reward)}")
-            total, per_source = reward_fn(prompts, gens.texts, completion_ids=gens.completion_ids, **columns)
+            total, per_source = reward_fn(prompts, texts, completion_ids=gens.completion_ids, **columns)
             entry["reward"] = {**reward_stats(total), "spec": list(opts.reward)}
             if len(per_source) > 1:
                 entry["reward"]["sources"] = {k: reward_stats(v)["mean"] for k, v in per_source.items()}
@@ -253,10 +264,12 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
              "constraints": ins.constraints, **({"passed": details[ins.id]["passed"],
                                                  "all": details[ins.id]["all"]} if ins.id in details else {}),
              **(scored["items"][i] if scored is not None else {})}
-            for i, (ins, text, cids) in enumerate(zip(instructions, gens.texts, gens.completion_ids))
+            for i, (ins, text, cids) in enumerate(zip(instructions, texts, gens.completion_ids))
         ]
         entries.append(entry)
-        answers.append(gens.texts)
+        if aids.active:
+            entry["aids"] = {"per_query": aids.summary(), **{k: getattr(opts, k) for k in AID_KEYS if getattr(opts, k)}}
+        answers.append(texts)
         del model
         gc.collect()
     del ref
@@ -312,6 +325,22 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         results["notes"] = notes
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     return results
+
+
+AID_KEYS = ("icl_examples", "icl_k", "icl_selector", "icl_max_tokens", "prompt_optimizer", "aligner")
+
+
+def _aids(opts: EvalOptions, model: Any, tok: Any) -> Any:
+    """The prompt optimizer / in-context examples / corrector the options ask for (none by default)."""
+    import types
+
+    from alignkit.inference.aids import InferenceAids, load_aids
+
+    if not (opts.icl_examples or opts.prompt_optimizer or opts.aligner):
+        return InferenceAids()
+    ns = types.SimpleNamespace(**{k: getattr(opts, k) for k in (*AID_KEYS, "aid_max_new_tokens", "batch_size",
+                                                                 "seed")})
+    return load_aids(ns, model, tok, opts.chat_template)
 
 
 def _pad(tok) -> int:

@@ -17,6 +17,8 @@ METHODS: dict[str, str | None] = {
     "cost": "alignkit.methods.cost:Cost",
     "safe-grpo": "alignkit.methods.safe_grpo:SafeGRPO",
     "safe-ppo": "alignkit.methods.safe_ppo:SafePPO",
+    "bpo": "alignkit.methods.rewriters:BPOMethod",
+    "aligner": "alignkit.methods.rewriters:AlignerMethod",
 }
 
 

@@ -10,9 +10,21 @@ from pydantic import Field
 from alignkit.logprobs import token_logps_from_hidden
 from alignkit.models.modules import unwrap
 
-__all__ = ["LOGPROB_CHUNK", "SafetyView", "forward_label_logps", "safety_pairs_field", "unwrap"]
+__all__ = ["LOGPROB_CHUNK", "SafetyView", "forward_label_logps", "record_trained_as", "safety_pairs_field", "unwrap"]
 
 SafetyView = Literal["helpful", "harmless", "safe_first"]
+
+
+def record_trained_as(final_dir: Any, name: str) -> None:
+    """Add ``"trained_as": name`` to ``final_dir/alignkit.json`` (how ``costmodel:``, ``--aligner`` and
+    ``--prompt-optimizer`` recognise a model trained for their job)."""
+    from pathlib import Path
+
+    from alignkit.files import read_json, write_json
+
+    meta = Path(final_dir) / "alignkit.json"
+    info = read_json(meta, default={})
+    write_json(meta, {**(info if isinstance(info, dict) else {}), "trained_as": name})
 
 
 def safety_pairs_field(default: str) -> Any:

@@ -20,7 +20,6 @@ fully trained head); ``final/alignkit.json`` says ``"trained_as": "cost"``. Use 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from alignkit.data import pad, tokenize_preference, tokenize_unpaired
 from alignkit.data.safety import load_cost_rows, rows_of_kind
 from alignkit.engine.method import StepOutput
 from alignkit.losses import cost_model_loss, cost_sign_loss
+from alignkit.methods.common import record_trained_as
 from alignkit.methods.rm import RM
 from alignkit.reward_model import sequence_rewards
 
@@ -117,11 +117,4 @@ class Cost(RM):
     def save_final(self, model: torch.nn.Module, tokenizer: Any, final_dir: Path, config: TrainConfig) -> None:
         """The reward-model files, with ``"trained_as": "cost"`` added to ``alignkit.json``."""
         super().save_final(model, tokenizer, final_dir, config)
-        meta = Path(final_dir) / "alignkit.json"
-        try:
-            info = json.loads(meta.read_text()) if meta.is_file() else {}
-        except (OSError, ValueError):
-            info = {}
-        from alignkit.files import write_json
-
-        write_json(meta, {**(info if isinstance(info, dict) else {}), "trained_as": TRAINED_AS})
+        record_trained_as(final_dir, TRAINED_AS)

@@ -1,0 +1,186 @@
+"""Alignment without training the policy: ICL selectors against hand-picked nearest examples, the token
+budget, the BPO / Aligner training masks, their model-kind checks, the BPO data builder with a scripted
+writer, and generate / eval with the aids on tiny-random."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.cli import main
+from alignkit.inference.icl import (
+    Example,
+    FewShot,
+    ICLError,
+    build_selector,
+    jaccard,
+    load_icl_examples,
+    with_examples,
+    words,
+)
+from alignkit.inference.rewriters import AidError, aligner_request, bpo_request, check_trained_as
+from tests.helpers import write_jsonl
+
+EXAMPLES = [Example("How do I bake sourdough bread?", "Feed the starter, mix, proof, bake."),
+            Example("How do I stop a stuck Python process?", "Find its PID and run kill PID."),
+            Example("What is the capital of France?", "Paris."),
+            Example("How do I kill a process on Linux?", "Use kill or pkill.")]
+
+
+@pytest.fixture(autouse=True)
+def no_report(monkeypatch):
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
+
+
+def test_jaccard_bm25_fixed_random_pick_the_expected_examples():
+    q = "how do I kill a stuck process"
+    # by hand: |q ∩ e| / |q ∪ e| on word sets
+    qs = words(q)
+    # q = {how, do, i, kill, a, stuck, process}
+    assert jaccard(qs, words(EXAMPLES[3].prompt)) == pytest.approx(6 / 9)   # shares 6, adds on, linux
+    assert jaccard(qs, words(EXAMPLES[1].prompt)) == pytest.approx(6 / 9)   # shares 6, adds stop, python
+    assert jaccard(qs, words(EXAMPLES[2].prompt)) == 0.0
+    assert build_selector("jaccard", EXAMPLES).rank(q)[:2] == [1, 3]      # a tie keeps file order
+    bm25 = build_selector("bm25", EXAMPLES).rank("kill process linux")
+    assert bm25[0] == 3 and bm25[-1] in (0, 2)
+    assert build_selector("fixed", EXAMPLES).rank(q) == [0, 1, 2, 3]
+    r = build_selector("random", EXAMPLES, seed=3)
+    assert r.rank(q, 0) == r.rank("anything", 0) and sorted(r.rank(q, 1)) == [0, 1, 2, 3]
+    assert any(r.rank(q, 0) != r.rank(q, p) for p in range(1, 6))
+    with pytest.raises(ICLError, match="unknown --icl-selector"):
+        build_selector("nearest", EXAMPLES)
+
+
+def test_embedding_selector_finds_the_identical_prompt():
+    from alignkit.models import build_tiny_random
+    from alignkit.models.tokenizer import load_smollm2_tokenizer
+
+    tok = load_smollm2_tokenizer()
+    sel = build_selector("embedding", EXAMPLES, model=build_tiny_random().eval(), tokenizer=tok)
+    assert sel.rank(EXAMPLES[2].prompt)[0] == 2
+
+
+def test_few_shot_turns_order_and_token_budget(tokenizer):
+    from alignkit.data.render import render_prompt
+
+    sel = build_selector("jaccard", EXAMPLES)
+    query = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "how do I kill a stuck process"}]
+
+    def count(q):
+        return len(render_prompt(tokenizer, q).ids)
+
+    fs = FewShot(sel, 2, None, chat=lambda q: True, count=count)
+    (out,), used = fs.apply([query])
+    assert used == [2] and out[0]["role"] == "system" and out[-1] == query[-1]
+    assert [m["content"] for m in out[1:5:2]] == [EXAMPLES[3].prompt, EXAMPLES[1].prompt]  # most similar last
+    one = count(with_examples(query, [EXAMPLES[1]], True))
+    (out,), used = FewShot(sel, 2, one, chat=lambda q: True, count=count).apply([query])
+    assert used == [1] and out[1]["content"] == EXAMPLES[1].prompt and count(out) <= one
+    (out,), used = FewShot(sel, 2, 5, chat=lambda q: True, count=count).apply([query])
+    assert used == [0] and out == query  # over budget alone: no examples, the query is never cut
+    text = with_examples("kill it", [EXAMPLES[3]], chat=False)
+    assert text == f"Question: {EXAMPLES[3].prompt}\nAnswer: {EXAMPLES[3].answer}\n\nQuestion: kill it\nAnswer:"
+
+
+def test_icl_example_files(tmp_path):
+    f = write_jsonl(tmp_path / "ex.jsonl", [
+        {"prompt": "p1", "completion": "c1"},
+        {"prompt": [{"role": "user", "content": "p2"}], "chosen": [{"role": "assistant", "content": "c2"}],
+         "rejected": [{"role": "assistant", "content": "x"}]},
+        {"messages": [{"role": "user", "content": "p3"}, {"role": "assistant", "content": "c3"}]},
+        {"messages": [{"role": "user", "content": "no answer"}]}, {"text": "plain"}])
+    assert load_icl_examples(f) == [Example("p1", "c1"), Example("p2", "c2"), Example("p3", "c3")]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "only text"}])
+    with pytest.raises(ICLError, match="no usable examples"):
+        load_icl_examples(bad)
+
+
+def test_aligner_and_bpo_train_only_on_the_answer(tokenizer, tmp_path):
+    from alignkit.methods.rewriters import AlignerConfig, AlignerMethod, BPOConfig, BPOMethod
+
+    prefs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What is 2+2?", "chosen": "It is 4.", "rejected": "5"}])
+    for warm, n in ((False, 1), (True, 2)):
+        cfg = AlignerConfig(model="tiny-random", data=str(prefs), identity_warmup=warm)
+        examples = AlignerMethod(cfg, tokenizer).build_examples(str(prefs))
+        assert len(examples) == n
+        for ex, answer_in_request in zip(examples, ("5", "It is 4.")):
+            trained = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
+            context = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab == -100])
+            assert tokenizer.decode(trained).replace("<|im_end|>", "").strip() == "It is 4."
+            assert aligner_request("What is 2+2?", answer_in_request) in context
+    rows = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "poem", "optimized_prompt": "Write a 4-line poem.",
+                                               "critique": "c"}])
+    ex, = BPOMethod(BPOConfig(model="tiny-random", data=str(rows)), tokenizer).build_examples(str(rows))
+    trained = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100])
+    assert trained.replace("<|im_end|>", "").strip() == "Write a 4-line poem."
+    assert bpo_request("poem") in tokenizer.decode(ex["input_ids"])
+
+
+def test_model_kind_checks(tmp_path):
+    (tmp_path / "final").mkdir()
+    with pytest.raises(AidError, match="does not say what it was trained for"):
+        check_trained_as(tmp_path, "aligner", "--aligner")
+    (tmp_path / "final" / "alignkit.json").write_text(json.dumps({"trained_as": "bpo"}))
+    with pytest.raises(AidError, match="was trained as 'bpo'"):
+        check_trained_as(tmp_path, "aligner", "--aligner")
+    assert check_trained_as(tmp_path, "bpo", "--prompt-optimizer") == tmp_path / "final"
+    with pytest.raises(AidError, match="no such model directory"):
+        check_trained_as(tmp_path / "nope", "bpo", "--prompt-optimizer")
+
+
+def test_bpo_rows_with_a_scripted_writer():
+    from alignkit.aifeedback.bpo import BPOOptions, bpo_rows, keeps_request
+
+    assert keeps_request("Write a poem about winter mornings", "Write a short, rhyming poem about winter mornings.")
+    assert not keeps_request("Write a poem about winter mornings", "Tell me a joke about cats.")
+
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def complete(self, texts, n, seed):
+            self.calls.append(texts)
+            if len(self.calls) == 1:  # critiques
+                return [["A is specific."] for _ in texts]
+            return [['Rewritten instruction: "Write a four-line poem about winter mornings."'], ["Tell a joke."],
+                    ["Explain tides"]]
+
+    pairs = [("Write a poem about winter mornings", "c", "r"), ("Explain photosynthesis simply", "c", "r"),
+             ("Explain tides", "c", "r")]
+    writer = Writer()
+    rows, stats = bpo_rows(pairs, writer, BPOOptions())
+    assert rows == [{"prompt": pairs[0][0], "optimized_prompt": "Write a four-line poem about winter mornings.",
+                     "critique": "A is specific."}]
+    assert stats["dropped"] == {"empty": 0, "unchanged": 1, "drops_request": 1}
+    assert "A is specific." in writer.calls[1][0] and "Answer B: r" in writer.calls[0][0]
+
+
+def test_generate_and_eval_with_the_aids_on_tiny_random(tmp_path, capsys):
+    prefs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
+                                               for i in range(4)])
+    assert main(["aligner", "model=tiny-random", f"data={prefs}", "max_steps=1", f"output_dir={tmp_path / 'al'}"]) == 0
+    bpo = write_jsonl(tmp_path / "b.jsonl", [{"prompt": f"q{i}", "optimized_prompt": f"better q{i}"} for i in range(4)])
+    assert main(["bpo", "model=tiny-random", f"data={bpo}", "max_steps=1", f"output_dir={tmp_path / 'bpo'}"]) == 0
+    assert json.loads((tmp_path / "al" / "final" / "alignkit.json").read_text())["trained_as"] == "aligner"
+    prompts = tmp_path / "q.txt"
+    prompts.write_text("kill a stuck process\nbake bread\n")
+    out = tmp_path / "gen.jsonl"
+    capsys.readouterr()
+    assert main(["generate", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "3",
+                 "--prompt-optimizer", str(tmp_path / "bpo"), "--aligner", str(tmp_path / "al"),
+                 "--icl-examples", str(prefs), "--icl-k", "2", "--aid-max-new-tokens", "3", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    costs = json.loads(err.split("per query ")[1].splitlines()[0])
+    assert costs["optimizer_tokens"] == costs["aligner_tokens"] == 3.0 and costs["icl_examples"] == 2.0
+    assert [json.loads(x)["prompt"][0]["content"] for x in out.read_text().splitlines()] == ["kill a stuck process",
+                                                                                             "bake bread"]
+    assert main(["generate", "--model", "tiny-random", "--prompts", str(prompts), "--aligner",
+                 str(tmp_path / "bpo")]) == 2
+    assert "trained as 'bpo'" in capsys.readouterr().err
+    ev = tmp_path / "ev"
+    assert main(["eval", "--model", "tiny-random", "--limit", "2", "--max-new-tokens", "2", "--icl-examples",
+                 str(prefs), "--icl-selector", "jaccard", "--icl-k", "3", "--output-dir", str(ev)]) == 0
+    m = json.loads((ev / "results.json").read_text())["models"][0]
+    assert m["aids"]["per_query"]["icl_examples"] == 3.0 and m["aids"]["icl_selector"] == "jaccard"
+    assert m["prompt_tokens"] > 0
