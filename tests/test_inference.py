@@ -184,3 +184,27 @@ def test_generate_and_eval_with_the_aids_on_tiny_random(tmp_path, capsys):
     m = json.loads((ev / "results.json").read_text())["models"][0]
     assert m["aids"]["per_query"]["icl_examples"] == 3.0 and m["aids"]["icl_selector"] == "jaccard"
     assert m["prompt_tokens"] > 0
+
+
+def test_compare_writes_every_requested_variant(tmp_path, capsys):
+    from alignkit.pipelines.compare import training_seconds
+
+    prefs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
+                                               for i in range(4)])
+    run = tmp_path / "al"
+    assert main(["aligner", "model=tiny-random", f"data={prefs}", "max_steps=1", f"output_dir={run}"]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", "tiny-random", "--train", str(prefs), "--selectors", "bm25,fixed",
+                 "--ks", "1,3", "--aligner", str(run), "--run", str(run), "--limit", "2", "--max-new-tokens", "2",
+                 "--aid-max-new-tokens", "2", "--output-dir", str(out)]) == 0
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["variant"] for r in rows] == ["base", "ICL bm25 k=1", "ICL bm25 k=3", "ICL fixed k=1", "ICL fixed k=3",
+                                           "Aligner", "trained: al"]
+    assert [r["icl_examples_used"] for r in rows[1:5]] == [1.0, 3.0, 1.0, 3.0]
+    assert rows[2]["prompt_tokens"] > rows[1]["prompt_tokens"] > rows[0]["prompt_tokens"]
+    assert rows[5]["generated_tokens"] == rows[0]["generated_tokens"] + 2  # the corrector's tokens count
+    assert rows[6]["training_seconds"] == training_seconds(str(run)) and rows[6]["training_seconds"] >= 0
+    assert all(r["n"] == 2 and r["ci95"][0] <= (r["pass_rate"] or 0) <= r["ci95"][1] for r in rows)
+    assert "| ICL fixed k=3 |" in (out / "compare.md").read_text()
+    assert main(["compare", "--model", "tiny-random", "--selectors", "nearest"]) == 2
+    assert "unknown selector" in capsys.readouterr().err

@@ -1,0 +1,143 @@
+"""``alignkit compare``: "should I fine-tune at all?" answered side by side on the same eval prompts.
+
+Variants, each evaluated by :func:`alignkit.evaluation.runner.evaluate_models` on the same prompts with
+greedy decoding: the base model; ICL with each selector and each k (examples from ``train``); the base
+with a BPO prompt optimizer; the base with an Aligner corrector; and each trained run directory given.
+Per variant: gold prompt-level pass rate (k/n, 95 % Wilson interval), prompt tokens per query (what the
+model read, examples included), generated tokens per query (the model's answer plus what the optimizer
+and corrector generated), wall seconds per query (model loading included, so small sets overstate it),
+and for trained runs their one-off training cost (wall time from the run's ``config.yaml`` to its
+``final/``, as the file times say). Files: ``compare.json``, ``compare.md``, ``compare.png`` (quality
+against generated tokens, when matplotlib is installed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignkit import files
+from alignkit.evaluation.runner import EvalOptions, evaluate_models
+from alignkit.evaluation.stats import wilson_interval
+from alignkit.evaluation.tables import fmt, markdown_table
+
+
+@dataclass
+class CompareOptions:
+    model: str = "smollm2-135m"
+    train: str | None = None
+    selectors: Sequence[str] = ("bm25", "jaccard", "embedding")
+    ks: Sequence[int] = (1, 4, 8)
+    prompt_optimizer: str | None = None
+    aligner: str | None = None
+    runs: Sequence[str] = ()
+    eval: EvalOptions = field(default_factory=EvalOptions)
+
+
+@dataclass
+class Variant:
+    name: str
+    model: str
+    changes: dict[str, Any]
+    run_dir: str | None = None
+
+
+def variants(opts: CompareOptions) -> list[Variant]:
+    out = [Variant("base", opts.model, {})]
+    if opts.train:
+        for sel in opts.selectors:
+            for k in opts.ks:
+                out.append(Variant(f"ICL {sel} k={k}", opts.model,
+                                   {"icl_examples": opts.train, "icl_selector": sel, "icl_k": k}))
+    if opts.prompt_optimizer:
+        out.append(Variant("BPO", opts.model, {"prompt_optimizer": opts.prompt_optimizer}))
+    if opts.aligner:
+        out.append(Variant("Aligner", opts.model, {"aligner": opts.aligner}))
+    for run in opts.runs:
+        out.append(Variant(f"trained: {Path(run).name}", run, {}, run_dir=run))
+    return out
+
+
+def training_seconds(run_dir: str) -> float | None:
+    """Wall time of a run from its ``config.yaml`` to its ``final/alignkit.json`` (file modification times)."""
+    root = Path(run_dir)
+    start, end = root / "config.yaml", root / "final" / "alignkit.json"
+    if not (start.is_file() and end.is_file()):
+        return None
+    return max(0.0, end.stat().st_mtime - start.stat().st_mtime)
+
+
+def summarise(v: Variant, entry: dict[str, Any], n: int) -> dict[str, Any]:
+    gold = entry["gold"]
+    scored = gold["n_prompts"]
+    k = round((gold["prompt_level"] or 0.0) * scored)
+    lo, hi = wilson_interval(k, scored)
+    aids = entry.get("aids", {}).get("per_query", {})
+    extra = aids.get("optimizer_tokens", 0.0) + aids.get("aligner_tokens", 0.0)
+    row = {"variant": v.name, "model": v.model, **v.changes, "passed": k, "n": scored,
+           "pass_rate": k / scored if scored else None, "ci95": [lo, hi],
+           "prompt_tokens": entry["prompt_tokens"], "generated_tokens": entry["completion_tokens"] + extra,
+           "seconds_per_query": entry["seconds"] / max(n, 1), "icl_examples_used": aids.get("icl_examples")}
+    if v.run_dir:
+        row["training_seconds"] = training_seconds(v.run_dir)
+    return row
+
+
+def run_compare(opts: CompareOptions, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    rows = []
+    plan = variants(opts)
+    for i, v in enumerate(plan, start=1):
+        log(f"compare [{i}/{len(plan)}] {v.name}")
+        ev = dataclasses.replace(opts.eval, **v.changes)
+        res = evaluate_models([v.model], ev, log=lambda m: None)
+        rows.append(summarise(v, res["models"][0], res["prompts"]["n"]))
+    return rows
+
+
+def table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["variant", "gold pass rate [95% CI]", "prompt tok/query", "generated tok/query", "s/query",
+               "training s"]
+    body = []
+    for r in rows:
+        lo, hi = r["ci95"]
+        body.append([r["variant"], f"{100 * (r['pass_rate'] or 0):.1f}% ({r['passed']}/{r['n']}) "
+                     f"[{100 * lo:.1f}, {100 * hi:.1f}]", fmt(r["prompt_tokens"], 4), fmt(r["generated_tokens"], 4),
+                     fmt(r["seconds_per_query"], 3), fmt(r.get("training_seconds"), 4) if r.get("training_seconds")
+                     is not None else "–"])
+    return headers, body
+
+
+def write_outputs(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"compare.json": files.write_json(out / "compare.json", list(rows))}
+    headers, body = table(rows)
+    paths["compare.md"] = files.write_text(out / "compare.md", markdown_table(headers, body) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return paths
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        lo, hi = r["ci95"]
+        y = r["pass_rate"] or 0.0
+        ax.errorbar(r["generated_tokens"], 100 * y, yerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="o", capsize=3)
+        ax.annotate(r["variant"], (r["generated_tokens"], 100 * y), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel("generated tokens per query")
+    ax.set_ylabel("gold prompt-level pass rate (%)")
+    ax.set_title("alignkit compare")
+    fig.tight_layout()
+    with files.atomic_path(out / "compare.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    paths["compare.png"] = out / "compare.png"
+    return paths
