@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -91,6 +91,20 @@ class SFTConfig(TrainConfig):
     neftune_alpha: float | None = Field(None, ge=0.0, description="NEFTune noise scale; None disables")
     packing: bool = False
     completion_only_loss: bool = True
+    kd_alpha: float | None = Field(None, ge=0.0, le=1.0, description="logit distillation: loss = (1 - kd_alpha) "
+                                   "* CE + kd_alpha * KL to kd_teacher's token distribution; None disables")
+    kd_teacher: str | None = Field(None, description="teacher model for kd_alpha (same tokenizer as model)")
+    kd_direction: Literal["forward", "reverse"] = Field("forward", description="KL(teacher || student) or "
+                                                        "KL(student || teacher)")
+    kd_temperature: float = Field(1.0, gt=0, description="softmax temperature of both distributions (loss x T^2)")
+
+    @model_validator(mode="after")
+    def _check_kd(self) -> SFTConfig:
+        if (self.kd_alpha is not None) != (self.kd_teacher is not None):
+            raise ValueError("logit distillation needs both kd_alpha and kd_teacher (or neither)")
+        if self.kd_alpha is not None and self.packing:
+            raise ValueError("kd_alpha does not work with packing=true yet")
+        return self
 
 
 # ----------------------------------------------------------------------------- aliases

@@ -208,3 +208,58 @@ def test_compare_writes_every_requested_variant(tmp_path, capsys):
     assert "| ICL fixed k=3 |" in (out / "compare.md").read_text()
     assert main(["compare", "--model", "tiny-random", "--selectors", "nearest"]) == 2
     assert "unknown selector" in capsys.readouterr().err
+
+
+def test_distillation_kl_by_hand():
+    import math
+
+    import torch
+
+    from alignkit.losses import distillation_kl
+
+    s = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    t = torch.log(torch.tensor([[0.25, 0.5, 0.25]]))
+    fwd = 0.25 * math.log(0.25 / 0.5) + 0.5 * math.log(0.5 / 0.25)          # sum p_T log(p_T / p_S)
+    rev = 0.5 * math.log(0.5 / 0.25) + 0.25 * math.log(0.25 / 0.5)          # sum p_S log(p_S / p_T)
+    assert distillation_kl(s, t, "forward").item() == pytest.approx(fwd, abs=1e-6)
+    assert distillation_kl(s, t, "reverse").item() == pytest.approx(rev, abs=1e-6)
+    # temperature 2 on logits log p: softmax(log p / 2) = sqrt(p) normalised; times 2^2
+    ps, pt = torch.tensor([0.5, 0.25, 0.25]).sqrt(), torch.tensor([0.25, 0.5, 0.25]).sqrt()
+    ps, pt = ps / ps.sum(), pt / pt.sum()
+    want = 4 * float((pt * (pt.log() - ps.log())).sum())
+    assert distillation_kl(s, t, "forward", temperature=2.0).item() == pytest.approx(want, abs=1e-6)
+    assert distillation_kl(s, s, "forward").item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sft_with_a_teacher_and_distill_data(tmp_path, capsys):
+    from alignkit.aifeedback.distill import distill_rows
+    from alignkit.engine.logging import read_metrics
+    from alignkit.scoring import load_reward_functions
+
+    data = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "hi", "completion": "Hello there."}] * 4)
+    out = tmp_path / "kd"
+    assert main(["sft", "model=tiny-random", f"data={data}", "kd_alpha=0.5", "kd_teacher=tiny-random",
+                 "max_steps=2", "lr=1e-2", f"output_dir={out}"]) == 0
+    m = read_metrics(out)
+    assert m[0]["kd_kl"] == pytest.approx(0.0, abs=1e-6)      # the student starts as the teacher
+    assert m[0]["loss"] == pytest.approx(0.5 * m[0]["nll"], rel=1e-5)
+    assert m[1]["kd_kl"] > 0
+    assert main(["sft", "model=tiny-random", f"data={data}", "kd_alpha=0.5", f"output_dir={tmp_path / 'x'}"]) == 2
+    assert "needs both kd_alpha and kd_teacher" in capsys.readouterr().err
+
+    class Teacher:
+        def complete(self, texts, n, seed):
+            return [["The answer is 5.", "It is 6.", "The answer is 5."] for _ in texts]
+
+    rows = [{"prompt": "What is 2+3?", "answer": "5"}, {"prompt": "What is 3+3?", "answer": "7"}]
+    got, stats = distill_rows(rows, Teacher(), samples=3, reward=load_reward_functions("math:answer"),
+                              min_score=1.0, teacher_name="t")
+    assert got == [{"answer": "5", "prompt": [{"role": "user", "content": "What is 2+3?"}],
+                    "completion": [{"role": "assistant", "content": "The answer is 5."}], "score": 1.0, "teacher": "t"}]
+    assert stats["dropped"] == {"empty": 0, "below_min_score": 1}
+    everything, _ = distill_rows(rows[:1], Teacher(), samples=3)
+    assert [r["completion"][0]["content"] for r in everything] == ["The answer is 5.", "It is 6."]
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    assert main(["data", "distill", "--teacher", "http://127.0.0.1:9/v1", "--prompts", str(prompts), "--timeout", "2",
+                 "--output", str(tmp_path / "d.jsonl")]) == 2
+    assert "cannot reach" in capsys.readouterr().err and not (tmp_path / "d.jsonl").exists()

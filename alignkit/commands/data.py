@@ -36,6 +36,7 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   safety           rows from the shipped safety set: prompts, safety preference pairs or safety labels
   redteam          an attacker rewrites harmful prompts until a target complies; the successes as safety data
   bpo              preference pairs -> (prompt, optimized_prompt, critique) rows for the BPO prompt optimizer
+  distill          prompts -> SFT rows answered by a stronger teacher (local or an OpenAI-compatible endpoint)
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     from alignkit.commands import bpo_data
 
     bpo_data.add_parser(sub)
+    bpo_data.add_distill_parser(sub)
     return p
 
 
@@ -355,12 +357,12 @@ def _run_redteam(args) -> tuple[list[dict], dict]:
 
 
 def _run_bpo(args) -> tuple[list[dict], dict]:
-    from alignkit.commands.bpo_data import run
+    from alignkit.commands import bpo_data
     from alignkit.config import ConfigError
     from alignkit.data.io import DataError
 
     try:
-        return run(args)
+        return (bpo_data.run_distill if args.builder == "distill" else bpo_data.run)(args)
     except (DataError, ConfigError):
         raise
     except ValueError as e:
@@ -369,7 +371,7 @@ def _run_bpo(args) -> tuple[list[dict], dict]:
 
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
            "eft": _run_eft, "math": _run_math, "safety": _run_safety,
-           "redteam": _run_redteam, "bpo": _run_bpo}
+           "redteam": _run_redteam, "bpo": _run_bpo, "distill": _run_bpo}
 
 
 def main(argv: list[str] | None = None) -> int:

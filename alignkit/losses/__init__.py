@@ -8,9 +8,11 @@ Contract (README "Preference optimisation")::
 - :mod:`.kto`        KTO
 - :mod:`.policy`     advantages (GRPO, RLOO, REINFORCE++, GAE), GRPO/DAPO/Dr.GRPO loss, PPO losses, KL, masked stats
 - :mod:`.reward`     Bradley-Terry reward-model loss
+- :mod:`.distill`    knowledge distillation: forward / reverse KL to a teacher's token distribution
 - :mod:`.safety`     Safe RLHF: cost-model loss, Lagrangian advantage, lambda updates (gradient, PID)
 """
 
+from alignkit.losses.distill import distillation_kl
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_rewards
 from alignkit.losses.policy import (
     GRPO_LOSS_TYPES,
@@ -55,6 +57,7 @@ __all__ = [
     "adaptive_kl_update",
     "cost_model_loss",
     "cost_sign_loss",
+    "distillation_kl",
     "lagrangian_advantages",
     "lambda_update",
     "pid_lambda_update",

@@ -5,15 +5,23 @@ loss = −(1/N) Σ_t log p(y_t | y_<t), summed over trained tokens of the global
 
 NEFTune (Jain et al. 2023, arXiv 2310.05914): during training, add uniform noise
 U(−1, 1) · α / sqrt(L · d) to the input embeddings (L sequence length, d hidden size).
+
+Logit distillation (``kd_alpha``, ``kd_teacher``): per trained token the loss is
+(1 − α) · (−log p_S(y_t)) + α · KL_t, KL_t the forward or reverse KL between the teacher's and the
+student's next-token distributions at temperature ``kd_temperature`` (:func:`alignkit.losses.distillation_kl`).
+Logits are formed only at trained positions ([M, V], M trained tokens of the micro-batch); the teacher
+(any model alignkit loads, frozen, no gradients) must use the same tokenizer: a different vocabulary is a
+config error before training. Metrics: ``kd_kl`` (mean KL per token) and ``nll`` (mean CE per token).
 """
 
 from __future__ import annotations
 
 import torch
 
-from alignkit.config import SFTConfig
+from alignkit.config import ConfigError, SFTConfig
 from alignkit.data import collate_lm, load_examples, pack_examples, tokenize_sft
 from alignkit.engine.method import Method, StepOutput
+from alignkit.losses import distillation_kl
 from alignkit.methods.common import forward_label_logps, unwrap
 
 
@@ -49,11 +57,54 @@ class SFT(Method):
     def count_units(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"][:, 1:] != -100).sum())
 
+    teacher: torch.nn.Module | None = None
+
     def setup(self, model: torch.nn.Module, accelerator) -> None:
-        if self.config.neftune_alpha:
+        cfg = self.config
+        if cfg.neftune_alpha:
             emb = unwrap(model).get_input_embeddings()
-            self._neftune = emb.register_forward_hook(neftune_hook(self.config.neftune_alpha))
+            self._neftune = emb.register_forward_hook(neftune_hook(cfg.neftune_alpha))
+        if cfg.kd_alpha is not None:
+            self.teacher = load_teacher(cfg.kd_teacher, self.tokenizer, accelerator.device, cfg.trust_remote_code)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
+        if self.teacher is not None:
+            return self._distillation_loss(model, batch)
         logps, mask = forward_label_logps(model, batch)
         return StepOutput(loss_sum=-(logps * mask).sum())
+
+    def _distillation_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        cfg = self.config
+        student, labels = trained_logits(model, batch)
+        with torch.no_grad():
+            teacher, _ = trained_logits(self.teacher, batch)
+        nll = torch.nn.functional.cross_entropy(student.float(), labels, reduction="none")
+        kl = distillation_kl(student, teacher.to(student.dtype), cfg.kd_direction, cfg.kd_temperature)
+        n = float(labels.numel())
+        metrics = {"kd_kl": (float(kl.detach().sum()), n), "nll": (float(nll.detach().sum()), n)}
+        return StepOutput(loss_sum=((1 - cfg.kd_alpha) * nll + cfg.kd_alpha * kl).sum(), metrics=metrics)
+
+
+def trained_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token logits [M, V] at the M trained positions of ``batch`` (labels != -100) and those labels [M]."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
+                use_cache=False, logits_to_keep=torch.empty(0, dtype=torch.long, device=batch["input_ids"].device))
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    hidden = out.hidden_states[-1][:, :-1][keep]
+    return unwrap(model).get_output_embeddings()(hidden), targets[keep]
+
+
+def load_teacher(name: str, tokenizer, device, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The frozen teacher of logit distillation; its vocabulary must be the student's."""
+    from alignkit.models import ModelNotFoundError, load_trained
+
+    try:
+        teacher, teacher_tok = load_trained(name, trust_remote_code=trust_remote_code)
+    except ModelNotFoundError as e:
+        raise ConfigError(f"kd_teacher: {e}") from None
+    if teacher_tok.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(f"kd_teacher {name}: its tokenizer differs from the student's; logit distillation needs "
+                          "the same vocabulary (use `alignkit data distill` for text distillation instead)")
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
