@@ -37,6 +37,7 @@ Other commands:
   report       plot a run (report.html) or compare several runs side by side
   bench        side-by-side speed/memory against TRL
   compare      should I fine-tune? base, ICL (selectors x k), BPO, Aligner and trained runs on one table
+  weak-to-strong  a weak reward model labels pairs, a strong one learns from them; performance gap recovered
 
 `alignkit COMMAND --help` describes each. Config keys common to all methods: model, data, eval_data,
 output_dir, max_steps, epochs, batch_size, grad_accum, lr, seed, max_length, save_steps, resume, lora.*
@@ -70,6 +71,7 @@ COMMANDS: dict[str, str | None] = {
     "report": "alignkit.commands.report:main",
     "bench": "alignkit.bench:main",
     "compare": "alignkit.commands.compare:main",
+    "weak-to-strong": "alignkit.commands.weak_to_strong:main",
 }
 
 

@@ -263,3 +263,42 @@ def test_sft_with_a_teacher_and_distill_data(tmp_path, capsys):
     assert main(["data", "distill", "--teacher", "http://127.0.0.1:9/v1", "--prompts", str(prompts), "--timeout", "2",
                  "--output", str(tmp_path / "d.jsonl")]) == 2
     assert "cannot reach" in capsys.readouterr().err and not (tmp_path / "d.jsonl").exists()
+
+
+def test_weak_to_strong_loss_and_pgr_by_hand():
+    import math
+
+    import torch
+
+    from alignkit.losses import weak_to_strong_loss
+    from alignkit.pipelines.weak_to_strong import pgr
+
+    c, r, w = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]), torch.tensor([0.8, 0.3])
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
+    soft = [-(0.8 * math.log(sig(1.0)) + 0.2 * math.log(sig(-1.0))),
+            -(0.3 * math.log(sig(-2.0)) + 0.7 * math.log(sig(2.0)))]
+    assert torch.allclose(weak_to_strong_loss(c, r, w), torch.tensor(soft), atol=1e-6)
+    hard = [-math.log(sig(1.0)), -math.log(sig(2.0))]  # own predictions: chosen better, then rejected better
+    mixed = [0.75 * s + 0.25 * h for s, h in zip(soft, hard)]
+    assert torch.allclose(weak_to_strong_loss(c, r, w, aux_alpha=0.25), torch.tensor(mixed), atol=1e-6)
+    assert torch.allclose(weak_to_strong_loss(c, r, torch.ones(2)), -torch.nn.functional.logsigmoid(c - r))
+    assert pgr(0.6, 0.7, 0.8) == pytest.approx(0.5) and pgr(0.6, 0.7, 0.6) is None
+
+
+def test_weak_to_strong_pipeline_on_tiny_random(tmp_path, capsys):
+    pairs = [{"prompt": f"q{i}", "chosen": f"a good answer {i}", "rejected": "no"} for i in range(12)]
+    train, ev = write_jsonl(tmp_path / "t.jsonl", pairs[:8]), write_jsonl(tmp_path / "e.jsonl", pairs[8:])
+    out = tmp_path / "w2s"
+    assert main(["weak-to-strong", "--weak", "tiny-random", "--strong", "tiny-random", "--train", str(train),
+                 "--eval", str(ev), "--output-dir", str(out), "max_steps=1", "batch_size=2"]) == 0
+    result = json.loads((out / "weak_to_strong.json").read_text())
+    assert set(result["accuracy"]) == {"weak", "weak_to_strong", "strong_ceiling"}
+    labels = [json.loads(x) for x in (out / "data" / "weak-labels-b.jsonl").read_text().splitlines()]
+    assert len(labels) == 4 and all(0 < r["weak_prob"] < 1 for r in labels)
+    assert (out / "weak_to_strong" / "final").is_dir() and (out / "strong_ceiling" / "final").is_dir()
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**pairs[0], "weak_prob": 1.5}, {**pairs[1], "weak_prob": 0.2}])
+    assert main(["rm", "model=tiny-random", f"data={bad}", "max_steps=1", f"output_dir={tmp_path / 'rm'}"]) == 2
+    assert "bad.jsonl: row 1: field 'weak_prob': expected a probability between 0 and 1" in capsys.readouterr().err

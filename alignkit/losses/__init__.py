@@ -7,7 +7,7 @@ Contract (README "Preference optimisation")::
 - :mod:`.preference` DPO family (sigmoid, hinge, ipo, robust), SimPO, ORPO; implicit rewards; RPO's NLL term
 - :mod:`.kto`        KTO
 - :mod:`.policy`     advantages (GRPO, RLOO, REINFORCE++, GAE), GRPO/DAPO/Dr.GRPO loss, PPO losses, KL, masked stats
-- :mod:`.reward`     Bradley-Terry reward-model loss
+- :mod:`.reward`     Bradley-Terry reward-model loss; soft weak labels with Burns et al.'s confidence term
 - :mod:`.distill`    knowledge distillation: forward / reverse KL to a teacher's token distribution
 - :mod:`.safety`     Safe RLHF: cost-model loss, Lagrangian advantage, lambda updates (gradient, PID)
 """
@@ -42,7 +42,7 @@ from alignkit.losses.preference import (
     preference_loss,
     preference_rewards,
 )
-from alignkit.losses.reward import bradley_terry_loss, reward_centering_term
+from alignkit.losses.reward import bradley_terry_loss, reward_centering_term, weak_to_strong_loss
 from alignkit.losses.safety import (
     LambdaState,
     cost_model_loss,
@@ -89,4 +89,5 @@ __all__ = [
     "reinforce_pp_advantages",
     "reward_centering_term",
     "rloo_advantages",
+    "weak_to_strong_loss",
 ]

@@ -11,6 +11,10 @@ batch (chosen rows first, :func:`alignkit.data.collate_preference`)::
   m = 0. The eval file's margins are used for ``eval_loss`` the same way, if it has them.
 * ``c``: ``center_rewards_coefficient`` (default off), TRL's auxiliary term that pulls rewards
   towards zero mean (Eisenstein et al., 2023).
+* weak labels: a file with a ``weak_prob`` column (a weak supervisor's probability, 0-1, that ``chosen``
+  is better; :mod:`alignkit.pipelines.weak_to_strong` writes it) trains on those soft labels instead,
+  with ``aux_alpha`` weighting Burns et al.'s auxiliary confidence term
+  (:func:`alignkit.losses.weak_to_strong_loss`); every row then needs one, as for ``margin``.
 
 A loss unit is a pair. Metrics, each a mean over pairs: ``accuracy`` (fraction with r_c > r_r;
 ``eval_accuracy`` on ``eval_data``), ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``
@@ -40,11 +44,12 @@ from pydantic import Field
 from alignkit.config import TrainConfig
 from alignkit.data import DataError, LoadedRows, collate_preference, load_examples, tokenize_preference
 from alignkit.engine.method import Method, StepOutput
-from alignkit.losses import bradley_terry_loss, reward_centering_term
+from alignkit.losses import bradley_terry_loss, reward_centering_term, weak_to_strong_loss
 from alignkit.methods.common import SafetyView, safety_pairs_field
 from alignkit.reward_model import ensure_distinct_pad, sequence_rewards
 
 MARGIN = "margin"
+WEAK = "weak_prob"
 
 
 class RMConfig(TrainConfig):
@@ -54,11 +59,13 @@ class RMConfig(TrainConfig):
 
     center_rewards_coefficient: float | None = Field(
         None, ge=0.0, description="weight of the (r_c + r_r)^2 term that centres rewards on 0; None disables")
+    aux_alpha: float = Field(0.0, ge=0.0, le=1.0, description="with a weak_prob column: weight of the auxiliary "
+                             "confidence term (Burns et al. 2023)")
 
 
-def _parse_margin(value, path: str, row_no: int) -> float:
+def _parse_margin(value, path: str, row_no: int, name: str = MARGIN) -> float:
     if value is None:
-        raise DataError("missing (other rows of this file have a margin)", path=path, row=row_no, field=MARGIN)
+        raise DataError(f"missing (other rows of this file have a {name})", path=path, row=row_no, field=name)
     if isinstance(value, bool):
         number = None
     elif isinstance(value, (int, float)):
@@ -71,20 +78,24 @@ def _parse_margin(value, path: str, row_no: int) -> float:
     else:
         number = None
     if number is None or not math.isfinite(number):
-        raise DataError(f"expected a finite number, got {value!r}", path=path, row=row_no, field=MARGIN)
+        raise DataError(f"expected a finite number, got {value!r}", path=path, row=row_no, field=name)
+    if name == WEAK and not 0.0 <= number <= 1.0:
+        raise DataError(f"expected a probability between 0 and 1, got {value!r}", path=path, row=row_no, field=name)
     return number
 
 
-def read_margins(loaded: LoadedRows, skip_invalid: bool) -> tuple[LoadedRows, dict[int, float] | None]:
-    """The ``margin`` of each row (by row number) when the file has that column, else ``None``.
-    Rows with a bad margin raise :class:`DataError`, or are dropped and counted under ``skip_invalid``."""
-    if not any(row.get(MARGIN) is not None for row in loaded.rows):
+def read_margins(loaded: LoadedRows, skip_invalid: bool, name: str = MARGIN
+                 ) -> tuple[LoadedRows, dict[int, float] | None]:
+    """The ``name`` column (``margin`` or ``weak_prob``) of each row (by row number) when the file has it,
+    else ``None``. Rows with a bad value raise :class:`DataError`, or are dropped and counted under
+    ``skip_invalid``."""
+    if not any(row.get(name) is not None for row in loaded.rows):
         return loaded, None
     margins: dict[int, float] = {}
     keep_rows, keep_numbers, keep_kinds = [], [], []
     for row_no, row, kind in loaded.with_kinds():
         try:
-            margins[row_no] = _parse_margin(row.get(MARGIN), loaded.path, row_no)
+            margins[row_no] = _parse_margin(row.get(name), loaded.path, row_no, name)
         except DataError as err:
             if not skip_invalid:
                 raise
@@ -94,7 +105,7 @@ def read_margins(loaded: LoadedRows, skip_invalid: bool) -> tuple[LoadedRows, di
         keep_numbers.append(row_no)
         keep_kinds.append(kind)
     if not keep_rows:
-        raise DataError(f"no valid rows: every row has a bad margin; the first error was: {loaded.errors[-1]}",
+        raise DataError(f"no valid rows: every row has a bad {name}; the first error was: {loaded.errors[-1]}",
                         path=loaded.path)
     out = LoadedRows(path=loaded.path, kind=loaded.kind, rows=keep_rows, row_numbers=keep_numbers,
                      skipped=loaded.skipped, errors=loaded.errors, kinds=keep_kinds)
@@ -116,11 +127,13 @@ class RM(Method):
         cfg = self.config
         loaded = load_examples(path, self.data_kinds, cfg.skip_invalid, safety_pairs=cfg.safety_pairs)
         loaded, margins = read_margins(loaded, cfg.skip_invalid)
+        loaded, weak = read_margins(loaded, cfg.skip_invalid, WEAK)
         examples = tokenize_preference(loaded, self.tokenizer, cfg.max_length, chat_template=cfg.chat_template,
                                        skip_invalid=cfg.skip_invalid)
-        if margins is not None:
-            for ex in examples:
-                ex[MARGIN] = margins[ex["row"]]
+        for column, values in ((MARGIN, margins), (WEAK, weak)):
+            if values is not None:
+                for ex in examples:
+                    ex[column] = values[ex["row"]]
         return examples
 
     def example_length(self, example: dict) -> int:
@@ -129,8 +142,9 @@ class RM(Method):
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         batch = collate_preference(examples, self.pad_id)
         del batch["labels"]  # a reward model takes no token labels
-        if all(MARGIN in ex for ex in examples):
-            batch[MARGIN] = torch.tensor([ex[MARGIN] for ex in examples], dtype=torch.float32)
+        for column in (MARGIN, WEAK):
+            if all(column in ex for ex in examples):
+                batch[column] = torch.tensor([ex[column] for ex in examples], dtype=torch.float32)
         return batch
 
     def count_units(self, batch: dict[str, torch.Tensor]) -> int:
@@ -159,7 +173,10 @@ class RM(Method):
         rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
         pairs = rewards.shape[0] // 2
         chosen, rejected = rewards[:pairs], rewards[pairs:]
-        per_pair = bradley_terry_loss(chosen, rejected, batch.get(MARGIN))
+        if WEAK in batch:
+            per_pair = weak_to_strong_loss(chosen, rejected, batch[WEAK].to(chosen.device), self.config.aux_alpha)
+        else:
+            per_pair = bradley_terry_loss(chosen, rejected, batch.get(MARGIN))
         coef = self.config.center_rewards_coefficient
         if coef:
             per_pair = per_pair + coef * reward_centering_term(chosen, rejected)
