@@ -386,11 +386,15 @@ def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
     if spec.startswith("judge:"):
         return reward_from_spec(spec)
     if spec.startswith("math:"):
-        return _math_reward(spec)
+        from alignkit.reasoning.verify import MATH_REWARDS
+
+        return _named_reward(spec, "math", MATH_REWARDS)
     if spec.startswith("costmodel:"):
         return _cost_model(spec[len("costmodel:"):].strip())
     if spec.startswith("safety:"):
-        return _safety_reward(spec)
+        from alignkit.safety.rewards import SAFETY_REWARDS
+
+        return _named_reward(spec, "safety", SAFETY_REWARDS)
     return load_function(spec)
 
 
@@ -416,26 +420,14 @@ def _cost_model(path: str) -> ModelReward:
     return ModelReward(path, name="cost_model")
 
 
-def _safety_reward(spec: str) -> FunctionReward:
-    """``safety:NAME``: a string-pattern safety signal of :data:`alignkit.safety.rewards.SAFETY_REWARDS`."""
-    from alignkit.safety.rewards import SAFETY_REWARDS
-
-    name = spec[len("safety:"):].strip()
-    if name not in SAFETY_REWARDS:
-        valid = ", ".join(f"safety:{k}" for k in SAFETY_REWARDS)
-        raise RewardError(f"unknown safety reward '{spec}'; valid: {valid}")
-    return FunctionReward(SAFETY_REWARDS[name], name=f"safety_{name}", origin=spec)
-
-
-def _math_reward(spec: str) -> FunctionReward:
-    """``math:NAME``: a verifiable math reward of :data:`alignkit.reasoning.verify.MATH_REWARDS`."""
-    from alignkit.reasoning.verify import MATH_REWARDS
-
-    name = spec[len("math:"):].strip()
-    if name not in MATH_REWARDS:
-        valid = ", ".join(f"math:{k}" for k in MATH_REWARDS)
-        raise RewardError(f"unknown math reward '{spec}'; valid: {valid}")
-    return FunctionReward(MATH_REWARDS[name], name=f"math_{name}", origin=spec)
+def _named_reward(spec: str, kind: str, table: dict[str, Callable[..., Any]]) -> FunctionReward:
+    """``KIND:NAME``: one of the shipped functions of ``table`` (``math:`` :data:`alignkit.reasoning.verify.
+    MATH_REWARDS`, ``safety:`` :data:`alignkit.safety.rewards.SAFETY_REWARDS`)."""
+    name = spec[len(kind) + 1:].strip()
+    if name not in table:
+        valid = ", ".join(f"{kind}:{k}" for k in table)
+        raise RewardError(f"unknown {kind} reward '{spec}'; valid: {valid}")
+    return FunctionReward(table[name], name=f"{kind}_{name}", origin=spec)
 
 
 def load_reward_functions(spec: str | Sequence[str] | Callable[..., Any] | Sequence[Callable[..., Any]],

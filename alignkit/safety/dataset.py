@@ -91,30 +91,25 @@ class SafetySetError(ValueError):
 def load_safety_set(path: str | Path | None = None, split: str = "test") -> list[dict[str, Any]]:
     """Rows of the shipped set (or a file in its layout: ``prompt``, ``kind`` harmful/benign, optional
     ``category``, ``reference``, ``split``), filtered to ``split`` (``all``: every row)."""
+    from alignkit.data.io import DataError, iter_records
+
     source = Path(path) if path else default_path()
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise SafetySetError(f"{source}: cannot read the safety prompt file ({e.strerror or e})") from None
     rows = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SafetySetError(f"{source}: row {n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise SafetySetError(f"{source}: row {n}: expected a JSON object")
-        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise SafetySetError(f"{source}: row {n}: field 'prompt': expected a non-empty string")
-        if row.get("kind") not in ("harmful", "benign"):
-            raise SafetySetError(f"{source}: row {n}: field 'kind': expected 'harmful' or 'benign', "
-                                 f"got {row.get('kind')!r}")
-        row.setdefault("id", f"row-{n}")
-        row.setdefault("category", "uncategorised")
-        if split == "all" or row.get("split", split) == split:
-            rows.append(row)
+    try:
+        for n, row in iter_records(source):
+            if isinstance(row, DataError):
+                raise row
+            if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+                raise DataError("expected a non-empty string", path=source, row=n, field="prompt")
+            if row.get("kind") not in ("harmful", "benign"):
+                raise DataError(f"expected 'harmful' or 'benign', got {row.get('kind')!r}", path=source, row=n,
+                                field="kind")
+            row.setdefault("id", f"row-{n}")
+            row.setdefault("category", "uncategorised")
+            if split == "all" or row.get("split", split) == split:
+                rows.append(row)
+    except DataError as e:
+        raise SafetySetError(str(e)) from None
     if not rows:
         raise SafetySetError(f"{source}: no rows with split '{split}'")
     return rows
