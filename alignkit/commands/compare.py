@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aid-max-new-tokens", type=int, default=256,
                    help="length limit of the optimizer's rewrites and the corrector's answers (default 256)")
     p.add_argument("--run", action="append", default=[], metavar="DIR", help="a trained run directory (repeatable)")
+    p.add_argument("--safety", nargs="?", const="default", default=None, metavar="FILE",
+                   help="also ask safety prompts (the shipped test split, or FILE with prompt + kind): harmful "
+                   "compliance and over-refusal columns")
     p.add_argument("--limit", type=int, default=None, help="only the first N eval prompts")
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                      batch_size=args.batch_size, icl_max_tokens=args.icl_max_tokens,
                      aid_max_new_tokens=args.aid_max_new_tokens)
     opts = CompareOptions(model=args.model, train=args.train, selectors=selectors, ks=args.ks,
-                          prompt_optimizer=args.prompt_optimizer, aligner=args.aligner, runs=args.run, eval=ev)
+                          prompt_optimizer=args.prompt_optimizer, aligner=args.aligner, runs=args.run, eval=ev,
+                          safety=args.safety)
     from alignkit.data import DataError
     from alignkit.evaluation import InstructionFileError
     from alignkit.models import ModelNotFoundError

@@ -7,7 +7,9 @@ Per variant: gold prompt-level pass rate (k/n, 95 % Wilson interval), prompt tok
 model read, examples included), generated tokens per query (the model's answer plus what the optimizer
 and corrector generated), wall seconds per query (model loading included, so small sets overstate it),
 and for trained runs their one-off training cost (wall time from the run's ``config.yaml`` to its
-``final/``, as the file times say). Files: ``compare.json``, ``compare.md``, ``compare.png`` (quality
+``final/``, as the file times say). With ``safety`` each variant is also asked the shipped safety set's test
+prompts (or a safety file) and gets its harmful-compliance and over-refusal rates
+(:mod:`alignkit.evaluation.safety`). Files: ``compare.json``, ``compare.md``, ``compare.png`` (quality
 against generated tokens, when matplotlib is installed).
 """
 
@@ -36,6 +38,7 @@ class CompareOptions:
     aligner: str | None = None
     runs: Sequence[str] = ()
     eval: EvalOptions = field(default_factory=EvalOptions)
+    safety: str | None = None  # "default" (the shipped set) or a safety prompt file
 
 
 @dataclass
@@ -95,20 +98,36 @@ def run_compare(opts: CompareOptions, log: Callable[[str], None] | None = None) 
         log(f"compare [{i}/{len(plan)}] {v.name}")
         ev = dataclasses.replace(opts.eval, **v.changes)
         res = evaluate_models([v.model], ev, log=lambda m: None)
-        rows.append(summarise(v, res["models"][0], res["prompts"]["n"]))
+        row = summarise(v, res["models"][0], res["prompts"]["n"])
+        if opts.safety:
+            safe = evaluate_models([v.model], dataclasses.replace(ev, safety=opts.safety, prompts=None, limit=None),
+                                   log=lambda m: None)["models"][0]["safety"]
+            row["harmful_compliance"], row["over_refusal"] = safe["harmful_compliance"], safe["over_refusal"]
+        rows.append(row)
     return rows
+
+
+def _rate(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "–"
+    lo, hi = r["ci95"]
+    return f"{100 * (r['rate'] or 0):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     headers = ["variant", "gold pass rate [95% CI]", "prompt tok/query", "generated tok/query", "s/query",
                "training s"]
+    safety = any("harmful_compliance" in r for r in rows)
+    if safety:
+        headers += ["harmful compliance [95% CI]", "over-refusal [95% CI]"]
     body = []
     for r in rows:
         lo, hi = r["ci95"]
         body.append([r["variant"], f"{100 * (r['pass_rate'] or 0):.1f}% ({r['passed']}/{r['n']}) "
                      f"[{100 * lo:.1f}, {100 * hi:.1f}]", fmt(r["prompt_tokens"], 4), fmt(r["generated_tokens"], 4),
                      fmt(r["seconds_per_query"], 3), fmt(r.get("training_seconds"), 4) if r.get("training_seconds")
-                     is not None else "–"])
+                     is not None else "–"] + ([_rate(r.get("harmful_compliance")), _rate(r.get("over_refusal"))]
+                                             if safety else []))
     return headers, body
 
 
