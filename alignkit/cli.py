@@ -31,6 +31,7 @@ Other commands:
   data         build data with AI feedback: backtranslate, critique-revise, rlaif, eft
   report       plot a run (report.html) or compare several runs side by side
   bench        side-by-side speed/memory against TRL
+  annotate     preference annotation in the browser: serve, add-tasks, export, stats, import
 
 `alignkit COMMAND --help` describes each. Config keys common to all methods: model, data, eval_data,
 output_dir, max_steps, epochs, batch_size, grad_accum, lr, seed, max_length, save_steps, resume, lora.*
@@ -63,6 +64,7 @@ COMMANDS: dict[str, str | None] = {
     "data": "alignkit.commands.data:main",
     "report": "alignkit.commands.report:main",
     "bench": "alignkit.bench:main",
+    "annotate": "alignkit.commands.annotate:main",
 }
 
 

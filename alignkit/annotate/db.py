@@ -1,0 +1,474 @@
+"""The annotation database: tables, the schema version and its upgrades, and every query the app makes.
+
+One SQLAlchemy 2 code path for SQLite (the default, WAL journal, ``synchronous=FULL``) and PostgreSQL
+(``postgresql+psycopg://``). Each write is one transaction, so a killed server loses at most the request
+in flight. The tables:
+
+* ``tasks``: a prompt and its 2..N candidate answers (JSON text), where they came from, and how many
+  annotators hold the task (``assigned``, indexed with ``id``: the assignment query walks that index);
+* ``annotators``: a name and the SHA-256 of the annotator's token (the token itself is never stored);
+* ``assignments``: which annotator holds which task, and the randomised order its answers are shown
+  in; unique per (task, annotator), so a task is never handed twice to one annotator;
+* ``judgements``: one per (task, annotator): the choice in candidate terms (``A`` = candidate 0,
+  ``B`` = candidate 1, ``tie``, ``both_bad``, ``skip``, or ``rank`` with a ranking), the order shown,
+  the display position picked, optional 1-7 Likert scores per candidate, a reason and timestamps;
+* ``settings`` (the CSRF secret) and ``alignkit_schema`` (the schema version, see :data:`MIGRATIONS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+CHOICES = ("A", "B", "tie", "both_bad", "skip", "rank")
+
+metadata = sa.MetaData()
+
+tasks = sa.Table(
+    "tasks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_key", sa.String(64), nullable=False, unique=True),  # sha256 of prompt + candidate set
+    sa.Column("prompt", sa.Text, nullable=False),  # JSON: a string or chat messages
+    sa.Column("candidates", sa.Text, nullable=False),  # JSON list of 2..N answers
+    sa.Column("n_candidates", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(500), nullable=False, default=""),
+    sa.Column("meta", sa.Text, nullable=False, default="{}"),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("assigned", sa.Integer, nullable=False, default=0),
+)
+sa.Index("ix_tasks_open", tasks.c.assigned, tasks.c.id)
+
+annotators = sa.Table(
+    "annotators", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+assignments = sa.Table(
+    "assignments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("annotator_id", sa.Integer, sa.ForeignKey("annotators.id"), nullable=False),
+    sa.Column("shown_order", sa.Text, nullable=False),  # JSON list: candidate index at each display position
+    sa.Column("assigned_at", sa.Double, nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False, default=False),
+    sa.UniqueConstraint("task_id", "annotator_id", name="uq_assignment"),
+)
+sa.Index("ix_assignments_open", assignments.c.annotator_id, assignments.c.done, assignments.c.id)
+
+judgements = sa.Table(
+    "judgements", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("annotator_id", sa.Integer, sa.ForeignKey("annotators.id"), nullable=False),
+    sa.Column("choice", sa.String(16), nullable=False),
+    sa.Column("ranking", sa.Text, nullable=True),  # JSON list of candidate indices, best first
+    sa.Column("shown_order", sa.Text, nullable=False),
+    sa.Column("shown_position", sa.Integer, nullable=True),  # display position picked (0 = left), pairwise
+    sa.Column("likert", sa.Text, nullable=True),  # JSON list of 1-7 or null per candidate
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("shown_at", sa.Double, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("task_id", "annotator_id", name="uq_judgement"),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+schema_version = sa.Table("alignkit_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+
+def _index_judgements_by_annotator(conn: Connection) -> None:
+    sa.Index("ix_judgements_annotator", judgements.c.annotator_id, judgements.c.id).create(conn, checkfirst=True)
+
+
+#: upgrades: version N is reached from N-1 by running MIGRATIONS[N]; version 1 is the tables above
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _index_judgements_by_annotator}
+SCHEMA_VERSION = max(MIGRATIONS, default=1)
+
+
+class StoreError(ValueError):
+    """A database URL or state the user can fix (one line)."""
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 of an annotator token. Tokens are 32 random bytes, so an unsalted hash cannot be
+    reversed by guessing, and a deterministic one lets a request be looked up by it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _now() -> float:
+    return time.time()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``: SQLite (WAL, FULL sync, 30 s busy wait, ``BEGIN IMMEDIATE`` so that
+    concurrent writers queue instead of failing) or PostgreSQL through psycopg 3."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError(f"--db {url!r}: not a database URL; expected sqlite:///FILE.db or "
+                         "postgresql+psycopg://USER@HOST:PORT/DB") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30},
+                                  pool_size=8, max_overflow=32)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy's begin event below starts transactions
+            cur = dbapi_conn.cursor()
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise StoreError(f"--db {url!r}: use the psycopg 3 driver, postgresql+psycopg://...")
+        return sa.create_engine(parsed, pool_size=10, max_overflow=30, pool_pre_ping=True)
+    raise StoreError(f"--db {url!r}: unsupported database '{backend}'; expected sqlite:/// or postgresql+psycopg://")
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version of the database (0: no schema yet)."""
+    if not sa.inspect(conn).has_table(schema_version.name):
+        return 0
+    return int(conn.execute(sa.select(schema_version.c.version)).scalar() or 0)
+
+
+def ensure_schema(engine: Engine, target: int = SCHEMA_VERSION) -> int:
+    """Create the tables or upgrade them to ``target``; returns the version reached."""
+    with engine.begin() as conn:
+        version = current_version(conn)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the database has schema version {version}, newer than this alignkit "
+                             f"({SCHEMA_VERSION}); upgrade alignkit")
+        if version == 0:
+            metadata.create_all(conn)
+            conn.execute(schema_version.insert().values(version=1))
+            version = 1
+        while version < target:
+            version += 1
+            MIGRATIONS[version](conn)
+            conn.execute(schema_version.update().values(version=version))
+    return version
+
+
+@dataclass
+class TaskIn:
+    """A task to add: a prompt, its candidates, where it came from and extra metadata."""
+
+    prompt: Any
+    candidates: list[Any]
+    source: str = ""
+    meta: dict[str, Any] | None = None
+
+    def key(self) -> str:
+        """Duplicates share a key: the same prompt and the same set of candidates, in any order."""
+        cands = sorted(json.dumps(c, sort_keys=True, ensure_ascii=False) for c in self.candidates)
+        text = json.dumps([self.prompt, cands], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Shown:
+    """A task as one annotator sees it: candidates in ``order`` (candidate index per display position)."""
+
+    task_id: int
+    prompt: Any
+    candidates: list[Any]
+    order: list[int]
+    assigned_at: float
+
+    @property
+    def shown(self) -> list[Any]:
+        return [self.candidates[i] for i in self.order]
+
+
+class Store:
+    """Every read and write the app and the commands make; each method is one transaction."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        try:
+            if create:
+                ensure_schema(self.engine)
+            else:
+                with self.engine.connect() as conn:
+                    if current_version(conn) == 0:
+                        raise StoreError(f"{url}: no annotation database there (run `alignkit annotate "
+                                         "add-tasks` or `serve` first)")
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"--db {url}: cannot open the database: {e.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ setup
+
+    def secret(self) -> str:
+        """The server's CSRF secret, created once and kept in the database (forms survive a restart)."""
+        with self.engine.begin() as conn:
+            value = conn.execute(sa.select(settings.c.value).where(settings.c.key == "csrf_secret")).scalar()
+            if value is None:
+                value = secrets.token_hex(32)
+                conn.execute(settings.insert().values(key="csrf_secret", value=value))
+            return value
+
+    def add_tasks(self, items: Sequence[TaskIn], chunk: int = 2000) -> tuple[int, int]:
+        """Append tasks; returns (added, duplicates). A task already in the database, or twice in
+        ``items``, is a duplicate and is not added again."""
+        added = dupes = 0
+        seen: set[str] = set()
+        now = _now()
+        for start in range(0, len(items), chunk):
+            batch = [(t.key(), t) for t in items[start:start + chunk]]
+            with self.engine.begin() as conn:
+                keys = [k for k, _ in batch]
+                existing = set(conn.execute(sa.select(tasks.c.task_key).where(tasks.c.task_key.in_(keys))).scalars())
+                rows = []
+                for key, t in batch:
+                    if key in existing or key in seen:
+                        dupes += 1
+                        continue
+                    seen.add(key)
+                    rows.append({"task_key": key, "prompt": json.dumps(t.prompt, ensure_ascii=False),
+                                 "candidates": json.dumps(t.candidates, ensure_ascii=False),
+                                 "n_candidates": len(t.candidates), "source": t.source[:500],
+                                 "meta": json.dumps(t.meta or {}, ensure_ascii=False), "created_at": now,
+                                 "assigned": 0})
+                if rows:
+                    conn.execute(tasks.insert(), rows)
+                added += len(rows)
+        return added, dupes
+
+    def add_annotator(self, name: str) -> str:
+        """Create an annotator; returns their token (shown once: only its hash is stored)."""
+        token = secrets.token_urlsafe(32)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(annotators.insert().values(name=name, token_hash=token_hash(token), created_at=_now()))
+        except sa.exc.IntegrityError:
+            raise StoreError(f"annotator '{name}' exists already") from None
+        return token
+
+    def annotator_for(self, token: str) -> tuple[int, str] | None:
+        """(id, name) of the annotator holding ``token``, or None."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(annotators.c.id, annotators.c.name)
+                               .where(annotators.c.token_hash == token_hash(token))).first()
+        return None if row is None else (row.id, row.name)
+
+    def annotator_names(self) -> dict[int, str]:
+        with self.engine.begin() as conn:
+            return dict(conn.execute(sa.select(annotators.c.id, annotators.c.name)).all())
+
+    # ------------------------------------------------------------------ assignment
+
+    def next_task(self, annotator_id: int, overlap: int = 1, rng: random.Random | None = None,
+                  tries: int = 20) -> Shown | None:
+        """The task to show ``annotator_id``: the one they hold, else a newly claimed one that fewer
+        than ``overlap`` annotators hold and that they never held (None: nothing left for them).
+
+        A claim bumps ``tasks.assigned`` only while it is below ``overlap`` (an atomic conditional
+        update) and inserts the (task, annotator) assignment under a unique constraint, so concurrent
+        requests neither over-assign a task nor hand it twice to one annotator; a lost race retries."""
+        rng = rng or random.SystemRandom()
+        for _ in range(tries):
+            try:
+                with self.engine.begin() as conn:
+                    shown = self._open_assignment(conn, annotator_id) or self._claim(conn, annotator_id, overlap, rng)
+                return shown
+            except sa.exc.IntegrityError:  # the same annotator claimed the same task in a parallel request
+                continue
+        raise StoreError("could not claim a task (too many concurrent claims); try again")
+
+    def _open_assignment(self, conn: Connection, annotator_id: int) -> Shown | None:
+        row = conn.execute(
+            sa.select(assignments.c.task_id, assignments.c.shown_order, assignments.c.assigned_at,
+                      tasks.c.prompt, tasks.c.candidates)
+            .join(tasks, tasks.c.id == assignments.c.task_id)
+            .where(assignments.c.annotator_id == annotator_id, assignments.c.done.is_(False))
+            .order_by(assignments.c.assigned_at.desc(), assignments.c.id).limit(1)).first()
+        if row is None:
+            return None
+        return Shown(row.task_id, json.loads(row.prompt), json.loads(row.candidates), json.loads(row.shown_order),
+                     row.assigned_at)
+
+    def held(self, annotator_id: int, task_id: int) -> tuple[Shown, bool] | None:
+        """The task as ``annotator_id`` was shown it and whether they judged it (None: never theirs)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(assignments.c.shown_order, assignments.c.assigned_at, assignments.c.done,
+                          tasks.c.prompt, tasks.c.candidates)
+                .join(tasks, tasks.c.id == assignments.c.task_id)
+                .where(assignments.c.annotator_id == annotator_id, assignments.c.task_id == task_id)).first()
+        if row is None:
+            return None
+        shown = Shown(task_id, json.loads(row.prompt), json.loads(row.candidates), json.loads(row.shown_order),
+                      row.assigned_at)
+        return shown, bool(row.done)
+
+    def _claim(self, conn: Connection, annotator_id: int, overlap: int, rng: random.Random) -> Shown | None:
+        mine = sa.select(assignments.c.id).where(assignments.c.task_id == tasks.c.id,
+                                                 assignments.c.annotator_id == annotator_id)
+        for _ in range(50):
+            query = (sa.select(tasks.c.id, tasks.c.prompt, tasks.c.candidates, tasks.c.n_candidates)
+                     .where(tasks.c.assigned < overlap, ~mine.exists())
+                     .order_by(tasks.c.assigned, tasks.c.id).limit(1))
+            if not self.is_sqlite:
+                query = query.with_for_update(skip_locked=True, of=tasks)
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            bumped = conn.execute(tasks.update().where(tasks.c.id == row.id, tasks.c.assigned < overlap)
+                                  .values(assigned=tasks.c.assigned + 1)).rowcount
+            if not bumped:  # another annotator took the last slot first
+                continue
+            order = list(range(row.n_candidates))
+            rng.shuffle(order)
+            now = _now()
+            conn.execute(assignments.insert().values(task_id=row.id, annotator_id=annotator_id,
+                                                     shown_order=json.dumps(order), assigned_at=now, done=False))
+            return Shown(row.id, json.loads(row.prompt), json.loads(row.candidates), order, now)
+        return None
+
+    def progress(self, annotator_id: int, overlap: int = 1) -> tuple[int, int]:
+        """(judged by this annotator, still to do for them: held now + claimable)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(sa.select(sa.func.count()).select_from(judgements)
+                                .where(judgements.c.annotator_id == annotator_id)).scalar()
+            open_now = conn.execute(sa.select(sa.func.count()).select_from(assignments)
+                                    .where(assignments.c.annotator_id == annotator_id,
+                                           assignments.c.done.is_(False))).scalar()
+            claimable = conn.execute(sa.select(sa.func.count()).select_from(tasks)
+                                     .where(tasks.c.assigned < overlap)).scalar()
+            held_claimable = conn.execute(
+                sa.select(sa.func.count()).select_from(assignments.join(tasks, tasks.c.id == assignments.c.task_id))
+                .where(assignments.c.annotator_id == annotator_id, tasks.c.assigned < overlap)).scalar()
+        return int(done), int(open_now + claimable - held_claimable)
+
+    # ------------------------------------------------------------------ judgements
+
+    def record(self, annotator_id: int, task_id: int, choice: str, *, ranking: list[int] | None = None,
+               shown_position: int | None = None, likert: list[int | None] | None = None,
+               reason: str = "") -> bool:
+        """Store one judgement (one transaction) for a task the annotator holds. Returns False when it
+        was already judged (a double click or a resent form): nothing is stored twice."""
+        if choice not in CHOICES:
+            raise StoreError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+        try:
+            with self.engine.begin() as conn:
+                held = conn.execute(sa.select(assignments.c.id, assignments.c.shown_order, assignments.c.assigned_at,
+                                              assignments.c.done)
+                                    .where(assignments.c.task_id == task_id,
+                                           assignments.c.annotator_id == annotator_id)).first()
+                if held is None:
+                    raise StoreError(f"task {task_id} is not assigned to this annotator")
+                if held.done:
+                    return False
+                conn.execute(judgements.insert().values(
+                    task_id=task_id, annotator_id=annotator_id, choice=choice,
+                    ranking=None if ranking is None else json.dumps(ranking), shown_order=held.shown_order,
+                    shown_position=shown_position, likert=None if likert is None else json.dumps(likert),
+                    reason=reason, shown_at=held.assigned_at, created_at=_now()))
+                conn.execute(assignments.update().where(assignments.c.id == held.id).values(done=True))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def undo(self, annotator_id: int) -> int | None:
+        """Delete the annotator's latest judgement and hand its task back to them (shown next, same
+        order); returns its task id, or None when there is nothing to undo."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(judgements.c.id, judgements.c.task_id)
+                               .where(judgements.c.annotator_id == annotator_id)
+                               .order_by(judgements.c.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            conn.execute(judgements.delete().where(judgements.c.id == row.id))
+            # a fresh assigned_at puts it first among the tasks held (the newest is shown first)
+            conn.execute(assignments.update()
+                         .where(assignments.c.task_id == row.task_id, assignments.c.annotator_id == annotator_id)
+                         .values(done=False, assigned_at=_now()))
+        return int(row.task_id)
+
+    def import_judgement(self, task: TaskIn, annotator: str, choice: str, ranking: list[int] | None = None,
+                         reason: str = "") -> bool:
+        """Store a judgement made elsewhere (Label Studio, Argilla): the task is added when new, the
+        annotator created (with a token nobody holds), the display order taken as the file order. Returns
+        False when that annotator already judged that task."""
+        self.add_tasks([task])
+        now = _now()
+        try:
+            with self.engine.begin() as conn:
+                task_id = conn.execute(sa.select(tasks.c.id).where(tasks.c.task_key == task.key())).scalar_one()
+                who = conn.execute(sa.select(annotators.c.id).where(annotators.c.name == annotator)).scalar()
+                if who is None:
+                    who = conn.execute(annotators.insert().values(
+                        name=annotator, token_hash=token_hash(secrets.token_urlsafe(32)), created_at=now)
+                    ).inserted_primary_key[0]
+                order = json.dumps(list(range(len(task.candidates))))
+                conn.execute(assignments.insert().values(task_id=task_id, annotator_id=who, shown_order=order,
+                                                         assigned_at=now, done=True))
+                conn.execute(tasks.update().where(tasks.c.id == task_id).values(assigned=tasks.c.assigned + 1))
+                conn.execute(judgements.insert().values(
+                    task_id=task_id, annotator_id=who, choice=choice,
+                    ranking=None if ranking is None else json.dumps(ranking), shown_order=order, reason=reason,
+                    shown_at=now, created_at=now))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def iter_judgements(self) -> Iterator[dict[str, Any]]:
+        """Every judgement with its task and annotator name, in id order (for export and stats)."""
+        query = (sa.select(judgements, tasks.c.prompt, tasks.c.candidates, tasks.c.source, tasks.c.meta,
+                           annotators.c.name.label("annotator"))
+                 .join(tasks, tasks.c.id == judgements.c.task_id)
+                 .join(annotators, annotators.c.id == judgements.c.annotator_id)
+                 .order_by(judgements.c.id))
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                out = dict(row)
+                for key in ("prompt", "candidates", "shown_order", "ranking", "likert", "meta"):
+                    if out.get(key) is not None:
+                        out[key] = json.loads(out[key])
+                yield out
+
+    def iter_tasks(self) -> Iterator[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(tasks).order_by(tasks.c.id)).mappings():
+                out = dict(row)
+                for key in ("prompt", "candidates", "meta"):
+                    out[key] = json.loads(out[key])
+                yield out
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar())
+                    for name, table in (("tasks", tasks), ("annotators", annotators),
+                                        ("assignments", assignments), ("judgements", judgements))}
