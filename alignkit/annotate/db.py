@@ -94,7 +94,8 @@ schema_version = sa.Table("alignkit_schema", metadata, sa.Column("version", sa.I
 
 
 def _index_judgements_by_annotator(conn: Connection) -> None:
-    sa.Index("ix_judgements_annotator", judgements.c.annotator_id, judgements.c.id).create(conn, checkfirst=True)
+    # plain DDL: an sa.Index on the table object would join the metadata and so version 1's tables
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_judgements_annotator ON judgements (annotator_id, id)"))
 
 
 #: upgrades: version N is reached from N-1 by running MIGRATIONS[N]; version 1 is the tables above
