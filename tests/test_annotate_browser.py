@@ -9,8 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from alignkit.annotate.app import create_app
 from alignkit.annotate.db import Store, TaskIn
 from alignkit.commands.annotate import main as annotate_main

@@ -90,6 +90,7 @@ class AnnotateApp:
         self.store, self.overlap, self.auth_token = store, overlap, auth_token
         self.secure = secure_cookies
         self.secret = store.secret().encode()
+        self.known: dict[str, tuple[int, str]] = {}  # token -> (annotator id, name)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
 
     # ------------------------------------------------------------------ helpers
@@ -115,8 +116,16 @@ class AnnotateApp:
 
     async def annotator(self, request: Request) -> tuple[int, str, str] | None:
         token = request.cookies.get(TOKEN_COOKIE, "")
-        found = await run_in_threadpool(self.store.annotator_for, token) if token else None
-        return None if found is None else (found[0], found[1], token)
+        if not token:
+            return None
+        found = self.known.get(token)  # annotators are never deleted, so a found one stays valid
+        if found is None:
+            found = await run_in_threadpool(self.store.annotator_for, token)
+            if found is None:
+                return None
+            if len(self.known) < 10_000:
+                self.known[token] = found
+        return found[0], found[1], token
 
     def set_cookie(self, response: Response, name: str, value: str) -> None:
         response.set_cookie(name, value, httponly=True, samesite="strict", secure=self.secure, max_age=30 * 86400)
@@ -137,8 +146,7 @@ class AnnotateApp:
             return self.message("Sign in", "Open the link with your annotator token "
                                 "(http://HOST:PORT/?token=...), as printed by `alignkit annotate serve`.", 401)
         annotator_id, name, token = who
-        shown = await run_in_threadpool(self.store.next_task, annotator_id, self.overlap)
-        done, remaining = await run_in_threadpool(self.store.progress, annotator_id, self.overlap)
+        shown, done, remaining = await run_in_threadpool(self.store.page_state, annotator_id, self.overlap)
         ctx = {"annotator": name, "done": done, "remaining": remaining, "csrf": self.csrf_for(token)}
         if shown is None:
             return self.page("done.html", **ctx)

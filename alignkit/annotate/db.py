@@ -17,10 +17,12 @@ in flight. The tables:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -215,6 +217,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._lock = threading.Lock() if self.is_sqlite else None
         try:
             if create:
                 ensure_schema(self.engine)
@@ -226,6 +229,17 @@ class Store:
         except sa.exc.OperationalError as e:
             raise StoreError(f"--db {url}: cannot open the database: {e.orig}") from None
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One transaction. On SQLite the writers of this process queue on a lock first: SQLite's own
+        busy handler polls with sleeps of up to 100 ms, which would dominate the tail latency."""
+        if self._lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -233,7 +247,7 @@ class Store:
 
     def secret(self) -> str:
         """The server's CSRF secret, created once and kept in the database (forms survive a restart)."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             value = conn.execute(sa.select(settings.c.value).where(settings.c.key == "csrf_secret")).scalar()
             if value is None:
                 value = secrets.token_hex(32)
@@ -248,7 +262,7 @@ class Store:
         now = _now()
         for start in range(0, len(items), chunk):
             batch = [(t.key(), t) for t in items[start:start + chunk]]
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 keys = [k for k, _ in batch]
                 existing = set(conn.execute(sa.select(tasks.c.task_key).where(tasks.c.task_key.in_(keys))).scalars())
                 rows = []
@@ -271,7 +285,7 @@ class Store:
         """Create an annotator; returns their token (shown once: only its hash is stored)."""
         token = secrets.token_urlsafe(32)
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 conn.execute(annotators.insert().values(name=name, token_hash=token_hash(token), created_at=_now()))
         except sa.exc.IntegrityError:
             raise StoreError(f"annotator '{name}' exists already") from None
@@ -279,13 +293,13 @@ class Store:
 
     def annotator_for(self, token: str) -> tuple[int, str] | None:
         """(id, name) of the annotator holding ``token``, or None."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(sa.select(annotators.c.id, annotators.c.name)
                                .where(annotators.c.token_hash == token_hash(token))).first()
         return None if row is None else (row.id, row.name)
 
     def annotator_names(self) -> dict[int, str]:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return dict(conn.execute(sa.select(annotators.c.id, annotators.c.name)).all())
 
     # ------------------------------------------------------------------ assignment
@@ -298,12 +312,18 @@ class Store:
         A claim bumps ``tasks.assigned`` only while it is below ``overlap`` (an atomic conditional
         update) and inserts the (task, annotator) assignment under a unique constraint, so concurrent
         requests neither over-assign a task nor hand it twice to one annotator; a lost race retries."""
+        return self.page_state(annotator_id, overlap, rng, tries, with_progress=False)[0]
+
+    def page_state(self, annotator_id: int, overlap: int = 1, rng: random.Random | None = None, tries: int = 20,
+                   with_progress: bool = True) -> tuple[Shown | None, int, int]:
+        """(:meth:`next_task`, judged, remaining) in one transaction: what one page shows."""
         rng = rng or random.SystemRandom()
         for _ in range(tries):
             try:
-                with self.engine.begin() as conn:
+                with self._tx() as conn:
                     shown = self._open_assignment(conn, annotator_id) or self._claim(conn, annotator_id, overlap, rng)
-                return shown
+                    done, remaining = self._progress(conn, annotator_id, overlap) if with_progress else (0, 0)
+                return shown, done, remaining
             except sa.exc.IntegrityError:  # the same annotator claimed the same task in a parallel request
                 continue
         raise StoreError("could not claim a task (too many concurrent claims); try again")
@@ -322,7 +342,7 @@ class Store:
 
     def held(self, annotator_id: int, task_id: int) -> tuple[Shown, bool] | None:
         """The task as ``annotator_id`` was shown it and whether they judged it (None: never theirs)."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(
                 sa.select(assignments.c.shown_order, assignments.c.assigned_at, assignments.c.done,
                           tasks.c.prompt, tasks.c.candidates)
@@ -360,17 +380,20 @@ class Store:
 
     def progress(self, annotator_id: int, overlap: int = 1) -> tuple[int, int]:
         """(judged by this annotator, still to do for them: held now + claimable)."""
-        with self.engine.begin() as conn:
-            done = conn.execute(sa.select(sa.func.count()).select_from(judgements)
-                                .where(judgements.c.annotator_id == annotator_id)).scalar()
-            open_now = conn.execute(sa.select(sa.func.count()).select_from(assignments)
-                                    .where(assignments.c.annotator_id == annotator_id,
-                                           assignments.c.done.is_(False))).scalar()
-            claimable = conn.execute(sa.select(sa.func.count()).select_from(tasks)
-                                     .where(tasks.c.assigned < overlap)).scalar()
-            held_claimable = conn.execute(
-                sa.select(sa.func.count()).select_from(assignments.join(tasks, tasks.c.id == assignments.c.task_id))
-                .where(assignments.c.annotator_id == annotator_id, tasks.c.assigned < overlap)).scalar()
+        with self._tx() as conn:
+            return self._progress(conn, annotator_id, overlap)
+
+    def _progress(self, conn: Connection, annotator_id: int, overlap: int) -> tuple[int, int]:
+        done = conn.execute(sa.select(sa.func.count()).select_from(judgements)
+                            .where(judgements.c.annotator_id == annotator_id)).scalar()
+        open_now = conn.execute(sa.select(sa.func.count()).select_from(assignments)
+                                .where(assignments.c.annotator_id == annotator_id,
+                                       assignments.c.done.is_(False))).scalar()
+        claimable = conn.execute(sa.select(sa.func.count()).select_from(tasks)
+                                 .where(tasks.c.assigned < overlap)).scalar()
+        held_claimable = conn.execute(
+            sa.select(sa.func.count()).select_from(assignments.join(tasks, tasks.c.id == assignments.c.task_id))
+            .where(assignments.c.annotator_id == annotator_id, tasks.c.assigned < overlap)).scalar()
         return int(done), int(open_now + claimable - held_claimable)
 
     # ------------------------------------------------------------------ judgements
@@ -383,7 +406,7 @@ class Store:
         if choice not in CHOICES:
             raise StoreError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 held = conn.execute(sa.select(assignments.c.id, assignments.c.shown_order, assignments.c.assigned_at,
                                               assignments.c.done)
                                     .where(assignments.c.task_id == task_id,
@@ -405,7 +428,7 @@ class Store:
     def undo(self, annotator_id: int) -> int | None:
         """Delete the annotator's latest judgement and hand its task back to them (shown next, same
         order); returns its task id, or None when there is nothing to undo."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(sa.select(judgements.c.id, judgements.c.task_id)
                                .where(judgements.c.annotator_id == annotator_id)
                                .order_by(judgements.c.id.desc()).limit(1)).first()
@@ -426,7 +449,7 @@ class Store:
         self.add_tasks([task])
         now = _now()
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 task_id = conn.execute(sa.select(tasks.c.id).where(tasks.c.task_key == task.key())).scalar_one()
                 who = conn.execute(sa.select(annotators.c.id).where(annotators.c.name == annotator)).scalar()
                 if who is None:
