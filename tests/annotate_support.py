@@ -111,9 +111,10 @@ def _pg_bin() -> str | None:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
+def postgres_server(durable: bool = False) -> Iterator[str]:
     """A throw-away PostgreSQL server on a free loopback port; yields its SQLAlchemy URL. initdb refuses
-    to run as root, so as root the server runs as the unprivileged user ``nobody``."""
+    to run as root, so as root the server runs as the unprivileged user ``nobody``. Tests run it with
+    ``fsync=off`` (faster; nothing to keep); ``durable=True`` keeps PostgreSQL's defaults (load tests)."""
     bindir = _pg_bin()
     if bindir is None:
         require("PostgreSQL", "no initdb in /usr/lib/postgresql/*/bin or on PATH")
@@ -131,7 +132,8 @@ def postgres_server() -> Iterator[str]:
     run = dict(check=True, capture_output=True, env=env, cwd=root, **as_user)
     try:
         subprocess.run([f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
+        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=200"
+        opts += "" if durable else " -c fsync=off"
         subprocess.run([f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-o", opts, "-w", "start"],
                        **run)
     except subprocess.CalledProcessError as e:
