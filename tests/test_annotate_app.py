@@ -264,3 +264,14 @@ def test_export_stats_and_import_commands(tmp_path, capsys):
     assert annotate_main(["import", "--db", f"sqlite:///{tmp_path / 'new.db'}", str(tmp_path / "a.json"),
                           "--format", "argilla"]) == 0
     assert "added 3 tasks and 6 judgements" in capsys.readouterr().err
+
+
+def test_loadtest_counts_every_judgement(tmp_path):
+    """A 2-second, 3-annotator run of the load test: whatever the clients were told was stored is in the
+    database, once (the 60 s / 20-annotator figures in the README come from the same code)."""
+    from alignkit.annotate.loadtest import run_load
+
+    figures = run_load(f"sqlite:///{tmp_path / 'load.db'}", annotators=3, seconds=2, tasks=300)
+    assert figures["acknowledged"] > 0 and figures["errors"] == 0
+    assert figures["stored"] == figures["acknowledged"]
+    assert figures["lost"] == figures["doubled"] == figures["unacknowledged_extra"] == 0
