@@ -275,3 +275,23 @@ def test_loadtest_counts_every_judgement(tmp_path):
     assert figures["acknowledged"] > 0 and figures["errors"] == 0
     assert figures["stored"] == figures["acknowledged"]
     assert figures["lost"] == figures["doubled"] == figures["unacknowledged_extra"] == 0
+
+
+def test_position_bias_and_speed(tmp_path):
+    from alignkit.annotate.stats import compute_stats
+    from alignkit.evaluation.stats import wilson_interval
+
+    s = Store(f"sqlite:///{tmp_path / 'bias.db'}")
+    s.add_tasks([TaskIn(f"p{i}", ["a", "b"]) for i in range(5)])
+    who = s.annotator_for(s.add_annotator("solo"))[0]
+    for position in (0, 0, 0, 1):  # three picks of the left answer, one of the right
+        shown = s.next_task(who)
+        winner = shown.order[position]
+        s.record(who, shown.task_id, "A" if winner == 0 else "B", shown_position=position)
+    s.record(who, s.next_task(who).task_id, "tie")  # not decisive
+    figures = compute_stats(s)
+    bias = figures["position_bias"]
+    assert bias["decisive"] == 4 and bias["left_rate"] == 0.75
+    assert bias["interval95"] == list(wilson_interval(3, 4))
+    assert figures["annotators"]["solo"]["judgements"] == 5
+    assert figures["counts"]["by_choice"]["tie"] == 1
