@@ -91,6 +91,7 @@ def test_csrf_is_required_for_every_write(store):
         fields = form_fields(html)
         assert client.post("/judge", {"task_id": fields["task_id"], "choice": "1"})[0] == 403
         assert client.post("/judge", {**fields, "csrf": "0" * 64, "choice": "1"})[0] == 403
+        assert client.post("/judge", {**fields, "csrf": "é" * 64, "choice": "1"})[0] == 403
         assert client.post("/undo", {})[0] == 403
         other, _ = _signed_in(url, store, "other")  # another annotator's token does not fit this form
         assert other.post("/judge", {**fields, "choice": "1"})[0] == 403
@@ -135,6 +136,7 @@ def test_localhost_default_and_auth_token(store, tmp_path, capsys):
     with running(create_app(store, auth_token="s3cret")) as url:
         token = store.add_annotator("gated")
         assert Client(url).get(f"/?token={token}")[0] == 401
+        assert Client(url).get(f"/?token={token}&auth=%C3%A9")[0] == 401
         client = Client(url)
         status, html = client.get(f"/?token={token}&auth=s3cret")  # the auth token becomes a cookie
         assert status == 200 and "Answer 1" in html

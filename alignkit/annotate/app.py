@@ -112,7 +112,7 @@ class AnnotateApp:
         header = request.headers.get("authorization", "")
         given = [request.query_params.get("auth", ""), request.cookies.get(AUTH_COOKIE, ""),
                  header[7:] if header.lower().startswith("bearer ") else ""]
-        return any(g and hmac.compare_digest(g, self.auth_token) for g in given)
+        return any(g and hmac.compare_digest(g.encode(), self.auth_token.encode()) for g in given)
 
     async def annotator(self, request: Request) -> tuple[int, str, str] | None:
         token = request.cookies.get(TOKEN_COOKIE, "")
@@ -217,7 +217,7 @@ class AnnotateApp:
             return self.message("Sign in", "no annotator token", 401), None
         form = await request.form(max_files=0, max_fields=64)
         given = str(form.get("csrf", ""))
-        if not hmac.compare_digest(given, self.csrf_for(who[2])):
+        if not hmac.compare_digest(given.encode(), self.csrf_for(who[2]).encode()):
             return self.message("Forbidden", "missing or wrong CSRF token; reload the page", 403), None
         return who, form
 
