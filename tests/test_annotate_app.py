@@ -177,8 +177,10 @@ def test_kill_9_loses_no_committed_judgement(tmp_path):
 
     clicker = threading.Thread(target=click)
     clicker.start()
-    while acked[0] < 25:
+    deadline = time.time() + 60
+    while acked[0] < 25 and time.time() < deadline and clicker.is_alive():
         time.sleep(0.02)
+    assert acked[0] >= 25, "the server stopped confirming clicks before the kill"
     proc.send_signal(signal.SIGKILL)  # mid-session, with a click in flight
     proc.wait(10)
     stop.set()
