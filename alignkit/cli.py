@@ -38,6 +38,7 @@ Other commands:
   bench        side-by-side speed/memory against TRL
   compare      should I fine-tune? base, ICL (selectors x k), BPO, Aligner and trained runs on one table
   weak-to-strong  a weak reward model labels pairs, a strong one learns from them; performance gap recovered
+  annotate     preference annotation in the browser: serve, add-tasks, export, stats, import
 
 `alignkit COMMAND --help` describes each. Config keys common to all methods: model, data, eval_data,
 output_dir, max_steps, epochs, batch_size, grad_accum, lr, seed, max_length, save_steps, resume, lora.*
@@ -72,6 +73,7 @@ COMMANDS: dict[str, str | None] = {
     "bench": "alignkit.bench:main",
     "compare": "alignkit.commands.compare:main",
     "weak-to-strong": "alignkit.commands.weak_to_strong:main",
+    "annotate": "alignkit.commands.annotate:main",
 }
 
 

@@ -20,6 +20,7 @@ LAYERS = {
     "engine": 7, "evaluation": 7, "aifeedback": 7,
     "methods": 8, "report": 8,
     "pipelines": 9, "bench": 9,
+    "annotate": 9,
     "commands": 10, "cli": 10,
     "__main__": 11,
 }
