@@ -3,7 +3,8 @@ or a judge. :mod:`alignkit.rewards` (functions, reward models, weighted sets) an
 (LLM judges, backends, prompts, score parsing) are the leaves under it; neither parses a spec.
 
 Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``math:answer`` / ``math:format`` (the
-verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``judge:self``, ``judge:PATH_OR_NAME``,
+verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``prm:PATH?agg=min|prod`` (a process reward
+model of ``alignkit prm``, :mod:`alignkit.reasoning.prm`), ``judge:self``, ``judge:PATH_OR_NAME``,
 ``judge:http(s)://HOST:PORT/v1`` (options on a query string: ``judge:self?samples=5&temperature=0.5``),
 and for ``reward=`` a list ``[a, b]`` with ``reward_weights``.
 
@@ -372,7 +373,33 @@ def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
         return reward_from_spec(spec)
     if spec.startswith("math:"):
         return _math_reward(spec)
+    if spec.startswith("prm:"):
+        return _prm_reward(spec)
     return load_function(spec)
+
+
+def _prm_reward(spec: str) -> ModelReward:
+    """``prm:PATH[?agg=min|prod]``: a process reward model trained with ``alignkit prm``; the reward is the
+    min (default) or product of its step probabilities (:mod:`alignkit.reasoning.prm`)."""
+    from alignkit.reasoning.prm import AGGREGATES, load_process_reward_model
+
+    path, _, query = spec[len("prm:"):].strip().partition("?")
+    options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"agg"})
+    if unknown:
+        raise RewardError(f"reward={spec}: unknown option '{unknown[0]}'; prm: takes ?agg=min|prod")
+    agg = options.get("agg", "min")
+    if agg not in AGGREGATES:
+        raise RewardError(f"reward={spec}: agg must be one of {', '.join(AGGREGATES)}, got {agg!r}")
+    if not path:
+        raise RewardError("reward=prm:PATH needs the path of a process reward model trained with `alignkit prm`")
+    if not Path(path).exists():
+        raise RewardError(f"reward={spec}: no such process reward model directory: {path}")
+    try:
+        scorer = load_process_reward_model(path, agg)
+    except Exception as e:  # noqa: BLE001 - a directory that is not a PRM
+        raise RewardError(f"reward={spec}: cannot load the process reward model: {type(e).__name__}: {e}") from e
+    return ModelReward(path, scorer=scorer, name=f"prm_{agg}")
 
 
 def _math_reward(spec: str) -> FunctionReward:

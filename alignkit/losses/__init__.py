@@ -8,6 +8,7 @@ Contract (README "Preference optimisation")::
 - :mod:`.kto`        KTO
 - :mod:`.policy`     advantages (GRPO, RLOO, REINFORCE++, GAE), GRPO/DAPO/Dr.GRPO loss, PPO losses, KL, masked stats
 - :mod:`.reward`     Bradley-Terry reward-model loss
+- :mod:`.stepwise`   process reward model step loss; SPPO square loss and win probabilities
 """
 
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_rewards
@@ -40,6 +41,7 @@ from alignkit.losses.preference import (
     preference_rewards,
 )
 from alignkit.losses.reward import bradley_terry_loss, reward_centering_term
+from alignkit.losses.stepwise import bt_win_probabilities, sppo_loss, step_bce_loss
 
 __all__ = [
     "adaptive_kl_update",
@@ -49,6 +51,7 @@ __all__ = [
     "PREFERENCE_LOSSES",
     "REFERENCE_FREE",
     "bradley_terry_loss",
+    "bt_win_probabilities",
     "entropy_from_logits",
     "gae",
     "group_advantages",
@@ -71,4 +74,6 @@ __all__ = [
     "reinforce_pp_advantages",
     "reward_centering_term",
     "rloo_advantages",
+    "sppo_loss",
+    "step_bce_loss",
 ]

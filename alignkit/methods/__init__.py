@@ -14,6 +14,10 @@ METHODS: dict[str, str | None] = {
     "grpo": "alignkit.methods.grpo:GRPO",
     "online-dpo": "alignkit.methods.online_dpo:OnlineDPO",
     "self-reward": "alignkit.pipelines.self_reward:SelfReward",
+    "prm": "alignkit.methods.prm:PRM",
+    "step-dpo": "alignkit.methods.step_dpo:StepDPO",
+    "sppo": "alignkit.methods.sppo:SPPO",
+    "mcts-dpo": "alignkit.pipelines.mcts_dpo:MCTSDPO",
 }
 
 
