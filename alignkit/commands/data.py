@@ -12,6 +12,8 @@ Builders:
                      rows for evaluation fine-tuning
 ``math``             generated arithmetic word problems with step-by-step solutions and answers (no
                      model; ``alignkit.reasoning.mathset``), or a GSM8K-style file converted to that layout
+``prm-labels``       math problems -> step-wise labels for ``alignkit prm``; ``step-pairs``: -> Step-DPO rows
+                     (both from Monte-Carlo rollouts to the verifier, ``alignkit.commands.reasoning_data``)
 
 Rows are written as chat messages (``--chat-template auto``, the default: what the model saw when it
 generated them) or as plain strings (``--chat-template never``). Every output loads with
@@ -26,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alignkit.commands import reasoning_data
+
 DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSONL file in a README "Data formats" layout:
 
   backtranslate    texts -> prompt-completion rows (instruction backtranslation + 1-5 self-rating)
@@ -33,6 +37,8 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   rlaif            prompts -> preference rows (candidates from --model judged by --judge)
   eft              ranked answers -> judge-format rows for evaluation fine-tuning
   math             generated multi-step arithmetic word problems (or --from-gsm8k FILE converted)
+  prm-labels       math problems -> step-wise PRM labels from Monte-Carlo rollouts (Math-Shepherd)
+  step-pairs       math problems -> Step-DPO pairs (first wrong step vs a right continuation)
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -153,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     ma.add_argument("--no-instruction", action="store_true",
                     help="leave the format instruction (Step k: ... / Answer: N) out of the prompts")
     ma.add_argument("--output", required=True, help="output file (.jsonl), written atomically")
+    reasoning_data.add_parsers(sub, _common)
     return p
 
 
@@ -322,7 +329,7 @@ def _run_math(args) -> tuple[list[dict], dict]:
 
 
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
-           "eft": _run_eft, "math": _run_math}
+           "eft": _run_eft, "math": _run_math, **reasoning_data.RUNNERS}
 
 
 def main(argv: list[str] | None = None) -> int:
