@@ -22,7 +22,7 @@ from typing import Any
 from alignkit.reasoning.steps import encode_steps, prefix_text, split_steps
 from alignkit.reasoning.verify import is_correct
 
-__all__ = ["StepSampler", "first_wrong_pair", "prefix_values", "shepherd_labels"]
+__all__ = ["StepSampler", "first_wrong_pair", "prefix_values", "rollout_values", "shepherd_labels"]
 
 
 @dataclass
@@ -98,6 +98,20 @@ def prefix_values(sampler: Any, items: Sequence[tuple[Any, Any, list[str]]], rol
         if steps:
             out[i]["values"][-1] = 1.0 if is_correct("\n".join(steps), gold) else 0.0
     return out
+
+
+def rollout_values(sampler: Any, prompt: Any, gold: Any, prefixes: Sequence[Sequence[str]], rollouts: int, seed: int,
+                   finished: Sequence[bool]) -> list[float]:
+    """The value of each step prefix of one problem: for a ``finished`` one (it ends in the answer) 1 or 0
+    from the verifier; otherwise the fraction of ``rollouts`` continuations that reach ``gold``."""
+    todo = [i for i, done in enumerate(finished) if not done]
+    texts = sampler.continue_prefixes([prompt] * len(todo), [list(prefixes[i]) for i in todo], rollouts,
+                                      seed) if todo else []
+    values = [1.0 if is_correct("\n".join(p), gold) else 0.0 for p in prefixes]
+    for i, conts in zip(todo, texts):
+        head = prefix_text(prefixes[i])
+        values[i] = sum(is_correct(head + c, gold) for c in conts) / len(conts)
+    return values
 
 
 def shepherd_labels(values: Sequence[float], rollouts: int, min_correct: int = 1) -> list[bool]:

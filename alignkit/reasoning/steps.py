@@ -15,14 +15,21 @@ letter is its own pre-token).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from alignkit.data.render import encode_text
 
-__all__ = ["STEP_SEPARATOR", "encode_steps", "join_steps", "prefix_text", "split_steps"]
+__all__ = ["STEP_SEPARATOR", "encode_steps", "is_final_step", "join_steps", "prefix_text", "split_steps"]
 
 STEP_SEPARATOR = "\n"
+_FINAL = re.compile(r"^\W*answer\s*[:：]", re.IGNORECASE)
+
+
+def is_final_step(step: str) -> bool:
+    """Whether a step is the final answer line (``Answer: N``, markdown marks allowed)."""
+    return bool(_FINAL.match(step.strip()))
 
 
 def split_steps(text: str) -> list[str]:
