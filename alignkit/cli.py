@@ -21,6 +21,10 @@ Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
   grpo         GRPO / DAPO / Dr. GRPO, RLOO, REINFORCE++
   online-dpo   DPO on pairs sampled from the policy and judged online
   self-reward  self-rewarding loop (the model generates, judges and trains)
+  prm          process reward model on step-wise labels (prompt, completions, labels)
+  step-dpo     Step-DPO: DPO on one reasoning step given the prompt and the steps before it
+  sppo         SPPO: self-play, win probabilities from reward=, square loss
+  mcts-dpo     step-level tree search -> sibling step pairs -> Step-DPO, iterated
 
 Other commands:
   demo         the whole pipeline on the embedded model
