@@ -4,6 +4,7 @@ to the math verifier (:mod:`alignkit.reasoning.labels`), registered in :mod:`ali
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -50,7 +51,8 @@ def _sampler(args: argparse.Namespace):
 
     model, tok = _load_model(args.model, args.trust_remote_code)
     return StepSampler(model, tok, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                       batch_size=args.batch_size, chat_template=args.chat_template)
+                       batch_size=args.batch_size, chat_template=args.chat_template,
+                       log=lambda msg: print(f"alignkit data {args.builder}: {msg}", file=sys.stderr, flush=True))
 
 
 def _check(args: argparse.Namespace) -> None:

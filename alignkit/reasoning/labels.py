@@ -15,7 +15,7 @@ sample) it is 1 or 0: the solution itself is right or wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,8 @@ class StepSampler:
     top_p: float = 1.0
     batch_size: int = 16
     chat_template: str = "auto"
+    #: called with a line of progress (about every tenth of a long call), e.g. ``print`` to stderr
+    log: Callable[[str], None] | None = None
 
     def request(self, prompt: Any) -> Any:
         """The prompt as it is sampled (and written to data files)."""
@@ -62,7 +64,11 @@ class StepSampler:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         per_batch = max(1, self.batch_size // n)
         out: list[list[str]] = []
-        for b, start in enumerate(range(0, len(seqs), per_batch)):
+        batches = range(0, len(seqs), per_batch)
+        every = max(1, len(batches) // 10)
+        for b, start in enumerate(batches):
+            if self.log is not None and len(batches) > 1 and b % every == 0:
+                self.log(f"sampling {n} continuation(s) of {len(seqs)} prefixes: {start}/{len(seqs)} done")
             ro = sample_completions(self.model, seqs[start:start + per_batch], pad_id=pad,
                                     eos_id=list(stop_token_ids(tok, self.model)),
                                     max_new_tokens=max_new_tokens or self.max_new_tokens,

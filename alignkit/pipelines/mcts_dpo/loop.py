@@ -111,6 +111,8 @@ def run_iteration(cfg: MCTSDPOConfig, k: int, out: Path, start: str, start_id: s
                           "pairs": len(found), "tree": root.as_dict()})
             pairs.extend({"id": problem["id"], "prompt": sampler.request(problem["prompt"]), **pair,
                           "answer": problem["answer"]} for pair in found)
+            log(f"iteration {k}: problem {i + 1}/{len(problems)}: {root.size()} nodes, root value {root.q:.2f}, "
+                f"{len(found)} pair(s), {time.time() - t0:.0f}s so far")
         cur.free()
         files.write_jsonl(f_trees, trees)
         files.write_jsonl(f_pairs, pairs)
