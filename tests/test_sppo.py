@@ -71,3 +71,38 @@ def test_sppo_needs_a_reward(tmp_path, capsys):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x"}])
     assert main(["sppo", "model=tiny-random", f"data={data}", f"output_dir={tmp_path / 'r'}"]) != 0
     assert "needs a preference signal" in capsys.readouterr().err
+
+
+def test_win_rates_from_pairwise_verdicts_by_hand():
+    from alignkit.methods.sppo import PairwiseWinRate, group_pairs, win_rates
+
+    assert group_pairs(6, 3) == [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]
+    # group 1: 0 beats 1, ties 2, 2 beats 1 -> 0: 1.5/2, 1: 0, 2: 1.5/2; group 2: 3 beats both, 4 beats 5
+    assert win_rates(["A", "tie", "B", "A", "A", "A"], 3) == [0.75, 0.0, 0.75, 1.0, 0.5, 0.0]
+    with pytest.raises(ValueError):
+        win_rates(["A", "B"], 3)
+
+    class LongerWins:
+        def compare(self, prompts, a, b):
+            return ["A" if len(x) > len(y) else "B" if len(y) > len(x) else "tie" for x, y in zip(a, b)]
+
+    source = PairwiseWinRate(LongerWins(), 2)
+    assert source(["p"] * 4, ["aa", "a", [{"role": "assistant", "content": "x"}], "y"]) == [1.0, 0.0, 0.5, 0.5]
+
+
+def test_sppo_with_a_pairwise_judge(tmp_path, monkeypatch):
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Count to {i}:"} for i in range(2)])
+    judge = tmp_path / "judge_len.py"
+    judge.write_text("def length(prompts, completions, **kw):\n    return [float(len(c)) for c in completions]\n")
+    out = tmp_path / "run"
+    assert main(["sppo", "model=tiny-random", f"data={data}", f"output_dir={out}", "max_steps=1", "batch_size=2",
+                 "num_generations=3", "max_new_tokens=8", "max_length=64", f"judge={judge}:length",
+                 "log_completions_steps=1"]) == 0
+    rows = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    win = torch.tensor([r["reward"] for r in rows])  # the win rates themselves
+    assert set(win.tolist()) <= {0.0, 0.25, 0.5, 0.75, 1.0} and win.view(2, 3).mean(1).tolist() == [0.5, 0.5]
+    assert len(set(win.tolist())) > 1  # the longer answer wins: not all ties
+    assert read_metrics(out)[0]["loss"] == pytest.approx(float(((win - 0.5) ** 2).mean()), rel=1e-4, abs=1e-6)
+    assert main(["sppo", "model=tiny-random", f"data={data}", f"output_dir={tmp_path / 'r'}", "reward=math:answer",
+                 f"judge={judge}:length"]) == 2

@@ -8,6 +8,8 @@ One round (a block of ``num_iterations`` optimizer steps on one rollout, as in G
    ``prm:PATH``, ``rm:PATH``, ``judge:MODEL``, functions) and each answer's probability of beating
    pi_t is estimated against the other K-1 answers under Bradley-Terry:
    P_i = mean_{j != i} sigma(preference_scale * (r_i - r_j))  (:func:`alignkit.losses.bt_win_probabilities`).
+   Or, with ``judge=`` (a pairwise judge spec instead of ``reward=``), P_i is answer i's win rate in the
+   K-1 comparisons against the others (a win 1, a tie 1/2: :func:`win_rates`), as SPPO does with PairRM.
 3. **Square loss** (:func:`alignkit.losses.sppo_loss`), per answer, with summed completion log-probs::
 
        (log pi_theta(y|x) - log pi_t(y|x) - eta * (P(y > pi_t | x) - 1/2))^2
@@ -39,10 +41,11 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
+from alignkit.rewards import RewardSet, completion_text
 from alignkit.engine.method import StepOutput
 from alignkit.losses import bt_win_probabilities, sppo_loss
 from alignkit.methods.grpo import GRPO
-from alignkit.methods.online import CompletionLog, RolloutStore, completion_token_logps
+from alignkit.methods.online import CompletionLog, PromptMethod, RolloutStore, completion_token_logps
 from alignkit.methods.reference import announce
 
 
@@ -54,6 +57,9 @@ class SPPOConfig(TrainConfig):
     reward: str | list[str] | None = Field(None, description="scores the answers: math:answer, prm:PATH, rm:PATH, "
                                            "judge:MODEL, FILE.py:FUNC, or a list")
     reward_weights: list[float] | None = Field(None, description="one weight per reward source (default all 1)")
+    judge: str | None = Field(None, description="instead of reward=: a pairwise judge spec (judge:self, judge:PATH, "
+                              "judge:http://..., ?method=critique|debate; rm:PATH / FILE.py:FUNC compare scores); "
+                              "P = the answer's win rate against the other K-1")
     num_generations: int = Field(4, ge=2, description="answers sampled per prompt (K), played against each other")
     eta: float = Field(1.0, gt=0, description="step size of the multiplicative-weights update: target "
                        "log-ratio eta * (P - 1/2)")
@@ -74,10 +80,56 @@ class SPPOConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _check(self) -> SPPOConfig:
+        if self.reward is not None and self.judge is not None:
+            raise ValueError("give reward= (win probabilities by Bradley-Terry) or judge= (a pairwise judge), not both")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be smaller than max_length "
                              f"({self.max_length}): prompt and completion share max_length")
         return self
+
+
+def win_rates(verdicts: list[str], group_size: int) -> list[float]:
+    """Each answer's win rate from pairwise verdicts, ``result[i]``: (wins + ties / 2) / (K - 1).
+
+    ``verdicts`` are ``"A"`` / ``"B"`` / ``"tie"`` for the pairs of :func:`group_pairs`, in that order."""
+    per_group = group_size * (group_size - 1) // 2
+    if len(verdicts) % per_group:
+        raise ValueError(f"{len(verdicts)} verdicts do not split into groups of {per_group} pairs")
+    n_answers = len(verdicts) // per_group * group_size
+    pairs = group_pairs(n_answers, group_size)
+    wins = [0.0] * n_answers
+    for (i, j), v in zip(pairs, verdicts):
+        if v == "A":
+            wins[i] += 1.0
+        elif v == "B":
+            wins[j] += 1.0
+        else:
+            wins[i] += 0.5
+            wins[j] += 0.5
+    return [w / (group_size - 1) for w in wins]
+
+
+def group_pairs(n_answers: int, group_size: int) -> list[tuple[int, int]]:
+    """Every pair (i, j), i < j, of answers to the same prompt (groups of ``group_size`` consecutive answers)."""
+    return [(g + a, g + b) for g in range(0, n_answers, group_size)
+            for a in range(group_size) for b in range(a + 1, group_size)]
+
+
+class PairwiseWinRate:
+    """A reward source whose score is each answer's win rate against the other answers to its prompt,
+    judged pairwise (each pair once; the LLM judges ask both orders themselves)."""
+
+    name = "win_rate"
+
+    def __init__(self, judge: Any, group_size: int) -> None:
+        self.judge, self.group_size = judge, group_size
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        pairs = group_pairs(len(texts), self.group_size)
+        verdicts = self.judge.compare([prompts[i] for i, _ in pairs], [texts[i] for i, _ in pairs],
+                                      [texts[j] for _, j in pairs])
+        return win_rates(list(verdicts), self.group_size)
 
 
 class SPPO(GRPO):
@@ -85,10 +137,19 @@ class SPPO(GRPO):
     config_cls = SPPOConfig
 
     def __init__(self, config: SPPOConfig, tokenizer: Any) -> None:
-        if config.reward is None:
-            raise ConfigError("sppo needs a preference signal: reward=math:answer (the verifier), reward=prm:PATH, "
-                              "reward=rm:PATH, reward=judge:MODEL or reward=FILE.py:FUNC")
-        super().__init__(config, tokenizer)
+        if config.judge is None:
+            if config.reward is None:
+                raise ConfigError("sppo needs a preference signal: reward=math:answer (the verifier), reward=prm:PATH, "
+                                  "reward=rm:PATH, reward=FILE.py:FUNC, or judge=SPEC (a pairwise judge)")
+            super().__init__(config, tokenizer)
+            return
+        from alignkit.scoring import load_pairwise_judge
+
+        PromptMethod.__init__(self, config, tokenizer)
+        self.rewards = RewardSet([PairwiseWinRate(load_pairwise_judge(config.judge, seed=config.seed),
+                                                  config.num_generations)])
+        self.accelerator = self.backend = self.reference = self.completion_log = self._first_step = None
+        self.store = RolloutStore(config.output_dir, config.num_iterations)
 
     def count_units(self, batch: dict[str, Any]) -> int:
         if "completion_mask" not in batch or batch.get("loss_weight", 1.0) == 0.0:
@@ -112,6 +173,8 @@ class SPPO(GRPO):
     def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         """The centred win probabilities P_i - 1/2 (stored where GRPO keeps its advantages)."""
         cfg = self.config
+        if cfg.judge is not None:  # the rewards are the win rates already
+            return rewards.float() - 0.5
         return bt_win_probabilities(rewards, cfg.num_generations, cfg.preference_scale) - 0.5
 
     def _rollout_metrics(self, parts: list[dict], rewards: torch.Tensor) -> dict[str, tuple[float, float]]:
