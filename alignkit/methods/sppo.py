@@ -41,12 +41,12 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
-from alignkit.rewards import RewardSet, completion_text
 from alignkit.engine.method import StepOutput
 from alignkit.losses import bt_win_probabilities, sppo_loss
 from alignkit.methods.grpo import GRPO
 from alignkit.methods.online import CompletionLog, PromptMethod, RolloutStore, completion_token_logps
 from alignkit.methods.reference import announce
+from alignkit.rewards import RewardSet, completion_text
 
 
 class SPPOConfig(TrainConfig):
