@@ -148,3 +148,12 @@ def test_step_dpo_cli_run_and_bad_rows(tmp_path, capsys, monkeypatch):
     bad = write_jsonl(tmp_path / "bad2.jsonl", rows)
     assert main(["step-dpo", "model=tiny-random", f"data={bad}", f"output_dir={tmp_path / 'r'}"]) == 2
     assert "row 1" in capsys.readouterr().err
+
+
+def test_a_solution_ends_at_its_first_answer_line():
+    from alignkit.reasoning.steps import is_final_step, solution_steps
+
+    text = "Step 1: 2 + 3 = 5.\n**Answer: 5**\nStep 2: junk\nAnswer: 7"
+    assert solution_steps(text) == ["Step 1: 2 + 3 = 5.", "**Answer: 5**"]
+    assert solution_steps("a\nb\nc", max_steps=2) == ["a", "b"]
+    assert is_final_step("answer: 3") and not is_final_step("The answer is 3")

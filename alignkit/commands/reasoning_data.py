@@ -31,7 +31,7 @@ def add_parsers(sub: Any, common: Any) -> None:
                        help="solutions sampled per problem (default %(default)s)")
         p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
         p.add_argument("--max-steps", type=int, default=8, help="keep at most this many steps of a solution "
-                       "(default 8)")
+                       "(default 8; a solution ends at its first 'Answer:' line)")
         if name == "prm-labels":
             p.add_argument("--min-correct", type=int, default=1, help="right continuations a good step needs "
                            "(default 1: any)")
@@ -66,11 +66,16 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _solutions(sampler: Any, problems: list[dict], args: argparse.Namespace) -> list[tuple[dict, list[str], str]]:
-    from alignkit.reasoning.steps import split_steps
+    from alignkit.reasoning.steps import join_steps, solution_steps
 
     texts = sampler.continue_prefixes([p["prompt"] for p in problems], [[] for _ in problems], args.solutions,
                                       args.seed)
-    return [(p, split_steps(t)[:args.max_steps], t) for p, ts in zip(problems, texts) for t in ts]
+    out = []
+    for p, ts in zip(problems, texts):
+        for t in ts:
+            steps = solution_steps(t, args.max_steps)
+            out.append((p, steps, join_steps(steps)))
+    return out
 
 
 def run_prm_labels(args: argparse.Namespace) -> tuple[list[dict], dict]:

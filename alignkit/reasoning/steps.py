@@ -21,7 +21,8 @@ from typing import Any
 
 from alignkit.data.render import encode_text
 
-__all__ = ["STEP_SEPARATOR", "encode_steps", "is_final_step", "join_steps", "prefix_text", "split_steps"]
+__all__ = ["STEP_SEPARATOR", "encode_steps", "is_final_step", "join_steps", "prefix_text", "solution_steps",
+           "split_steps"]
 
 STEP_SEPARATOR = "\n"
 _FINAL = re.compile(r"^\W*answer\s*[:：]", re.IGNORECASE)
@@ -35,6 +36,14 @@ def is_final_step(step: str) -> bool:
 def split_steps(text: str) -> list[str]:
     """The steps of a solution: its non-empty lines, stripped."""
     return [line.strip() for line in str(text).splitlines() if line.strip()]
+
+
+def solution_steps(text: str, max_steps: int | None = None) -> list[str]:
+    """The steps of a sampled solution up to and including its first answer line (what a model writes
+    after its answer is not part of the solution), at most ``max_steps``."""
+    steps = split_steps(text)
+    end = next((i + 1 for i, s in enumerate(steps) if is_final_step(s)), len(steps))
+    return steps[:end][:max_steps] if max_steps else steps[:end]
 
 
 def join_steps(steps: Sequence[str]) -> str:
