@@ -157,3 +157,15 @@ def test_a_solution_ends_at_its_first_answer_line():
     assert solution_steps(text) == ["Step 1: 2 + 3 = 5.", "**Answer: 5**"]
     assert solution_steps("a\nb\nc", max_steps=2) == ["a", "b"]
     assert is_final_step("answer: 3") and not is_final_step("The answer is 3")
+
+
+def test_builder_argument_errors(tmp_path, capsys):
+    math_file = write_jsonl(tmp_path / "math.jsonl", [{"prompt": "Q", "answer": "1"}])
+    assert main(["data", "step-pairs", "--data", str(math_file), "--samples", "0", "--output",
+                 str(tmp_path / "o.jsonl")]) == 2
+    assert "--samples must be at least 1" in capsys.readouterr().err
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "Q"}])
+    assert main(["data", "prm-labels", "--model", "tiny-random", "--data", str(bad), "--output",
+                 str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "row 1" in err and "field 'answer'" in err

@@ -58,9 +58,11 @@ def _sampler(args: argparse.Namespace):
 def _check(args: argparse.Namespace) -> None:
     from alignkit.commands.data import UsageError
 
-    for name in ("rollouts", "solutions", "max_steps"):
+    flags = {"rollouts": "--rollouts", "max_steps": "--max-steps",
+             "solutions": "--solutions" if args.builder == "prm-labels" else "--samples"}
+    for name, flag in flags.items():
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+            raise UsageError(f"{flag} must be at least 1")
     if getattr(args, "min_correct", 1) < 1 or getattr(args, "min_correct", 1) > args.rollouts:
         raise UsageError("--min-correct must be between 1 and --rollouts")
 
