@@ -26,6 +26,10 @@ Training methods (alignkit METHOD [CONFIG.yaml] [key=value ...]):
   safe-ppo     Safe RLHF: PPO with reward and cost critics, the Lagrangian advantage, lambda learned
   bpo          BPO prompt optimizer: SFT from prompt to a better prompt (use: --prompt-optimizer)
   aligner      Aligner answer corrector: SFT from (question, weaker answer) to the better one (use: --aligner)
+  prm          process reward model on step-wise labels (prompt, completions, labels)
+  step-dpo     Step-DPO: DPO on one reasoning step given the prompt and the steps before it
+  sppo         SPPO: self-play, win probabilities from reward=, square loss
+  mcts-dpo     step-level tree search -> sibling step pairs -> Step-DPO, iterated
 
 Other commands:
   demo         the whole pipeline on the embedded model

@@ -3,7 +3,8 @@ or a judge. :mod:`alignkit.rewards` (functions, reward models, weighted sets) an
 (LLM judges, backends, prompts, score parsing) are the leaves under it; neither parses a spec.
 
 Specs: ``FILE.py:FUNC``, ``package.module:FUNC``, ``rm:PATH``, ``math:answer`` / ``math:format`` (the
-verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``costmodel:PATH`` (a cost model trained with
+verifiable math rewards of :mod:`alignkit.reasoning.verify`), ``prm:PATH?agg=min|prod`` (a process reward
+model of ``alignkit prm``, :mod:`alignkit.reasoning.prm`), ``costmodel:PATH`` (a cost model trained with
 ``alignkit cost``; its score is the cost), ``safety:compliance|helpful|refusal`` (the string-pattern safety
 signals of :mod:`alignkit.safety.rewards`), ``judge:self``, ``judge:PATH_OR_NAME``,
 ``judge:http(s)://HOST:PORT/v1`` (options on a query string: ``judge:self?samples=5&temperature=0.5``),
@@ -395,7 +396,33 @@ def load_reward_source(spec: str | Callable[..., Any]) -> RewardSource:
         from alignkit.safety.rewards import SAFETY_REWARDS
 
         return _named_reward(spec, "safety", SAFETY_REWARDS)
+    if spec.startswith("prm:"):
+        return _prm_reward(spec)
     return load_function(spec)
+
+
+def _prm_reward(spec: str) -> ModelReward:
+    """``prm:PATH[?agg=min|prod]``: a process reward model trained with ``alignkit prm``; the reward is the
+    min (default) or product of its step probabilities (:mod:`alignkit.reasoning.prm`)."""
+    from alignkit.reasoning.prm import AGGREGATES, load_process_reward_model
+
+    path, _, query = spec[len("prm:"):].strip().partition("?")
+    options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"agg"})
+    if unknown:
+        raise RewardError(f"reward={spec}: unknown option '{unknown[0]}'; prm: takes ?agg=min|prod")
+    agg = options.get("agg", "min")
+    if agg not in AGGREGATES:
+        raise RewardError(f"reward={spec}: agg must be one of {', '.join(AGGREGATES)}, got {agg!r}")
+    if not path:
+        raise RewardError("reward=prm:PATH needs the path of a process reward model trained with `alignkit prm`")
+    if not Path(path).exists():
+        raise RewardError(f"reward={spec}: no such process reward model directory: {path}")
+    try:
+        scorer = load_process_reward_model(path, agg)
+    except Exception as e:  # noqa: BLE001 - a directory that is not a PRM
+        raise RewardError(f"reward={spec}: cannot load the process reward model: {type(e).__name__}: {e}") from e
+    return ModelReward(path, scorer=scorer, name=f"prm_{agg}")
 
 
 def _cost_model(path: str) -> ModelReward:

@@ -12,6 +12,8 @@ Builders:
                      rows for evaluation fine-tuning
 ``math``             generated arithmetic word problems with step-by-step solutions and answers (no
                      model; ``alignkit.reasoning.mathset``), or a GSM8K-style file converted to that layout
+``prm-labels``       math problems -> step-wise labels for ``alignkit prm``; ``step-pairs``: -> Step-DPO rows
+                     (both from Monte-Carlo rollouts to the verifier, ``alignkit.commands.reasoning_data``)
 
 Rows are written as chat messages (``--chat-template auto``, the default: what the model saw when it
 generated them) or as plain strings (``--chat-template never``). Every output loads with
@@ -26,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alignkit.commands import reasoning_data
+
 DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSONL file in a README "Data formats" layout:
 
   backtranslate    texts -> prompt-completion rows (instruction backtranslation + 1-5 self-rating)
@@ -37,6 +41,8 @@ DESCRIPTION = """Build training data with AI feedback. Each builder writes a JSO
   redteam          an attacker rewrites harmful prompts until a target complies; the successes as safety data
   bpo              preference pairs -> (prompt, optimized_prompt, critique) rows for the BPO prompt optimizer
   distill          prompts -> SFT rows answered by a stronger teacher (local or an OpenAI-compatible endpoint)
+  prm-labels       math problems -> step-wise PRM labels from Monte-Carlo rollouts (Math-Shepherd)
+  step-pairs       math problems -> Step-DPO pairs (first wrong step vs a right continuation)
 
 `alignkit data BUILDER --help` describes each."""
 
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bpo_data.add_parser(sub)
     bpo_data.add_distill_parser(sub)
+    reasoning_data.add_parsers(sub, _common)
     return p
 
 
@@ -371,7 +378,7 @@ def _run_bpo(args) -> tuple[list[dict], dict]:
 
 RUNNERS = {"backtranslate": _run_backtranslate, "critique-revise": _run_critique, "rlaif": _run_rlaif,
            "eft": _run_eft, "math": _run_math, "safety": _run_safety,
-           "redteam": _run_redteam, "bpo": _run_bpo, "distill": _run_bpo}
+           "redteam": _run_redteam, "bpo": _run_bpo, "distill": _run_bpo, **reasoning_data.RUNNERS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ Contract (README "Preference optimisation")::
 - :mod:`.reward`     Bradley-Terry reward-model loss; soft weak labels with Burns et al.'s confidence term
 - :mod:`.distill`    knowledge distillation: forward / reverse KL to a teacher's token distribution
 - :mod:`.safety`     Safe RLHF: cost-model loss, Lagrangian advantage, lambda updates (gradient, PID)
+- :mod:`.stepwise`   process reward model step loss; SPPO square loss and win probabilities
 """
 
 from alignkit.losses.distill import distillation_kl
@@ -51,6 +52,7 @@ from alignkit.losses.safety import (
     lambda_update,
     pid_lambda_update,
 )
+from alignkit.losses.stepwise import bt_win_probabilities, sppo_loss, step_bce_loss
 
 __all__ = [
     "LambdaState",
@@ -67,6 +69,7 @@ __all__ = [
     "PREFERENCE_LOSSES",
     "REFERENCE_FREE",
     "bradley_terry_loss",
+    "bt_win_probabilities",
     "entropy_from_logits",
     "gae",
     "group_advantages",
@@ -90,4 +93,6 @@ __all__ = [
     "reward_centering_term",
     "rloo_advantages",
     "weak_to_strong_loss",
+    "sppo_loss",
+    "step_bce_loss",
 ]

@@ -19,6 +19,10 @@ METHODS: dict[str, str | None] = {
     "safe-ppo": "alignkit.methods.safe_ppo:SafePPO",
     "bpo": "alignkit.methods.rewriters:BPOMethod",
     "aligner": "alignkit.methods.rewriters:AlignerMethod",
+    "prm": "alignkit.methods.prm:PRM",
+    "step-dpo": "alignkit.methods.step_dpo:StepDPO",
+    "sppo": "alignkit.methods.sppo:SPPO",
+    "mcts-dpo": "alignkit.pipelines.mcts_dpo:MCTSDPO",
 }
 
 
