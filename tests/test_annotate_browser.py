@@ -77,3 +77,30 @@ def test_annotator_in_a_real_browser(tmp_path, capsys):
     assert {r["task_id"]: (r["chosen"], r["rejected"]) for r in rows} == expected
     assert len(rows) == 5 and store.counts()["judgements"] == 5
     store.close()
+
+
+def test_ranking_view_by_keyboard(tmp_path):
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    store = Store(f"sqlite:///{tmp_path / 'rank.db'}")
+    store.add_tasks([TaskIn("Rank the answers", ["alpha", "beta", "gamma"])])
+    token = store.add_annotator("ranker")
+    with running(create_app(store)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{url}/?token={token}")
+        page.wait_for_selector("form[data-view=ranking]")
+        shown = [page.inner_text(f"#answer-{i} pre") for i in (1, 2, 3)]
+        for key in ("3", "1", "2"):  # best first
+            page.keyboard.press(key)
+        assert [page.input_value(f"select[name=rank_{pos}]") for pos in range(3)] == ["2", "3", "1"]
+        page.screenshot(path=str(tmp_path / "ranking.png"))
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        assert "Nothing left to judge" in page.inner_text("main")
+        browser.close()
+    (judged,) = store.iter_judgements()
+    names = ["alpha", "beta", "gamma"]
+    assert [names[i] for i in judged["ranking"]] == [shown[2], shown[0], shown[1]]
+    store.close()

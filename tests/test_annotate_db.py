@@ -7,12 +7,21 @@ import itertools
 import json
 import random
 import threading
+import time
 from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 
-from alignkit.annotate.db import SCHEMA_VERSION, Store, TaskIn, current_version, ensure_schema, make_engine
+from alignkit.annotate.db import (
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    TaskIn,
+    current_version,
+    ensure_schema,
+    make_engine,
+)
 from alignkit.annotate.tasks import read_task_file
 from alignkit.data.io import DataError
 from tests.annotate_support import postgres_server
@@ -43,24 +52,51 @@ def _tasks(n: int, k: int = 2) -> list[TaskIn]:
     return [TaskIn(f"prompt {i}", [f"answer {i}.{c}" for c in range(k)], "test") for i in range(n)]
 
 
-def test_schema_created_and_upgraded(db_url):
-    engine = make_engine(db_url)
-    assert ensure_schema(engine, target=1) == 1  # a database as the first version left it
-    with engine.connect() as conn:
-        assert current_version(conn) == 1
-        assert "ix_judgements_annotator" not in {i["name"] for i in sa.inspect(conn).get_indexes("judgements")}
+def _as_version_1(url: str) -> None:
+    """Turn a new database into one as schema version 1 left it (before migrations 2 and 3)."""
+    engine = make_engine(url)
+    assert ensure_schema(engine) == SCHEMA_VERSION == 3
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_judgements_annotator")
+        conn.exec_driver_sql("DROP INDEX ix_assignments_stale")
+        conn.exec_driver_sql("ALTER TABLE assignments DROP COLUMN released")
+        conn.exec_driver_sql("UPDATE alignkit_schema SET version = 1")
     engine.dispose()
+
+
+def test_schema_created_and_upgraded(db_url):
+    _as_version_1(db_url)
     store = Store(db_url)  # opening it upgrades
     with store.engine.connect() as conn:
-        assert current_version(conn) == SCHEMA_VERSION == 2
+        assert current_version(conn) == SCHEMA_VERSION
         inspector = sa.inspect(conn)
         assert {"tasks", "annotators", "assignments", "judgements", "settings", "alignkit_schema"} <= set(
             inspector.get_table_names())
         assert "ix_judgements_annotator" in {i["name"] for i in inspector.get_indexes("judgements")}
         assert "ix_tasks_open" in {i["name"] for i in inspector.get_indexes("tasks")}
+        assert "released" in {c["name"] for c in inspector.get_columns("assignments")}
         if store.is_sqlite:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     assert Store(db_url).secret() == store.secret()  # kept in the database across restarts
+    store.close()
+
+
+def test_stale_assignments_and_skips_free_their_slot(db_url):
+    store = Store(db_url, lease_seconds=600)
+    store.add_tasks(_tasks(2))
+    a, b = (store.annotator_for(store.add_annotator(n))[0] for n in ("idle", "busy"))
+    held = store.next_task(a)
+    assert store.release_stale(now=time.time() + 60) == 0  # within the lease
+    assert store.release_stale(now=time.time() + 601) == 1
+    with pytest.raises(StoreError, match="went back to the pool"):
+        store.record(a, held.task_id, "A")
+    assert store.next_task(b).task_id == held.task_id  # the slot is free again: b gets it
+    assert store.record(b, held.task_id, "skip")  # and skips it: the slot is free once more
+    second = store.next_task(b)
+    assert second.task_id != held.task_id
+    c = store.annotator_for(store.add_annotator("third"))[0]
+    assert store.next_task(c).task_id == held.task_id
+    assert store.next_task(a) is None  # a never sees the released task again; the other is b's
     store.close()
 
 

@@ -25,7 +25,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alignkit.annotate.db import Shown, Store, StoreError
+from alignkit.annotate.db import RELEASED, Shown, Store, StoreError
 from alignkit.annotate.tasks import text_of
 
 HERE = Path(__file__).parent
@@ -167,8 +167,10 @@ class AnnotateApp:
         except ValueError:
             return self.message("Bad request", "task_id must be a number", 400)
         held = await run_in_threadpool(self.store.held, annotator_id, task_id)
-        if held is not None and held[1]:  # judged already (a double click or a resent form): nothing to do
+        if held is not None and held[1] == "judged":  # a double click or a resent form: nothing to do
             return RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
+        if held is not None and held[1] == "released":
+            return self.message("Task handed on", RELEASED, 409)
         try:
             fields = self.parse_choice(form, None if held is None else held[0], task_id)
             await run_in_threadpool(lambda: self.store.record(annotator_id, task_id, **fields))

@@ -39,6 +39,10 @@ __all__ = ["SCHEMA_VERSION", "Shown", "Store", "StoreError", "TaskIn", "current_
            "make_engine", "token_hash"]
 
 
+RELEASED = ("this task went back to the pool after you held it past the lease without judging it; "
+            "reload for your next task")
+
+
 def _now() -> float:
     return time.time()
 
@@ -77,12 +81,14 @@ class Shown:
 class Store:
     """Every read and write the app and the commands make; each method is one transaction."""
 
-    def __init__(self, url: str, create: bool = True) -> None:
+    def __init__(self, url: str, create: bool = True, lease_seconds: float | None = 1800.0) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._lock = threading.Lock() if self.is_sqlite else None
         self._claimable_cache: dict[int, tuple[float, int]] = {}
+        self.lease_seconds = lease_seconds  # a task held this long without a judgement goes back to the pool
+        self._last_release = 0.0
         try:
             if create:
                 ensure_schema(self.engine)
@@ -184,6 +190,8 @@ class Store:
                    with_progress: bool = True) -> tuple[Shown | None, int, int]:
         """(:meth:`next_task`, judged, remaining) in one transaction: what one page shows."""
         rng = rng or random.SystemRandom()
+        if self.lease_seconds and time.monotonic() - self._last_release > min(30.0, self.lease_seconds / 2):
+            self.release_stale()
         for _ in range(tries):
             try:
                 with self._tx() as conn:
@@ -206,19 +214,38 @@ class Store:
         return Shown(row.task_id, json.loads(row.prompt), json.loads(row.candidates), json.loads(row.shown_order),
                      row.assigned_at)
 
-    def held(self, annotator_id: int, task_id: int) -> tuple[Shown, bool] | None:
-        """The task as ``annotator_id`` was shown it and whether they judged it (None: never theirs)."""
+    def release_stale(self, now: float | None = None) -> int:
+        """Give back the slots of tasks held longer than the lease without a judgement (the holder
+        never sees them again; their late form is refused with a message). Returns how many."""
+        self._last_release = time.monotonic()
+        if not self.lease_seconds:
+            return 0
+        cutoff = (now if now is not None else _now()) - self.lease_seconds
+        with self._tx() as conn:
+            stale = conn.execute(sa.select(assignments.c.id, assignments.c.task_id)
+                                 .where(assignments.c.done.is_(False), assignments.c.assigned_at < cutoff)
+                                 .limit(1000)).all()
+            for row in stale:
+                conn.execute(assignments.update().where(assignments.c.id == row.id).values(done=True, released=True))
+                conn.execute(tasks.update().where(tasks.c.id == row.task_id).values(assigned=tasks.c.assigned - 1))
+        if stale:
+            self._claimable_cache.clear()
+        return len(stale)
+
+    def held(self, annotator_id: int, task_id: int) -> tuple[Shown, str] | None:
+        """The task as ``annotator_id`` was shown it and its state, ``open``, ``judged`` or ``released``
+        (None: never theirs)."""
         with self._tx() as conn:
             row = conn.execute(
                 sa.select(assignments.c.shown_order, assignments.c.assigned_at, assignments.c.done,
-                          tasks.c.prompt, tasks.c.candidates)
+                          assignments.c.released, tasks.c.prompt, tasks.c.candidates)
                 .join(tasks, tasks.c.id == assignments.c.task_id)
                 .where(assignments.c.annotator_id == annotator_id, assignments.c.task_id == task_id)).first()
         if row is None:
             return None
         shown = Shown(task_id, json.loads(row.prompt), json.loads(row.candidates), json.loads(row.shown_order),
                       row.assigned_at)
-        return shown, bool(row.done)
+        return shown, "released" if row.released else "judged" if row.done else "open"
 
     def _claim(self, conn: Connection, annotator_id: int, overlap: int, rng: random.Random) -> Shown | None:
         mine = sa.select(assignments.c.id).where(assignments.c.task_id == tasks.c.id,
@@ -288,11 +315,13 @@ class Store:
         try:
             with self._tx() as conn:
                 held = conn.execute(sa.select(assignments.c.id, assignments.c.shown_order, assignments.c.assigned_at,
-                                              assignments.c.done)
+                                              assignments.c.done, assignments.c.released)
                                     .where(assignments.c.task_id == task_id,
                                            assignments.c.annotator_id == annotator_id)).first()
                 if held is None:
                     raise StoreError(f"task {task_id} is not assigned to this annotator")
+                if held.released:
+                    raise StoreError(RELEASED)
                 if held.done:
                     return False
                 conn.execute(judgements.insert().values(
@@ -301,6 +330,9 @@ class Store:
                     shown_position=shown_position, likert=None if likert is None else json.dumps(likert),
                     reason=reason, shown_at=held.assigned_at, created_at=_now()))
                 conn.execute(assignments.update().where(assignments.c.id == held.id).values(done=True))
+                if choice == "skip":  # the slot goes to another annotator (this one never sees it again)
+                    conn.execute(tasks.update().where(tasks.c.id == task_id).values(assigned=tasks.c.assigned - 1))
+                    self._claimable_cache.clear()
         except sa.exc.IntegrityError:
             return False
         return True
@@ -309,7 +341,7 @@ class Store:
         """Delete the annotator's latest judgement and hand its task back to them (shown next, same
         order); returns its task id, or None when there is nothing to undo."""
         with self._tx() as conn:
-            row = conn.execute(sa.select(judgements.c.id, judgements.c.task_id)
+            row = conn.execute(sa.select(judgements.c.id, judgements.c.task_id, judgements.c.choice)
                                .where(judgements.c.annotator_id == annotator_id)
                                .order_by(judgements.c.id.desc()).limit(1)).first()
             if row is None:
@@ -318,7 +350,10 @@ class Store:
             # a fresh assigned_at puts it first among the tasks held (the newest is shown first)
             conn.execute(assignments.update()
                          .where(assignments.c.task_id == row.task_id, assignments.c.annotator_id == annotator_id)
-                         .values(done=False, assigned_at=_now()))
+                         .values(done=False, released=False, assigned_at=_now()))
+            if row.choice == "skip":  # it takes its slot back (possibly one above the overlap)
+                conn.execute(tasks.update().where(tasks.c.id == row.task_id).values(assigned=tasks.c.assigned + 1))
+                self._claimable_cache.clear()
         return int(row.task_id)
 
     def import_judgement(self, task: TaskIn, annotator: str, choice: str, ranking: list[int] | None = None,

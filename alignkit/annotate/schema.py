@@ -59,9 +59,12 @@ assignments = sa.Table(
     sa.Column("shown_order", sa.Text, nullable=False),  # JSON list: candidate index at each display position
     sa.Column("assigned_at", sa.Double, nullable=False),
     sa.Column("done", sa.Boolean, nullable=False, default=False),
+    # held past the lease without a judgement: done, and the slot went back to the pool
+    sa.Column("released", sa.Boolean, nullable=False, default=False),
     sa.UniqueConstraint("task_id", "annotator_id", name="uq_assignment"),
 )
 sa.Index("ix_assignments_open", assignments.c.annotator_id, assignments.c.done, assignments.c.id)
+sa.Index("ix_assignments_stale", assignments.c.done, assignments.c.assigned_at)
 
 judgements = sa.Table(
     "judgements", metadata,
@@ -78,6 +81,7 @@ judgements = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.UniqueConstraint("task_id", "annotator_id", name="uq_judgement"),
 )
+sa.Index("ix_judgements_annotator", judgements.c.annotator_id, judgements.c.id)
 
 settings = sa.Table(
     "settings", metadata,
@@ -89,12 +93,18 @@ schema_version = sa.Table("alignkit_schema", metadata, sa.Column("version", sa.I
 
 
 def _index_judgements_by_annotator(conn: Connection) -> None:
-    # plain DDL: an sa.Index on the table object would join the metadata and so version 1's tables
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_judgements_annotator ON judgements (annotator_id, id)"))
 
 
-#: upgrades: version N is reached from N-1 by running MIGRATIONS[N]; version 1 is the tables above
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _index_judgements_by_annotator}
+def _assignment_leases(conn: Connection) -> None:
+    if "released" not in {c["name"] for c in sa.inspect(conn).get_columns("assignments")}:
+        conn.execute(sa.text("ALTER TABLE assignments ADD COLUMN released BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_assignments_stale ON assignments (done, assigned_at)"))
+
+
+#: the tables above are the newest schema (a new database gets them whole); an older database is
+#: brought from version N-1 to N by MIGRATIONS[N], in order, in one transaction
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _index_judgements_by_annotator, 3: _assignment_leases}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 
@@ -150,8 +160,8 @@ def current_version(conn: Connection) -> int:
     return int(conn.execute(sa.select(schema_version.c.version)).scalar() or 0)
 
 
-def ensure_schema(engine: Engine, target: int = SCHEMA_VERSION) -> int:
-    """Create the tables or upgrade them to ``target``; returns the version reached."""
+def ensure_schema(engine: Engine) -> int:
+    """Create the tables, or upgrade them to :data:`SCHEMA_VERSION`; returns the version reached."""
     with engine.begin() as conn:
         version = current_version(conn)
         if version > SCHEMA_VERSION:
@@ -159,9 +169,9 @@ def ensure_schema(engine: Engine, target: int = SCHEMA_VERSION) -> int:
                              f"({SCHEMA_VERSION}); upgrade alignkit")
         if version == 0:
             metadata.create_all(conn)
-            conn.execute(schema_version.insert().values(version=1))
-            version = 1
-        while version < target:
+            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            return SCHEMA_VERSION
+        while version < SCHEMA_VERSION:
             version += 1
             MIGRATIONS[version](conn)
             conn.execute(schema_version.update().values(version=version))

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlap", type=int, default=1, help="annotators per task (default 1)")
     s.add_argument("--annotators", default="", help="comma-separated names to create (each gets a printed link)")
     s.add_argument("--auth-token", default=None, help="a token every request must carry; required off loopback")
+    s.add_argument("--lease-minutes", type=float, default=30.0,
+                   help="a task held this long without a judgement goes to someone else (default 30; 0 = never)")
     a = sub.add_parser("add-tasks", help="append tasks (prompt + 2..N candidates) from data files")
     _db(a)
     a.add_argument("files", nargs="+")
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return loadtest(args)
     try:
-        store = Store(args.db, create=args.cmd not in ("export", "stats"))
+        store = Store(args.db, create=args.cmd not in ("export", "stats"),
+                      lease_seconds=60.0 * getattr(args, "lease_minutes", 30.0))
         try:
             if args.cmd == "serve":
                 return _serve(args, store)
