@@ -229,6 +229,10 @@ def test_costmodel_spec_refuses_other_models(tmp_path):
 
 
 def test_dpo_on_safety_pairs_and_a_bad_row(safety_files, tmp_path, capsys):
+    # the shipped prompts are requests to an assistant: written as user turns, so training renders them with
+    # the chat template exactly as eval --safety asks them
+    row = load_examples(safety_files / "pairs.jsonl", ("preference",), safety_pairs="safe_first").rows[0]
+    assert row["prompt"][0]["role"] == "user" and isinstance(row["chosen"], str)
     assert main(["dpo", "model=tiny-random", f"data={safety_files / 'pairs.jsonl'}", "safety_pairs=harmless",
                  "max_steps=1", "batch_size=2", f"output_dir={tmp_path / 'd'}"]) == 0
     bad = write_jsonl(tmp_path / "bad.jsonl", [_pair(True, False, 1, 0), _pair(True, False, 1, 7)])

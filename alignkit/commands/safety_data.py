@@ -25,6 +25,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     help="row layout (default pairs)")
     sa.add_argument("--split", default="train", help="train (default), test, or all")
     sa.add_argument("--seed", type=int, default=0, help="seed of the response order in pairs (default 0)")
+    sa.add_argument("--chat-template", choices=["auto", "never"], default="auto",
+                    help="auto (default): prompts written as a user turn (so every method renders them with the "
+                    "chat template, as eval --safety asks them); never: plain strings")
     sa.add_argument("--output", required=True, help="output file (.jsonl), written atomically")
     return sa
 
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         out = preference_rows(rows, seed=args.seed)
     else:
         out = label_rows(rows)
+    if args.chat_template != "never":
+        from alignkit.data.render import as_user_turn
+
+        out = [{**r, "prompt": as_user_turn(r["prompt"])} for r in out]
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")}
     return out, {"split": args.split, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
 
