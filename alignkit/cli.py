@@ -37,11 +37,11 @@ Other commands:
   chat         chat with a model in the terminal
   generate     write completions for a prompt file as JSONL
   score        score a data file with a reward model (alignkit rm)
-  data         build data with AI feedback: backtranslate, critique-revise, rlaif, eft
+  data         build data: backtranslate, critique-revise, rlaif, eft, math, safety, redteam, bpo, distill, prm-labels, step-pairs
   report       plot a run (report.html) or compare several runs side by side
   bench        side-by-side speed/memory against TRL
   compare      should I fine-tune? base, ICL (selectors x k), BPO, Aligner and trained runs on one table
-  weak-to-strong  a weak reward model labels pairs, a strong one learns from them; performance gap recovered
+  weak-to-strong  weak reward model labels pairs, strong one learns from them; gap recovered
   annotate     preference annotation in the browser: serve, add-tasks, export, stats, import
 
 `alignkit COMMAND --help` describes each. Config keys common to all methods: model, data, eval_data,
