@@ -153,8 +153,8 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
 
 #: HF/TRL names that look like an alignkit key but are not one
 _NOT_ALIASES = {
-    "dataset_name": "alignkit trains on local files, not hub datasets: set data=FILE (.jsonl, .json, .csv, "
-                    ".parquet or a save_to_disk directory)",
+    "dataset_name": "set data=hf:org/name[:split] for a Hugging Face Hub dataset, or data=FILE (.jsonl, .json, "
+                    ".csv, .parquet or a save_to_disk directory)",
 }
 
 

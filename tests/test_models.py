@@ -115,13 +115,18 @@ def test_resolve_model_names(tmp_path):
     assert resolve_model(run / "final") == run / "final"
 
 
-@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2", "no/such/dir", ""])
-def test_resolve_model_unknown_names_never_download(name):
+@pytest.mark.parametrize("name", ["gpt2", "no/such/dir", ""])
+def test_resolve_model_unknown_names(name):
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model(name)
     msg = str(e.value)
-    assert "never downloads" in msg
-    assert "smollm2-135m" in msg and "tiny-random" in msg and ".gguf" in msg
+    assert "smollm2-135m" in msg and "tiny-random" in msg and ".gguf" in msg and "org/name" in msg
+
+
+def test_hub_name_offline_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache; conftest sets HF_HUB_OFFLINE=1
+    with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache.*HF_HUB_OFFLINE"):
+        resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 def test_resolve_model_bad_paths(tmp_path):
