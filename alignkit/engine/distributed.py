@@ -49,7 +49,7 @@ def make_accelerator(**kwargs: Any) -> Accelerator:
 
 def is_fsdp(acc: Any) -> bool:
     """True when the run's model is sharded with FSDP (on GPUs by accelerate, on CPU by alignkit)."""
-    return acc.distributed_type == DistributedType.FSDP or getattr(acc, "alignkit_cpu_fsdp", False)
+    return getattr(acc, "distributed_type", None) == DistributedType.FSDP or getattr(acc, "alignkit_cpu_fsdp", False)
 
 
 def check_fsdp_config(acc: Accelerator, config: TrainConfig) -> None:
