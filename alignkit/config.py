@@ -56,10 +56,18 @@ class LoraSettings(StrictModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | str = "all-linear"
     merge_on_save: bool = False
+    quantize: Literal["4bit", "8bit"] | None = Field(None, description="QLoRA: load the frozen base in 4-bit (NF4) "
+                                                      "or 8-bit with bitsandbytes (needs CUDA); needs r > 0")
 
     @property
     def enabled(self) -> bool:
         return self.r > 0
+
+    @model_validator(mode="after")
+    def _check_quantize(self) -> LoraSettings:
+        if self.quantize is not None and self.r <= 0:
+            raise ValueError("lora.quantize (QLoRA) trains LoRA adapters on a quantized base: set lora.r > 0 too")
+        return self
 
 
 class TrainConfig(StrictModel):

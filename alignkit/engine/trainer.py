@@ -100,7 +100,7 @@ class Trainer:
 
         self.config = config
         self.out = Path(config.output_dir)
-        missing = trackers.missing_tracker_package(config.report_to)
+        missing = trackers.missing_tracker_package(config.report_to) or models.quantize_unavailable(config.lora.quantize)
         if missing:  # before anything is loaded
             raise ConfigError(missing)
         self.accelerator = make_accelerator(

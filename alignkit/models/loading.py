@@ -383,6 +383,43 @@ def load_model(
     return model
 
 
+def quantize_unavailable(quantize: str | None) -> str | None:
+    """Why ``lora.quantize`` cannot run here (one line), or None when it can: bitsandbytes' 4/8-bit
+    layers need the ``bitsandbytes`` package and a CUDA device."""
+    if quantize is None:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return (f"lora.quantize={quantize} (QLoRA) needs bitsandbytes: pip install 'alignkit[qlora]' (on a machine "
+                "with a CUDA GPU)")
+    if not torch.cuda.is_available():
+        return (f"lora.quantize={quantize} (QLoRA) needs a CUDA GPU: bitsandbytes' {quantize} layers do not run "
+                "on this machine's CPU; drop lora.quantize to train LoRA on the unquantized model")
+    return None
+
+
+def load_quantized(name: str | os.PathLike, quantize: str, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The base model in 4-bit NF4 (bf16 compute, double quantisation) or 8-bit, ready for k-bit LoRA
+    training (``peft.prepare_model_for_kbit_training``). CUDA only (:func:`quantize_unavailable`)."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    why = quantize_unavailable(quantize)
+    if why:
+        raise ModelLoadError(why)
+    path = resolve_model(name)
+    if path == TINY_NAME or is_adapter_dir(path):
+        raise ModelLoadError(f"lora.quantize needs a full model directory or hub name, not '{name}'")
+    bnb = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+           if quantize == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code, quantization_config=bnb,
+                                                 dtype=torch.bfloat16, device_map={"": torch.cuda.current_device()})
+    return prepare_model_for_kbit_training(model)
+
+
 def apply_lora(model: PreTrainedModel, lora: LoraSettings):
     """Wrap ``model`` in a peft ``PeftModel`` with a LoRA adapter; only adapter weights stay trainable.
 
