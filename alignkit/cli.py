@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import typing
 
@@ -169,8 +168,8 @@ def write_run_report(output_dir) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # models and data are local only: make any accidental hub lookup fail fast instead of downloading
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # no forced offline mode: hub names (org/name) use the local cache first and download only when the
+    # user allows the network (HF_HUB_OFFLINE unset or 0), as every Hugging Face tool does (alignkit.hub)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

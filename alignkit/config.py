@@ -21,6 +21,29 @@ class ConfigError(ValueError):
     """A user-caused configuration problem; the CLI prints it and exits non-zero."""
 
 
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")
+
+
+def parse_report_to(value: Any) -> list[str]:
+    """``"none"``, ``"wandb"``, ``"wandb,mlflow"`` or ``["wandb", "mlflow"]`` -> a list of tracker names.
+
+    Raises ``ValueError`` naming the valid names for anything else.
+    """
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name in ("", "none"):
+            continue
+        if name not in TRACKERS:
+            raise ValueError(f"unknown tracker '{item}': use none or any of {', '.join(TRACKERS)} (a list for several)")
+        if name not in names:
+            names.append(name)
+    return names
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -33,10 +56,18 @@ class LoraSettings(StrictModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | str = "all-linear"
     merge_on_save: bool = False
+    quantize: Literal["4bit", "8bit"] | None = Field(None, description="QLoRA: load the frozen base in 4-bit (NF4) "
+                                                      "or 8-bit with bitsandbytes (needs CUDA); needs r > 0")
 
     @property
     def enabled(self) -> bool:
         return self.r > 0
+
+    @model_validator(mode="after")
+    def _check_quantize(self) -> LoraSettings:
+        if self.quantize is not None and self.r <= 0:
+            raise ValueError("lora.quantize (QLoRA) trains LoRA adapters on a quantized base: set lora.r > 0 too")
+        return self
 
 
 class TrainConfig(StrictModel):
@@ -78,6 +109,15 @@ class TrainConfig(StrictModel):
 
     # Safety.
     trust_remote_code: bool = False
+
+    # Experiment trackers (TRL's key): metrics.jsonl always, plus these (alignkit/engine/trackers.py).
+    report_to: list[str] = Field(default_factory=list, description="none, or any of tensorboard, wandb, trackio, "
+                                 "mlflow (a list for several)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> list[str]:
+        return parse_report_to(v)
 
     @field_validator("resume", mode="before")
     @classmethod
@@ -153,8 +193,8 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
 
 #: HF/TRL names that look like an alignkit key but are not one
 _NOT_ALIASES = {
-    "dataset_name": "alignkit trains on local files, not hub datasets: set data=FILE (.jsonl, .json, .csv, "
-                    ".parquet or a save_to_disk directory)",
+    "dataset_name": "set data=hf:org/name[:split] for a Hugging Face Hub dataset, or data=FILE (.jsonl, .json, "
+                    ".csv, .parquet or a save_to_disk directory)",
 }
 
 

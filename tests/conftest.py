@@ -3,6 +3,9 @@ import os
 # Tests run tiny models: one thread per process is fastest (and on a busy 2-core machine, several
 # threads per process oversubscribe the cores badly). Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the tests never touch the network: a hub name resolves from a cache a test builds, or fails offline
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

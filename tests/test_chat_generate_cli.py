@@ -64,7 +64,7 @@ def test_chat_help_and_errors(monkeypatch, capsys):
     assert chat.main(["--help"]) == 0
     assert "--max-new-tokens" in capsys.readouterr().out
     rc, _, err = run_chat(monkeypatch, capsys, ["--model", "org/some-hub-model"], "hi\n")
-    assert rc == 2 and "never downloads" in err
+    assert rc == 2 and "HF_HUB_OFFLINE" in err
     assert chat.main(["--temperature", "abc"]) == 2
 
 
@@ -143,7 +143,7 @@ def test_generate_errors(tmp_path, capsys):
     prompts.write_text("hi\n")
     rc = generate.main(["--model", str(tmp_path / "no-model"), "--prompts", str(prompts)])
     err = capsys.readouterr().err
-    assert rc == 2 and "never downloads" in err and "Traceback" not in err
+    assert rc == 2 and "no such model name" in err and "Traceback" not in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"question": "no prompt"}) + "\n")
     rc = generate.main(["--model", "tiny-random", "--prompts", str(bad)])

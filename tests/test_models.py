@@ -115,13 +115,18 @@ def test_resolve_model_names(tmp_path):
     assert resolve_model(run / "final") == run / "final"
 
 
-@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2", "no/such/dir", ""])
-def test_resolve_model_unknown_names_never_download(name):
+@pytest.mark.parametrize("name", ["gpt2", "no/such/dir", ""])
+def test_resolve_model_unknown_names(name):
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model(name)
     msg = str(e.value)
-    assert "never downloads" in msg
-    assert "smollm2-135m" in msg and "tiny-random" in msg and ".gguf" in msg
+    assert "smollm2-135m" in msg and "tiny-random" in msg and ".gguf" in msg and "org/name" in msg
+
+
+def test_hub_name_offline_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache; conftest sets HF_HUB_OFFLINE=1
+    with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache.*HF_HUB_OFFLINE"):
+        resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 def test_resolve_model_bad_paths(tmp_path):
@@ -310,3 +315,29 @@ def test_smollm2_from_gguf_file_path(tmp_path, monkeypatch):
     assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
     assert load_s < 15
     assert os.path.isfile(first / "tokenizer.json")
+
+
+def test_qlora_is_a_clear_error_before_training_where_bitsandbytes_cannot_run(tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    from alignkit.cli import main
+    from alignkit.config import ConfigError, SFTConfig, load_config
+    from alignkit.models import quantize_unavailable
+
+    with pytest.raises(ConfigError, match="lora.r > 0"):
+        load_config(SFTConfig, None, ["lora.quantize=4bit"])
+    with pytest.raises(ConfigError, match="lora.quantize"):
+        load_config(SFTConfig, None, ["lora.r=8", "lora.quantize=2bit"])
+    assert quantize_unavailable(None) is None
+    if importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available():
+        pytest.skip("bitsandbytes and CUDA are here: QLoRA can run (the GPU check covers it)")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "hello"}\n' * 4)
+    rc = main(["sft", "model=tiny-random", f"data={data}", f"output_dir={tmp_path / 'run'}", "lora.r=8",
+               "lora.quantize=4bit", "max_steps=1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "Traceback" not in err
+    assert "lora.quantize=4bit (QLoRA) needs" in err and ("bitsandbytes" in err or "CUDA" in err)
+    assert not (tmp_path / "run").exists()

@@ -14,17 +14,22 @@ Supported inputs (README "Data formats"):
 * ``.parquet`` -- read with pyarrow (row = 1-based row index).
 * a directory written by ``datasets.Dataset.save_to_disk`` (or a ``DatasetDict``: its ``train``
   split, or its only split), read with ``datasets.load_from_disk``.
+* ``hf:org/name[:split]`` -- a Hugging Face Hub dataset (split ``train`` by default), read with
+  ``datasets`` from its snapshot in the local Hugging Face cache, downloaded only when ``HF_HUB_OFFLINE``
+  allows it (:mod:`alignkit.hub`). The row number is the 1-based index in the split.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-SUPPORTED = ".jsonl, .json, .csv, .parquet, or a directory written by datasets' save_to_disk"
+SUPPORTED = ".jsonl, .json, .csv, .parquet, a directory written by datasets' save_to_disk, or hf:org/name[:split]"
+HUB_PREFIX = "hf:"
 
 
 class DataError(ValueError):
@@ -64,6 +69,9 @@ def iter_records(path: str | Path) -> Iterator[Record]:
     """Yield ``(row_number, row_dict)`` for each row, or ``(row_number, DataError)`` for a row that
     cannot be read (invalid JSON line, not an object). File-level problems (missing file, unknown
     type, unreadable file) raise :class:`DataError` straight away."""
+    if isinstance(path, str) and path.startswith(HUB_PREFIX):
+        yield from _iter_hub_dataset(path)
+        return
     p = Path(path)
     if not p.exists():
         raise DataError("data file not found", path=path)
@@ -212,4 +220,30 @@ def _iter_saved_dataset(p: Path, path) -> Iterator[Record]:
             ds = next(iter(ds.values()))
         else:
             raise DataError(f"holds several splits ({', '.join(ds)}) and none is named 'train'", path=path)
+    yield from enumerate(ds.to_list(), start=1)
+
+
+def _iter_hub_dataset(spec: str) -> Iterator[Record]:
+    """``hf:org/name[@rev][:split]``: the split's rows from the hub snapshot (cache first)."""
+    from alignkit.hub import HubUnavailable, is_hub_name, snapshot
+
+    name, _, split = spec[len(HUB_PREFIX):].partition(":")
+    split = split or "train"
+    if not is_hub_name(name):
+        raise DataError("expected hf:org/name[:split] (a Hugging Face Hub dataset name)", path=spec)
+    try:
+        snap = snapshot(name, "dataset")
+    except HubUnavailable as e:
+        raise DataError(str(e), path=spec) from None
+    try:
+        from datasets import get_dataset_split_names, load_dataset
+
+        splits = get_dataset_split_names(str(snap))
+        if split not in splits:
+            raise DataError(f"no split '{split}' (the dataset has {', '.join(splits)})", path=spec)
+        ds = load_dataset(str(snap), split=split, cache_dir=os.environ.get("HF_DATASETS_CACHE") or None)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable repositories
+        raise DataError(f"cannot read hub dataset snapshot {snap}: {type(e).__name__}: {e}", path=spec) from None
     yield from enumerate(ds.to_list(), start=1)

@@ -1,4 +1,4 @@
-"""Metric sinks: ``metrics.jsonl`` (always), TensorBoard (when installed), and the progress bar."""
+"""The run's ``metrics.jsonl`` (always written; the trackers of ``report_to=`` are in :mod:`.trackers`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ class MetricsLog:
     def __init__(self, output_dir: str | Path, resume_step: int | None, enabled: bool = True) -> None:
         self.path = Path(output_dir) / "metrics.jsonl"
         self.enabled = enabled
-        self._tb = None
         if not enabled:
             return
         if resume_step is None:
@@ -33,12 +32,6 @@ class MetricsLog:
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
-        try:  # TensorBoard is optional
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
-        except Exception:  # noqa: BLE001 - tensorboard missing or broken: jsonl is enough
-            self._tb = None
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -46,14 +39,9 @@ class MetricsLog:
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        pass
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -86,7 +86,10 @@ class Method:
         from alignkit import models
 
         cfg = self.config
-        model = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        if cfg.lora.quantize:  # QLoRA: a frozen 4/8-bit base under the adapters (CUDA only)
+            model = models.load_quantized(cfg.model, cfg.lora.quantize, trust_remote_code=cfg.trust_remote_code)
+        else:
+            model = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False

@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from alignkit.config import ConfigError, TrainConfig, check_output_dir, dump_config
 from alignkit.data import epoch_batches
+from alignkit.engine import trackers
 from alignkit.engine.checkpoint import (
     find_resume_checkpoint,
     list_checkpoints,
@@ -37,6 +38,7 @@ from alignkit.engine.checkpoint import (
     save_rank_rng,
     verify_checkpoint,
 )
+from alignkit.engine.distributed import check_fsdp_config, is_fsdp, make_accelerator, model_for_saving
 from alignkit.engine.logging import MetricsLog
 from alignkit.engine.method import Method
 from alignkit.engine.schedule import build_scheduler
@@ -97,9 +99,16 @@ class Trainer:
         from alignkit import models  # heavy import, kept out of CLI start-up
 
         self.config = config
-        self.accelerator = Accelerator(mixed_precision=_mixed_precision(config), cpu=not torch.cuda.is_available())
-        acc = self.accelerator
         self.out = Path(config.output_dir)
+        missing = trackers.missing_tracker_package(config.report_to) or models.quantize_unavailable(config.lora.quantize)
+        if missing:  # before anything is loaded
+            raise ConfigError(missing)
+        self.accelerator = make_accelerator(
+            mixed_precision=_mixed_precision(config), cpu=not torch.cuda.is_available(),
+            log_with=config.report_to or None,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "tensorboard")))
+        acc = self.accelerator
+        check_fsdp_config(acc, config)
         check_output_dir(self.out)  # a file there is refused (and left alone) before anything runs
         self.resume_from = find_resume_checkpoint(self.out, config.resume)
         if self.resume_from is not None:  # a damaged checkpoint stops the run before any loading
@@ -156,6 +165,21 @@ class Trainer:
             dump_config(config, self.out / "config.yaml")
         self.log = MetricsLog(self.out, self.start_step if self.resume_from else None,
                               enabled=acc.is_main_process)
+        if config.report_to:
+            acc.init_trackers(f"alignkit-{self.method.name}",
+                              config=trackers.flat_config(config.model_dump(mode="json")),
+                              init_kwargs=trackers.init_kwargs(config.report_to, self.out))
+
+    def _log(self, step: int, metrics: dict[str, Any]) -> None:
+        """One metrics row: ``metrics.jsonl``, and the ``report_to`` trackers (finite numbers only)."""
+        self.log.log(step, metrics)
+        if self.config.report_to:
+            self.accelerator.log(trackers.numeric(metrics), step=step)
+
+    def _close_logs(self) -> None:
+        self.log.close()
+        if self.config.report_to:
+            self.accelerator.end_training()
 
     # ------------------------------------------------------------------------------------------
     def _step_batches(self, step: int, cache: dict[int, list[list[int]]]) -> list[dict[str, torch.Tensor]]:
@@ -272,7 +296,7 @@ class Trainer:
                 if cfg.eval_steps and step % cfg.eval_steps == 0:
                     metrics.update(self.evaluate())
                 if step % cfg.logging_steps == 0 or step == self.total_steps:
-                    self.log.log(step, metrics)
+                    self._log(step, metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{metrics['tokens_per_second']:.0f}")
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < self.total_steps:
@@ -286,20 +310,21 @@ class Trainer:
                                 extra={"epoch": step / self.steps_per_epoch, "interrupted": True},
                                 keep=cfg.keep_checkpoints)
                 tqdm.write(f"interrupted: checkpoint written at step {step}; continue with resume=true")
-            self.log.close()
+            self._close_logs()
             return RunResult(self.out, step, None, interrupted=True)
         bar.close()
 
         final_metrics = self.evaluate() if self.eval_examples and not cfg.eval_steps else {}
         if final_metrics:
-            self.log.log(step, final_metrics)
-        if self.start_step < self.total_steps or not list_checkpoints(self.out):
+            self._log(step, final_metrics)
+        if (self.start_step < self.total_steps or not list_checkpoints(self.out)) and not is_fsdp(acc):
             self._save(step)
         final = self.out / "final"
+        to_save = model_for_saving(acc, self.model, self.method.build_model)
         if acc.is_main_process:
-            self.method.save_final(acc.unwrap_model(self.model), self.tokenizer, final, cfg)
+            self.method.save_final(to_save, self.tokenizer, final, cfg)
         acc.wait_for_everyone()
-        self.log.close()
+        self._close_logs()
         return RunResult(self.out, step, final)
 
 

@@ -11,6 +11,7 @@ Contract (README "Preference optimisation")::
 - :mod:`.distill`    knowledge distillation: forward / reverse KL to a teacher's token distribution
 - :mod:`.safety`     Safe RLHF: cost-model loss, Lagrangian advantage, lambda updates (gradient, PID)
 - :mod:`.stepwise`   process reward model step loss; SPPO square loss and win probabilities
+- :mod:`.rollout`    rollout/training log-prob gap; truncated importance-sampling weights
 """
 
 from alignkit.losses.distill import distillation_kl
@@ -44,6 +45,7 @@ from alignkit.losses.preference import (
     preference_rewards,
 )
 from alignkit.losses.reward import bradley_terry_loss, reward_centering_term, weak_to_strong_loss
+from alignkit.losses.rollout import logprob_gap, truncated_is_weights
 from alignkit.losses.safety import (
     LambdaState,
     cost_model_loss,
@@ -55,6 +57,8 @@ from alignkit.losses.safety import (
 from alignkit.losses.stepwise import bt_win_probabilities, sppo_loss, step_bce_loss
 
 __all__ = [
+    "logprob_gap",
+    "truncated_is_weights",
     "LambdaState",
     "adaptive_kl_update",
     "cost_model_loss",

@@ -38,6 +38,14 @@ LOGPROB_CHUNK = 1024
 _NO_LOGITS = torch.empty(0, dtype=torch.long)
 
 
+def _is_fsdp2(model: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def forward_label_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                         inputs_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each next-token label.
@@ -60,10 +68,17 @@ def forward_label_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
         kwargs["inputs_embeds"] = inputs_embeds
     else:
         kwargs["input_ids"] = batch["input_ids"]
+    targets = batch["labels"][:, 1:]
+    if _is_fsdp2(model):
+        # FSDP2 gathers the head's (tied) weight only inside the root forward: applying the head to the
+        # hidden states afterwards breaks its backward, so the logits are built in the forward here
+        logits = model(**kwargs, use_cache=False).logits[:, :-1].float()
+        logps = torch.gather(logits.log_softmax(-1), -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        mask = (targets != -100).to(logps.dtype)
+        return logps * mask, mask
     out = model(**kwargs, output_hidden_states=True, use_cache=False,
                 logits_to_keep=_NO_LOGITS.to(batch["input_ids"].device))
     hidden = out.hidden_states[-1][:, :-1]
-    targets = batch["labels"][:, 1:]
     lm_head = unwrap(model).get_output_embeddings()
     logps = token_logps_from_hidden(hidden, lm_head, targets, chunk_size=LOGPROB_CHUNK)
     mask = (targets != -100).to(logps.dtype)

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from alignkit.engine.distributed import is_fsdp
 from alignkit.methods.common import forward_label_logps
 from alignkit.models.modules import base_module, eval_mode, is_peft, unwrap
 from alignkit.paths import cache_dir
@@ -79,6 +80,8 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
     """Cheap but content-sensitive digest of a tensor: its first/last 256 values, 1,024 evenly strided
     values and the integer sum of the bit patterns of all values (exact, so independent of the
     summation order, thread count or device)."""
+    if hasattr(t, "full_tensor"):  # an FSDP2 shard (DTensor): hash the whole tensor, the same on every rank
+        t = t.full_tensor()
     flat = t.detach().reshape(-1)
     n = flat.numel()
     if n == 0:
@@ -298,11 +301,17 @@ class Reference:
         order = sorted(range(n), key=lambda i: -lengths[i])
         batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         mine = batches[acc.process_index::acc.num_processes]
+        if is_fsdp(acc):  # every forward is a collective there: all ranks run as many
+            rounds = -(-len(batches) // acc.num_processes)
+            mine += [None] * (rounds - len(mine))
         out = {c: torch.zeros(n, dtype=torch.float32, device=acc.device) for c in columns}
         live, self._live = self._live, True  # before the first step the policy is the reference
         try:
             with torch.no_grad(), _quiet_rng(acc.device), acc.autocast():
                 for idx in mine:
+                    if idx is None:  # a padding forward (FSDP), result dropped
+                        compute([examples[i] for i in batches[0]])
+                        continue
                     got = compute([examples[i] for i in idx])
                     where = torch.tensor(idx, device=acc.device)
                     for c in columns:

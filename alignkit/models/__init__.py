@@ -1,4 +1,4 @@
-"""Models: name resolution (never a hub download), loading, LoRA, saving (sampling is in
+"""Models: name resolution (hub names: local cache first), loading, LoRA, saving (sampling is in
 :mod:`alignkit.generation`, above this package).
 
 Importing this package imports torch and transformers; keep it out of CLI start-up paths.
@@ -12,9 +12,11 @@ from alignkit.models.loading import (
     build_tiny_random,
     is_adapter_dir,
     load_model,
+    load_quantized,
     load_tokenizer,
     load_trained,
     model_config,
+    quantize_unavailable,
     resolve_model,
     save_model,
 )
@@ -32,10 +34,12 @@ __all__ = [
     "eval_mode",
     "is_adapter_dir",
     "load_model",
+    "load_quantized",
     "load_smollm2_tokenizer",
     "load_tokenizer",
     "load_trained",
     "model_config",
+    "quantize_unavailable",
     "resolve_model",
     "save_model",
 ]

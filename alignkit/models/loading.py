@@ -1,4 +1,4 @@
-"""Finding, loading, wrapping (LoRA) and saving models. Nothing here ever downloads from a hub.
+"""Finding, loading, wrapping (LoRA) and saving models. Only hub names (``org/name``) may download.
 
 Accepted model names (``resolve_model``):
 
@@ -9,7 +9,10 @@ Accepted model names (``resolve_model``):
 * a local Hugging Face model directory (has ``config.json``);
 * a local ``.gguf`` file, converted once to ``cache_dir()/gguf/<stem>-<hash>`` (hash of path, size, mtime);
 * an alignkit run directory (has ``final/``) or a directory written by :func:`save_model`
-  (a full model, or a peft adapter plus ``alignkit.json`` naming its base model).
+  (a full model, or a peft adapter plus ``alignkit.json`` naming its base model);
+* a Hugging Face Hub name ``org/name[@revision]`` that is not a local path: its snapshot in the local
+  Hugging Face cache, downloaded (safetensors and tokenizer files only) when ``HF_HUB_OFFLINE`` allows
+  it (:mod:`alignkit.hub`).
 
 Weights are read and written as safetensors only; ``trust_remote_code`` is off unless asked for.
 """
@@ -40,6 +43,7 @@ from transformers import (
 )
 
 from alignkit.config import LoraSettings
+from alignkit.hub import MODEL_FILES, HubUnavailable, is_hub_name, snapshot
 from alignkit.models.modules import is_peft
 from alignkit.models.tokenizer import (
     ModelLoadError,
@@ -74,8 +78,9 @@ __all__ = [
 
 _ACCEPTED = (
     f"'{EMBEDDED_NAME}' (the embedded default), '{TINY_NAME}', a local Hugging Face model directory "
-    "(with config.json), a local .gguf file, an alignkit run directory (with final/), or a saved "
-    "final/ directory (full model or peft adapter)"
+    "(with config.json), a local .gguf file, an alignkit run directory (with final/), a saved "
+    "final/ directory (full model or peft adapter), or a Hugging Face hub name org/name (local cache "
+    "first, downloaded only when HF_HUB_OFFLINE is unset or 0)"
 )
 
 
@@ -84,7 +89,7 @@ _ACCEPTED = (
 
 def _not_found(name: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"model '{name}': {why}. alignkit never downloads models from a hub; accepted: {_ACCEPTED}."
+        f"model '{name}': {why}; accepted: {_ACCEPTED}."
     )
 
 
@@ -109,6 +114,8 @@ def resolve_model(name: str | os.PathLike) -> Path | str:
     if text == EMBEDDED_NAME:
         return _embedded_dir()
     path = Path(text).expanduser()
+    if not path.exists() and is_hub_name(text):
+        path = _hub_dir(text)
     if not path.exists():
         raise _not_found(text, "no such model name, directory or file")
     if path.is_file():
@@ -123,6 +130,18 @@ def resolve_model(name: str | os.PathLike) -> Path | str:
             return final
         raise _not_found(text, f"run directory whose {final} holds no model (config.json or adapter_config.json)")
     raise _not_found(text, "directory without config.json, adapter_config.json or final/")
+
+
+def _hub_dir(name: str) -> Path:
+    """The cached (or, network allowing, downloaded) snapshot of hub model ``name``."""
+    try:
+        snap = snapshot(name, "model", allow_patterns=MODEL_FILES)
+    except HubUnavailable as e:
+        raise ModelNotFoundError(f"{e} (and there is no local path '{name}')") from e
+    if not (snap / "config.json").is_file():
+        raise ModelNotFoundError(f"hub model '{name}': its snapshot {snap} has no config.json (not a "
+                                 "transformers model, or an incomplete download)")
+    return snap
 
 
 def _embedded_dir() -> Path:
@@ -362,6 +381,43 @@ def load_model(
     except (SafetensorError, ValueError) as e:  # a truncated/corrupt weights file or config.json
         raise _unreadable(name, path, "its weights or config", e) from e
     return model
+
+
+def quantize_unavailable(quantize: str | None) -> str | None:
+    """Why ``lora.quantize`` cannot run here (one line), or None when it can: bitsandbytes' 4/8-bit
+    layers need the ``bitsandbytes`` package and a CUDA device."""
+    if quantize is None:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return (f"lora.quantize={quantize} (QLoRA) needs bitsandbytes: pip install 'alignkit[qlora]' (on a machine "
+                "with a CUDA GPU)")
+    if not torch.cuda.is_available():
+        return (f"lora.quantize={quantize} (QLoRA) needs a CUDA GPU: bitsandbytes' {quantize} layers do not run "
+                "on this machine's CPU; drop lora.quantize to train LoRA on the unquantized model")
+    return None
+
+
+def load_quantized(name: str | os.PathLike, quantize: str, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The base model in 4-bit NF4 (bf16 compute, double quantisation) or 8-bit, ready for k-bit LoRA
+    training (``peft.prepare_model_for_kbit_training``). CUDA only (:func:`quantize_unavailable`)."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    why = quantize_unavailable(quantize)
+    if why:
+        raise ModelLoadError(why)
+    path = resolve_model(name)
+    if path == TINY_NAME or is_adapter_dir(path):
+        raise ModelLoadError(f"lora.quantize needs a full model directory or hub name, not '{name}'")
+    bnb = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+           if quantize == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code, quantization_config=bnb,
+                                                 dtype=torch.bfloat16, device_map={"": torch.cuda.current_device()})
+    return prepare_model_for_kbit_training(model)
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraSettings):
