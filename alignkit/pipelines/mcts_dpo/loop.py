@@ -13,7 +13,7 @@ from pydantic import Field
 from alignkit import files
 from alignkit.config import ConfigError, dump_config
 from alignkit.methods.step_dpo import StepDPO, StepDPOConfig
-from alignkit.pipelines.self_reward.config import LoopStopped
+from alignkit.pipelines.self_reward.config import LoopStopped, loop_exit_code
 from alignkit.pipelines.self_reward.loop import _link_final
 from alignkit.pipelines.self_reward.stages import Interrupted, StageModel, Stages, train_stage
 from alignkit.reasoning.labels import StepSampler, rollout_values
@@ -186,17 +186,6 @@ class MCTSDPO:
 
     @staticmethod
     def run_loop(config: MCTSDPOConfig) -> int:
-        from alignkit.engine.exits import INTERRUPTED, run_for_exit_code
-
-        try:
-            result, code = run_for_exit_code(lambda: run_mcts_dpo(config), {LoopStopped: (1, "stopped")})
-        except KeyboardInterrupt:
-            print(f"interrupted; continue with resume=true (output_dir={config.output_dir})", file=sys.stderr)
-            return INTERRUPTED
-        if code is not None:
-            return code
-        if result.interrupted:
-            return INTERRUPTED
-        print(f"done: {result.iterations} MCTS-DPO iteration(s); model in {result.final_dir}; per-iteration trees "
-              f"and pairs in {result.output_dir}/iter-K/, metrics in {result.output_dir / 'metrics.jsonl'}")
-        return 0
+        return loop_exit_code(lambda: run_mcts_dpo(config), config.output_dir, lambda result: (
+            f"done: {result.iterations} MCTS-DPO iteration(s); model in {result.final_dir}; per-iteration trees "
+            f"and pairs in {result.output_dir}/iter-K/, metrics in {result.output_dir / 'metrics.jsonl'}"))

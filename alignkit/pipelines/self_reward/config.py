@@ -51,6 +51,27 @@ class LoopStopped(RuntimeError):
     """The loop cannot go on (e.g. an iteration yielded no preference pairs); the message says why."""
 
 
+def loop_exit_code(run, output_dir, describe) -> int:
+    """Run an iterated pipeline (``run()`` returns a result with ``interrupted``) from the command line:
+    0 done (``describe(result)`` is printed), 1 stopped early with a message (:class:`LoopStopped`), 2 user
+    error, 3 diverged, 130 interrupted. Shared by ``self-reward`` and ``mcts-dpo``."""
+    import sys
+
+    from alignkit.engine.exits import INTERRUPTED, run_for_exit_code
+
+    try:
+        result, code = run_for_exit_code(run, {LoopStopped: (1, "stopped")})
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with resume=true (output_dir={output_dir})", file=sys.stderr)
+        return INTERRUPTED
+    if code is not None:
+        return code
+    if result.interrupted:
+        return INTERRUPTED
+    print(describe(result))
+    return 0
+
+
 @dataclass
 class SelfRewardResult:
     output_dir: Path

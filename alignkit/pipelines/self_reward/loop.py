@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from alignkit import files
 from alignkit.aifeedback import judging
 from alignkit.config import ConfigError, SFTConfig, dump_config
-from alignkit.pipelines.self_reward.config import LoopStopped, SelfRewardConfig, SelfRewardResult, sft_config
+from alignkit.pipelines.self_reward.config import SelfRewardConfig, SelfRewardResult, sft_config
 from alignkit.pipelines.self_reward.iteration import _log, is_self_judge, pct, run_iteration
 from alignkit.pipelines.self_reward.stages import (
     Interrupted,
@@ -143,17 +142,8 @@ class SelfReward:
     def run_loop(config: SelfRewardConfig) -> int:
         """Run the loop from the command line; returns the exit code (0 done, 1 stopped early with a
         message, 2 user error, 3 diverged, 130 interrupted)."""
-        from alignkit.engine.exits import INTERRUPTED, run_for_exit_code
+        from alignkit.pipelines.self_reward.config import loop_exit_code
 
-        try:
-            result, code = run_for_exit_code(lambda: run_self_reward(config), {LoopStopped: (1, "stopped")})
-        except KeyboardInterrupt:
-            print(f"interrupted; continue with resume=true (output_dir={config.output_dir})", file=sys.stderr)
-            return INTERRUPTED
-        if code is not None:
-            return code
-        if result.interrupted:
-            return INTERRUPTED
-        print(f"done: {result.iterations} self-rewarding iteration(s); model in {result.final_dir}; "
-              f"per-iteration files in {result.output_dir}/iter-K/, metrics in {result.output_dir / 'metrics.jsonl'}")
-        return 0
+        return loop_exit_code(lambda: run_self_reward(config), config.output_dir, lambda result: (
+            f"done: {result.iterations} self-rewarding iteration(s); model in {result.final_dir}; per-iteration "
+            f"files in {result.output_dir}/iter-K/, metrics in {result.output_dir / 'metrics.jsonl'}"))
