@@ -38,10 +38,31 @@ def _turns(request: str, answer: str) -> dict[str, Any]:
 
 
 class _RewriterSFT(SFT):
+    """SFT on (request -> answer) turns made from each row of ``data_kinds`` by :meth:`examples_of`."""
+
     trained_as = ""
 
-    def rows(self, path: str) -> LoadedRows:
+    def examples_of(self, row: dict[str, Any], path: str, row_no: int) -> list[dict[str, Any]]:
+        """The training turns of one row (raises :class:`DataError` for a malformed one)."""
         raise NotImplementedError
+
+    def rows(self, path: str) -> LoadedRows:
+        loaded = load_examples(path, self.data_kinds, self.config.skip_invalid)
+        rows, numbers = [], []
+        for row_no, row in loaded:
+            try:
+                made = self.examples_of(row, path, row_no)
+            except DataError as err:
+                if not self.config.skip_invalid:
+                    raise
+                loaded.record_skip(err)
+                continue
+            rows += made
+            numbers += [row_no] * len(made)
+        if not rows:
+            raise DataError(f"no valid rows; the first error was: {loaded.errors[0]}", path=path)
+        return LoadedRows(path=str(path), kind="prompt_completion", rows=rows, row_numbers=numbers,
+                          skipped=loaded.skipped, errors=loaded.errors)
 
     def build_examples(self, path: str) -> list[dict]:
         cfg = self.config
@@ -63,23 +84,9 @@ class BPOMethod(_RewriterSFT):
     data_kinds = ("prompt",)
     trained_as = BPO
 
-    def rows(self, path: str) -> LoadedRows:
-        loaded = load_examples(path, ("prompt",), self.config.skip_invalid)
-        rows, numbers = [], []
-        for row_no, row in loaded:
-            try:
-                rewrite = check_text_field(row, "optimized_prompt", path=path, row_no=row_no, completion=True)
-            except DataError as err:
-                if not self.config.skip_invalid:
-                    raise
-                loaded.record_skip(err)
-                continue
-            rows.append(_turns(bpo_request(user_text(row["prompt"])), _text(rewrite)))
-            numbers.append(row_no)
-        if not rows:
-            raise DataError("no valid rows: every row lacks an 'optimized_prompt'", path=path)
-        return LoadedRows(path=str(path), kind="prompt_completion", rows=rows, row_numbers=numbers,
-                          skipped=loaded.skipped, errors=loaded.errors)
+    def examples_of(self, row: dict[str, Any], path: str, row_no: int) -> list[dict[str, Any]]:
+        rewrite = check_text_field(row, "optimized_prompt", path=path, row_no=row_no, completion=True)
+        return [_turns(bpo_request(user_text(row["prompt"])), _text(rewrite))]
 
 
 class AlignerConfig(SFTConfig):
@@ -95,15 +102,9 @@ class AlignerMethod(_RewriterSFT):
     data_kinds = ("preference",)
     trained_as = ALIGNER
 
-    def rows(self, path: str) -> LoadedRows:
-        loaded = load_examples(path, ("preference",), self.config.skip_invalid)
-        rows, numbers = [], []
-        for row_no, row in loaded:
-            question, chosen, rejected = user_text(row["prompt"]), _text(row["chosen"]), _text(row["rejected"])
-            rows.append(_turns(aligner_request(question, rejected), chosen))
-            numbers.append(row_no)
-            if self.config.identity_warmup:
-                rows.append(_turns(aligner_request(question, chosen), chosen))
-                numbers.append(row_no)
-        return LoadedRows(path=str(path), kind="prompt_completion", rows=rows, row_numbers=numbers,
-                          skipped=loaded.skipped, errors=loaded.errors)
+    def examples_of(self, row: dict[str, Any], path: str, row_no: int) -> list[dict[str, Any]]:
+        question, chosen, rejected = user_text(row["prompt"]), _text(row["chosen"]), _text(row["rejected"])
+        made = [_turns(aligner_request(question, rejected), chosen)]
+        if self.config.identity_warmup:
+            made.append(_turns(aligner_request(question, chosen), chosen))
+        return made
