@@ -14,15 +14,19 @@ so a prompt's completion does not depend on the other prompts in its batch.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from alignkit.generation.decode import decode, supports_fast_decode
 from alignkit.models.modules import eval_mode
 
-__all__ = ["Generations", "Rollout", "encode_prompt", "generate", "generate_with_ids", "sample_completions"]
+SAMPLERS = ("auto", "fast", "hf")
+
+__all__ = ["SAMPLERS", "Generations", "Rollout", "encode_prompt", "generate", "generate_with_ids", "sample_completions"]
 
 
 @dataclass
@@ -96,13 +100,20 @@ def sample_completions(
     top_p: float = 1.0,
     num_generations: int = 1,
     generator_seed: int | None = None,
+    sampler: str = "auto",
 ) -> Rollout:
     """Generate ``num_generations`` completions per tokenised prompt with the KV cache.
 
     ``temperature == 0`` is greedy decoding; otherwise sampling from softmax(logits / temperature),
     restricted to the nucleus ``top_p`` (top-k is off, so ``top_p=1`` samples the full distribution,
     which is what on-policy RL needs). ``generator_seed`` makes the draw reproducible without disturbing
-    the caller's RNG (it runs inside ``torch.random.fork_rng``).
+    the caller's RNG (its own ``torch.Generator``, or ``torch.random.fork_rng`` for HF's loop).
+
+    ``sampler``: ``fast`` is alignkit's decode loop (:mod:`alignkit.generation.decode`: preallocated
+    KV cache, one prefill per distinct prompt, finished rows dropped, inverse-CDF draws; models it
+    cannot run use ``model.generate``); ``hf`` is ``model.generate``; ``auto`` (default) is
+    ``$ALIGNKIT_SAMPLER`` or ``fast``. Greedy tokens are the same either way; sampled draws follow the
+    same distribution but differ draw by draw for one seed.
     """
     if not prompt_ids:
         raise ValueError("sample_completions needs at least one prompt")
@@ -118,11 +129,7 @@ def sample_completions(
 
     device = _device_of(model)
     ids, mask = _left_pad(prompt_ids, pad_id)
-    if num_generations > 1:
-        ids = ids.repeat_interleave(num_generations, dim=0)
-        mask = mask.repeat_interleave(num_generations, dim=0)
     ids, mask = ids.to(device), mask.to(device)
-    prompt_length = ids.shape[1]
 
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
@@ -139,6 +146,25 @@ def sample_completions(
     else:
         kwargs.update(do_sample=False)
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "auto":
+        sampler = os.environ.get("ALIGNKIT_SAMPLER", "fast")
+    if sampler == "fast" and supports_fast_decode(model):
+        generator = None
+        if generator_seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(generator_seed))
+        with eval_mode(model):
+            completions = decode(model, ids, mask, num_generations=num_generations,
+                                 max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+                                 temperature=float(temperature), top_p=float(top_p), generator=generator)
+        mask = mask.repeat_interleave(num_generations, dim=0)
+        prompts = ids.repeat_interleave(num_generations, dim=0)
+        return _rollout(prompts, mask, completions, eos_ids, pad_id, num_generations)
+    if num_generations > 1:
+        ids = ids.repeat_interleave(num_generations, dim=0)
+        mask = mask.repeat_interleave(num_generations, dim=0)
+
     if generator_seed is not None:
         devices = [device.index or 0] if device.type == "cuda" else []
         rng = torch.random.fork_rng(devices=devices)
@@ -150,17 +176,22 @@ def sample_completions(
         out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
     if not isinstance(out, torch.Tensor):  # a model whose generation config returns a dict
         out = out.sequences
-    completions = out[:, prompt_length:]
+    prompt_length = ids.shape[1]
+    return _rollout(out[:, :prompt_length], mask, out[:, prompt_length:], eos_ids, pad_id, num_generations)
+
+
+def _rollout(prompts: torch.Tensor, mask: torch.Tensor, completions: torch.Tensor, eos_ids: list[int],
+             pad_id: int, num_generations: int) -> Rollout:
+    """A :class:`Rollout` from left-padded prompts [N, P] (and their mask) and raw completions [N, C]:
+    everything after a row's first EOS becomes ``pad_id``."""
     completion_mask, truncated = _first_eos_mask(completions, eos_ids)
     completions = completions.masked_fill(completion_mask == 0, pad_id)
-    sequences = torch.cat([out[:, :prompt_length], completions], dim=1)
-    attention_mask = torch.cat([mask, completion_mask], dim=1)
     completion_ids = [row[m.bool()].tolist() for row, m in zip(completions.cpu(), completion_mask.cpu())]
     return Rollout(
-        sequences=sequences,
-        attention_mask=attention_mask,
+        sequences=torch.cat([prompts, completions], dim=1),
+        attention_mask=torch.cat([mask, completion_mask], dim=1),
         completion_mask=completion_mask,
-        prompt_length=prompt_length,
+        prompt_length=prompts.shape[1],
         completion_ids=completion_ids,
         truncated=truncated,
         num_generations=num_generations,

@@ -1,0 +1,222 @@
+"""alignkit's own decode loop: the fast path behind :func:`alignkit.generation.sampling.sample_completions`.
+
+Why not ``model.generate``: on a CPU, HF's ``DynamicCache`` grows every layer's keys and values with
+``torch.cat`` at each step, which copies the whole cache per token (measured on SmolLM2-135M, batch 64,
+2 cores: 65 % of a decode step's time), and its multinomial draw over a 49k vocabulary costs about as
+much as the model step. This loop
+
+- keeps keys/values in buffers allocated once for the longest sequence (:class:`PreallocatedCache`;
+  a step writes one column in place and attention reads a view),
+- prefills each distinct prompt once and copies its cache to its ``num_generations`` rows,
+- drops finished rows from the batch (the cache rows too) once a quarter of the batch has finished,
+- samples by inverse CDF (one uniform number per row, ``searchsorted`` in the cumulative softmax),
+  an exact draw from softmax(logits / T) restricted to the nucleus ``top_p``.
+
+Greedy decoding gives the tokens ``model.generate`` gives (tested); sampled draws follow the same
+distribution but not the same random stream as HF's ``torch.multinomial`` for a given seed.
+
+Models it does not support (sliding-window or non-attention cache layers, encoder-decoders, models
+without a ``past_key_values`` forward) fall back to ``model.generate`` (:func:`supports_fast_decode`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from alignkit.models.modules import unwrap
+
+__all__ = ["PreallocatedCache", "decode", "sample_next", "supports_fast_decode"]
+
+COMPACT_FRACTION = 0.25  # drop finished rows once this fraction of the live batch has finished
+
+
+class PreallocatedLayer(DynamicLayer):
+    """One layer's keys and values in ``[B, H, capacity, D]`` buffers; ``length`` columns are filled.
+
+    ``update`` writes the new columns in place and returns views of the filled part, so a decode step
+    copies one column per layer instead of the whole cache.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, d = key_states.shape
+        self.device = key_states.device
+        self._k = key_states.new_empty((b, h, self.capacity, d))
+        self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[-2]
+        if self.length + n > self.capacity:
+            raise RuntimeError(f"decode cache overflow: {self.length + n} > capacity {self.capacity}")
+        self._k[:, :, self.length:self.length + n] = key_states
+        self._v[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._k = self._k[indices]
+            self._v = self._v[indices]
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
+
+class PreallocatedCache(Cache):
+    """A KV cache of :class:`PreallocatedLayer` for ``num_layers`` layers, each holding ``capacity``
+    positions (prompt + new tokens)."""
+
+    def __init__(self, num_layers: int, capacity: int) -> None:
+        super().__init__(layers=[PreallocatedLayer(capacity) for _ in range(num_layers)])
+
+    def repeat_rows(self, repeats: int) -> None:
+        for layer in self.layers:
+            layer.batch_repeat_interleave(repeats)
+
+    def keep_rows(self, indices: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.batch_select_indices(indices)
+
+
+def _text_config(model: torch.nn.Module):
+    config = getattr(unwrap(model), "config", None)
+    if config is None:
+        return None
+    get = getattr(config, "get_text_config", None)
+    return get(decoder=True) if callable(get) else config
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """``cache`` for transformers versions whose forward takes it, else the older ``past_key_values``."""
+    inner = unwrap(model)
+    get_base = getattr(inner, "get_base_model", None)  # a peft wrapper passes keywords through
+    inner = get_base() if callable(get_base) else inner
+    try:
+        names = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return "past_key_values"
+    return "cache" if "cache" in names else "past_key_values"
+
+
+def supports_fast_decode(model: torch.nn.Module) -> bool:
+    """Whether :func:`decode` can run ``model``: a decoder-only model whose layers are all full
+    attention (no sliding window, no linear-attention or state-space layers)."""
+    config = _text_config(model)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    if not isinstance(getattr(config, "num_hidden_layers", None), int):
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return True
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """Next token per row from ``logits`` [B, V]: argmax when ``temperature == 0``, else a draw from
+    softmax(logits / temperature) restricted to the smallest set of most likely tokens whose
+    probability reaches ``top_p`` (the most likely token is always kept).
+
+    The draw is by inverse CDF: with ``u ~ U(0, 1)`` per row, the token is the first index whose
+    cumulative probability exceeds ``u · total``; ``uniforms`` [B] gives the ``u`` (else drawn from
+    ``generator``). Returns LongTensor [B].
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    order = None
+    if top_p < 1.0:
+        probs, order = probs.sort(dim=-1, descending=True)
+        before = probs.cumsum(dim=-1) - probs  # probability mass strictly ahead of each token
+        probs = probs.masked_fill(before >= top_p, 0.0)
+    cdf = probs.cumsum(dim=-1)
+    if uniforms is None:
+        uniforms = torch.rand(logits.shape[0], generator=generator, device=logits.device)
+    u = uniforms.reshape(-1, 1).to(cdf.dtype) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, u, right=True).clamp_(max=logits.shape[-1] - 1)
+    # A zero-probability token cannot be drawn; searchsorted lands on the next token with mass.
+    return (index if order is None else order.gather(-1, index)).squeeze(-1)
+
+
+@torch.no_grad()
+def decode(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_generations: int,
+    max_new_tokens: int,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Completions [N·G, C] (C ≤ ``max_new_tokens``) for left-padded prompts ``ids``/``mask`` [N, P];
+    rows grouped per prompt (``repeat_interleave`` order). A row is ``pad_id`` after its first EOS
+    token (which is kept); C is the longest completion. ``model`` must be in eval mode.
+    """
+    config = _text_config(model)
+    n, p = ids.shape
+    rows = n * num_generations
+    device = ids.device
+    cache = PreallocatedCache(int(config.num_hidden_layers), p + max_new_tokens)
+    with_cache = {_cache_keyword(model): cache, "use_cache": True}
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **with_cache)
+    logits = out.logits[:, -1]
+    if num_generations > 1:
+        cache.repeat_rows(num_generations)
+        logits = logits.repeat_interleave(num_generations, dim=0)
+        mask = mask.repeat_interleave(num_generations, dim=0)
+        positions = positions.repeat_interleave(num_generations, dim=0)
+
+    full_mask = torch.ones((rows, p + max_new_tokens), dtype=mask.dtype, device=device)
+    full_mask[:, :p] = mask
+    next_pos = positions[:, -1] + 1
+    tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    live = torch.arange(rows, device=device)  # original row index of each batch row
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    eos = torch.tensor(list(eos_ids), device=device)
+    steps = 0
+    for step in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_p, generator)
+        tokens[live, step] = token
+        steps = step + 1
+        finished = finished | torch.isin(token, eos)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        if int(finished.sum()) >= max(1, int(COMPACT_FRACTION * live.numel())):
+            keep = (~finished).nonzero().squeeze(1)
+            cache.keep_rows(keep)
+            live, token, next_pos, full_mask = live[keep], token[keep], next_pos[keep], full_mask[keep]
+            finished = finished[keep]
+        out = model(input_ids=token[:, None], attention_mask=full_mask[:, :p + step + 1],
+                    position_ids=next_pos[:, None], **with_cache)
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    return tokens[:, :steps]
