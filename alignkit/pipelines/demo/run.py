@@ -100,7 +100,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     from alignkit.evaluation.tables import print_table
 
     label = s.method.upper()
-    eval_bs = min(s.gen_batch_size, 16)
+    eval_bs = s.eval_batch_size
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     say(f"alignkit demo{' --quick' if s.quick else ''}: {s.model}, {label} + LoRA, torch {torch.__version__} "
         f"on {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} thread(s)"

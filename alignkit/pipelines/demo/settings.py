@@ -41,13 +41,14 @@ class DemoSettings:
     beta: float = 0.1
     lora_r: int = 16
     lora_alpha: float = 32.0
-    gen_batch_size: int = 64  # sequences generated together (sampling; evaluation uses at most 16)
+    gen_batch_size: int = 64  # sequences sampled together
+    eval_batch_size: int = 32  # held-out prompts answered together (greedy)
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise DemoError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps",
-                     "batch_size", "lora_r", "gen_batch_size", "iterations", "seeds"):
+                     "batch_size", "lora_r", "gen_batch_size", "eval_batch_size", "iterations", "seeds"):
             if getattr(self, name) < 1:
                 raise DemoError(f"{name.replace('_', '-')} must be at least 1")
         if self.candidates < 2:

@@ -94,7 +94,7 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
     from alignkit.data.render import request_prompt
     from alignkit.generation import encode_prompt
 
-    eval_bs = min(s.gen_batch_size, 16)
+    eval_bs = s.eval_batch_size
     model, tok = models.load_trained(current)
     if hasattr(model, "merge_and_unload"):  # LoRA merged for generation: same answers, faster
         model = model.merge_and_unload()
