@@ -29,6 +29,22 @@ def test_bench_grpo_alignkit_side(tmp_path, capsys):
     steps = [r for r in rows if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
     assert all(0.0 <= r["reward"] <= 1.0 for r in steps)  # word_limit is a fraction
+    assert "compute-bound time" in printed and "alignkit / bound" in printed and "ISA:" in printed
+    result = json.loads((out / "bench.json").read_text())
+    assert_limit_fields(result)
+    assert result["flops"]["generation"] > 0 and 1 <= result["flops"]["decode_steps"] <= 2 * 7
+    assert len(result["alignkit"]["completion_lengths"]) == 2
+
+
+def assert_limit_fields(result: dict) -> None:
+    """The machine, throughput, FLOPs and bound fields every bench writes."""
+    assert result["machine"]["cpu"]["model"] and isinstance(result["machine"]["cpu"]["flags"], list)
+    assert result["machine"]["throughput"]["float32"]["gflops"] > 0
+    assert result["machine"]["bandwidth"]["read_gbs"] > 0
+    assert result["flops"]["forward"] > 0 and result["flops"]["backward"] > 0
+    assert result["bound"]["total_s"] > 0 and result["bound_shared_prompt"]["total_s"] <= result["bound"]["total_s"]
+    a = result["alignkit"]
+    assert a["bound_ratio"] == pytest.approx(a["train_s"] / result["bound"]["total_s"])
 
 
 def test_bench_dpo_alignkit_side_first_loss_is_ln2(tmp_path, capsys):
@@ -39,6 +55,22 @@ def test_bench_dpo_alignkit_side_first_loss_is_ln2(tmp_path, capsys):
     line = next(ln for ln in printed.splitlines() if ln.startswith("alignkit"))
     first_loss = float(line.split()[-1])
     assert abs(first_loss - math.log(2)) < 1e-4
+    result = json.loads((out / "bench.json").read_text())
+    assert_limit_fields(result)
+    assert result["flops"]["reference"] > 0 and result["flops"]["generation"] == 0
+    assert "loop / bound" in (out / "bench.md").read_text()
+
+
+def test_bench_dpo_sweep_alignkit_side(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "dpo", "--model", "tiny-random", "--steps", "1", "--batch-size", "1",
+                 "--prompt-tokens", "8", "--only", "alignkit", "--output-dir", str(out)] + ["--sweep"]) == 0
+    points = json.loads((out / "sweep.json").read_text())
+    assert [p["tokens"] for p in points] == [64, 128, 256]
+    assert points[0]["bound_s"] < points[1]["bound_s"] < points[2]["bound_s"]  # more tokens, more FLOPs
+    settings = json.loads((out / "sweep-256" / "bench.json").read_text())["settings"]
+    assert settings["max_length"] > 256  # raised to fit 8 + 256 tokens and the chat template
+    assert "scaling with answer length" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not HAS_TRL, reason="needs the bench extra (trl)")

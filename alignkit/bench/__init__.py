@@ -3,7 +3,11 @@
 Each side runs in its own child process, one after the other, so that wall time and peak memory
 (``ru_maxrss`` of that process) cover everything a user would wait for: imports, model load, data
 preparation, training. The child prints one JSON line with its figures; the parent prints a table
-and the ratios.
+and the ratios, and writes them to ``bench.json`` and ``bench.md`` in the output directory.
+
+Before the sides run, the parent measures this machine's limit (:mod:`alignkit.bench.limits`): matmul
+throughput at the model's shapes and memory bandwidth; after them it counts the run's FLOPs from its
+token counts and prints the compute-bound time and each side's training time over it.
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
 from alignkit import files
 
 RESULT_PREFIX = "ALIGNKIT_BENCH_RESULT "
+SWEEP_TOKENS = (64, 128, 256)
+
+
+class BenchError(ValueError):
+    """Bad bench settings: reported as one line, exit status 2."""
 
 
 def emit_result(result: dict) -> None:
@@ -61,15 +71,20 @@ def child_settings() -> dict:
     return json.loads(p.parse_args().args)
 
 
-def prepare_run(args: argparse.Namespace, filename: str, rows: list[dict]) -> dict:
-    """In the parent: create the output directory, convert the model, write the bench data, and return
-    the settings every child gets (each bench adds its own)."""
+def write_data(args: argparse.Namespace, filename: str, rows: list[dict]) -> str:
+    """In the parent: create the output directory and write the bench data there; returns its path."""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ensure_model(args.model)
     files.write_jsonl(out / filename, rows)
-    return {"model": args.model, "data": str(out / filename), "steps": args.steps, "lora_r": args.lora_r,
-            "seed": 42, "output_dir": str(out), "gradient_checkpointing": args.gradient_checkpointing}
+    return str(out / filename)
+
+
+def prepare_run(args: argparse.Namespace, data: str) -> dict:
+    """In the parent: convert the model and return the settings every child gets (each bench adds its
+    own)."""
+    ensure_model(args.model)
+    return {"model": args.model, "data": data, "steps": args.steps, "lora_r": args.lora_r,
+            "seed": 42, "output_dir": str(args.output_dir), "gradient_checkpointing": args.gradient_checkpointing}
 
 
 def read_rows(path: str) -> list[dict]:
@@ -152,14 +167,14 @@ def run_sides(bench: str, settings: dict, out: Path, only: str | None) -> list[t
     return results
 
 
-def print_ratios(a: dict, t: dict, time_key: str, time_label: str) -> dict:
-    """Print (and return) TRL/alignkit time ratios and the alignkit/TRL peak-memory ratio."""
+def print_ratios(report: Report, a: dict, t: dict, time_key: str, time_label: str) -> dict:
+    """Report (and return) TRL/alignkit time ratios and the alignkit/TRL peak-memory ratio."""
     wall = t["wall_s"] / a["wall_s"]
     timed = t[time_key] / a[time_key]
     memory = a["peak_rss_mb"] / t["peak_rss_mb"]
-    print(f"\nspeed-up, whole process (TRL wall / alignkit wall): {wall:.2f}x")
-    print(f"speed-up, {time_label} (TRL / alignkit): {timed:.2f}x")
-    print(f"peak memory (alignkit / TRL): {memory:.2f}")
+    report.line(f"speed-up, whole process (TRL wall / alignkit wall): {wall:.2f}x")
+    report.line(f"speed-up, {time_label} (TRL / alignkit): {timed:.2f}x")
+    report.line(f"peak memory (alignkit / TRL): {memory:.2f}")
     return {"speedup": wall, "speedup_" + time_key: timed, "memory_ratio": memory}
 
 
@@ -176,6 +191,137 @@ def format_table(rows: list[tuple[str, dict]], keys: list[tuple[str, str]]) -> s
     return "\n".join(lines)
 
 
+def format_markdown(rows: list[tuple[str, dict]], keys: list[tuple[str, str]]) -> str:
+    """The same rows as :func:`format_table`, as a markdown table."""
+    lines = ["| | " + " | ".join(h for _, h in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, fig in rows:
+        cells = [f"{fig[k]:.4g}" if isinstance(fig.get(k), float) else str(fig.get(k)) for k, _ in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class Report:
+    """What a bench prints, kept to be written as markdown too: lines, and tables of rows."""
+
+    def __init__(self, title: str) -> None:
+        self.parts: list[str] = [f"# {title}"]
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+        self.parts.append(text)
+
+    def table(self, rows: list[tuple[str, dict]], keys: list[tuple[str, str]]) -> None:
+        print(format_table(rows, keys), flush=True)
+        self.parts.append(format_markdown(rows, keys))
+
+    def write(self, path: Path) -> None:
+        path.write_text("\n\n".join(self.parts) + "\n")
+
+
+def measure_machine(report: Report, shape, tokens: int, scored: int, seq_len: int, rows: int,
+                    dtypes: tuple[str, ...] = ("float32",)) -> dict:
+    """Measure (and report) this machine's limit for a run: CPU model and ISA flags, matmul throughput in
+    each of ``dtypes`` at the model's shapes (``tokens`` per batch, ``scored`` LM-head positions,
+    ``rows`` sequences of ``seq_len`` for attention), and memory bandwidth. Returns the figures."""
+    import platform
+
+    import torch
+
+    from alignkit.bench.limits import measure_bandwidth, measure_matmul, read_cpu_info
+
+    cpu = read_cpu_info()
+    report.line(f"machine: {cpu.describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                f"Python {platform.python_version()}")
+    throughput = {}
+    for name in dict.fromkeys(("float32", *dtypes)):
+        t = measure_matmul(shape, tokens, scored, seq_len, rows, dtype=getattr(torch, name))
+        shapes = ", ".join(f"{k} {v:.0f}" for k, v in t.per_shape.items())
+        report.line(f"matmul {name} at the model's shapes ({tokens} tokens a batch): {t.gflops:.1f} GFLOP/s "
+                    f"effective ({shapes})")
+        throughput[name] = asdict(t)
+    bw = measure_bandwidth()
+    report.line(f"memory bandwidth ({bw.mib} MiB buffer): read {bw.read_gbs:.1f} GB/s, copy {bw.copy_gbs:.1f} GB/s")
+    return {"cpu": asdict(cpu), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "throughput": throughput, "bandwidth": asdict(bw)}
+
+
+def _flop(x: float) -> str:
+    """``x`` FLOPs in the largest unit that keeps it above 1 (``3.21 TFLOP``)."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}FLOP"
+    return f"{x:.0f} FLOP"
+
+
+def report_bound(report: Report, machine: dict, flops, shared, train_dtype: str = "float32",
+                 gen_dtype: str | None = None) -> dict:
+    """Report the run's FLOPs by phase and its time at the limit (plain, and with each prompt computed
+    once: ``shared``); returns ``{"flops", "flops_shared_prompt", "bound", "bound_shared_prompt"}``."""
+    from alignkit.bench.limits import bound_seconds
+
+    rates = machine["throughput"]
+    train = rates[train_dtype]["gflops"]
+    gen = rates[gen_dtype or train_dtype]["gflops"]
+    read = machine["bandwidth"]["read_gbs"]
+    bound = bound_seconds(flops, train, gen, read)
+    bound_shared = bound_seconds(shared, train, gen, read)
+    gen_flops = (f", generation {_flop(flops.generation)} (prefill {_flop(flops.prefill)}, decode "
+                 f"{_flop(flops.decode)} in {flops.decode_steps} steps reading {flops.decode_bytes / 1e9:.3g} GB)"
+                 if flops.generation else "")
+    report.line(f"FLOPs of the run: forward {_flop(flops.forward)}, backward {_flop(flops.backward)}, "
+                f"reference {_flop(flops.reference)}{gen_flops}")
+    gen_text = (f", generation {bound['generation_s']:.3g} (decode: compute {bound['decode_compute_s']:.3g}, "
+                f"memory {bound['decode_memory_s']:.3g})" if flops.generation else "")
+    report.line(f"compute-bound time: {bound['total_s']:.3g} s (forward {bound['forward_s']:.3g}, backward "
+                f"{bound['backward_s']:.3g}, reference {bound['reference_s']:.3g}{gen_text}); with each prompt "
+                f"computed once: {bound_shared['total_s']:.3g} s")
+    return {"flops": flops.as_dict(), "flops_shared_prompt": shared.as_dict(), "bound": bound,
+            "bound_shared_prompt": bound_shared}
+
+
+def add_bound_ratios(results: list[tuple[str, dict]], limit: dict) -> None:
+    """Each side's training-loop and whole-process time over the compute-bound time (``bound_ratio``,
+    ``wall_bound_ratio``; ``..._shared`` against the shared-prompt bound)."""
+    for _, fig in results:
+        fig["bound_ratio"] = fig["train_s"] / limit["bound"]["total_s"]
+        fig["wall_bound_ratio"] = fig["wall_s"] / limit["bound"]["total_s"]
+        fig["bound_ratio_shared"] = fig["train_s"] / limit["bound_shared_prompt"]["total_s"]
+
+
+def report_bound_ratios(report: Report, results: list[tuple[str, dict]]) -> None:
+    for name, fig in results:
+        report.line(f"{name} / bound: {fig['bound_ratio']:.2f} (training loop), {fig['wall_bound_ratio']:.2f} "
+                    f"(whole process), {fig['bound_ratio_shared']:.2f} (loop over the shared-prompt bound)")
+
+
+def report_sweep(report: Report, points: list[dict], what: str) -> None:
+    """The scaling table of a ``--sweep``: per length, each side's whole-process time and its growth over
+    the first length, the speed-up, the compute-bound time and the training loops over it."""
+    first = points[0]
+    rows = []
+    for p in points:
+        row = {"bound_s": p["bound_s"]}
+        for side in ("alignkit", "trl"):
+            if side in p:
+                row[f"{side}_wall_s"] = p[side]["wall_s"]
+                row[f"{side}_growth"] = p[side]["wall_s"] / first[side]["wall_s"]
+                row[f"{side}_bound"] = p[side]["train_s"] / p["bound_s"]
+        if "alignkit" in p and "trl" in p:
+            row["speedup"] = p["trl"]["wall_s"] / p["alignkit"]["wall_s"]
+        rows.append((f"{p['tokens']} tok", row))
+    keys = [("alignkit_wall_s", "alignkit wall s"), ("alignkit_growth", "x first"), ("trl_wall_s", "TRL wall s"),
+            ("trl_growth", "x first"), ("speedup", "speed-up"), ("bound_s", "bound s"),
+            ("alignkit_bound", "alignkit/bound"), ("trl_bound", "TRL/bound")]
+    report.line(f"\nscaling with {what} (wall = whole process; x first = over the {first['tokens']}-token run; "
+                "side/bound = training loop over the compute-bound time):")
+    report.table(rows, keys)
+
+
+def check_positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise BenchError(f"{flag} must be at least 1, got {value}")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="alignkit bench",
@@ -186,11 +332,20 @@ def main(argv: list[str]) -> int:
     dpo.add_argument("--steps", type=int, default=12)
     dpo.add_argument("--batch-size", type=int, default=4)
     dpo.add_argument("--max-length", type=int, default=256)
+    dpo.add_argument("--response-tokens", type=int, default=None,
+                     help="every chosen and rejected answer has exactly N tokens (default: varied, ~60)")
+    dpo.add_argument("--sweep", action="store_true",
+                     help=f"run with {'/'.join(map(str, SWEEP_TOKENS))}-token answers (max_length raised to fit) "
+                          "and print how each side's time grows")
     grpo = sub.add_parser("grpo", help="alignkit grpo vs TRL GRPOTrainer")
     grpo.add_argument("--steps", type=int, default=8)
     grpo.add_argument("--prompts-per-step", type=int, default=2)
     grpo.add_argument("--num-generations", type=int, default=4)
-    grpo.add_argument("--max-new-tokens", type=int, default=32)
+    grpo.add_argument("--max-new-tokens", "--response-tokens", dest="max_new_tokens", type=int, default=32,
+                      help="completion length limit (sampling may stop earlier at EOS)")
+    grpo.add_argument("--sweep", action="store_true",
+                      help=f"run with {'/'.join(map(str, SWEEP_TOKENS))} new tokens and print how each side's "
+                           "time grows")
     grpo.add_argument("--bf16", action="store_true",
                       help="bf16 mixed precision on both sides (alignkit bf16=true, TRL bf16=True)")
     grpo.add_argument("--rollout-dtype", choices=["float32", "bfloat16"], default=None,
@@ -199,6 +354,8 @@ def main(argv: list[str]) -> int:
     for name, bench in (("dpo", dpo), ("grpo", grpo)):
         bench.add_argument("--model", default="smollm2-135m")
         bench.add_argument("--lora-r", type=int, default=16)
+        bench.add_argument("--prompt-tokens", type=int, default=None,
+                           help="every prompt has exactly N tokens of content (default: varied)")
         bench.add_argument("--gradient-checkpointing", action="store_true",
                            help="on for both sides (TRL's default); off by default")
         bench.add_argument("--output-dir", default=f"runs/bench-{name}")
@@ -206,8 +363,13 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.which == "dpo":
         from alignkit.bench.dpo import run
-
+    else:
+        from alignkit.bench.grpo import run
+    try:
+        check_positive(args.prompt_tokens, "--prompt-tokens")
+        check_positive(getattr(args, "response_tokens", None), "--response-tokens")
+        check_positive(getattr(args, "max_new_tokens", None), "--max-new-tokens/--response-tokens")
         return run(args)
-    from alignkit.bench.grpo import run
-
-    return run(args)
+    except BenchError as e:
+        print(f"alignkit bench {args.which}: error: {e}", file=sys.stderr)
+        return 2

@@ -16,7 +16,10 @@ def main() -> None:
         *([f"rollout_dtype={s['rollout_dtype']}"] if s.get("rollout_dtype") else []),
         f"bf16={str(bool(s.get('bf16'))).lower()}",
     ])
-    emit_result({"train_s": train_s, "rewards": [r["reward"] for r in rows if "reward" in r]})
+    steps = [r for r in rows if "reward" in r]
+    emit_result({"train_s": train_s, "rewards": [r["reward"] for r in steps],
+                 "completion_lengths": [r.get("completion_length", s["max_new_tokens"]) for r in steps],
+                 "clipped": [r.get("completions/clipped_ratio", 1.0) for r in steps]})
 
 
 if __name__ == "__main__":
