@@ -579,3 +579,21 @@ def test_plain_text_pairs_split_at_the_longest_common_prefix(tmp_path):
     assert (r["prompt"], r["chosen"], r["rejected"]) == ("I like", " cats", " cars")
     with pytest.raises(DataError, match="share no leading"):
         load_examples(write_lines(tmp_path, [{"chosen": "yes", "rejected": "no"}], name="n.jsonl"), "preference")
+
+
+def test_pick_pairs_disjoint_best_against_worst_with_margin():
+    from alignkit.data.pairs import pick_pair, pick_pairs
+
+    scores = [0.5, 1.0, 0.0, 1.0, 0.0, 0.5, 0.0, 1.0]
+    # best first: 1, 3, 7 (1.0), 0, 5 (0.5), ...; worst first: 2, 4, 6 (0.0), 0, 5, ...
+    assert pick_pairs(scores, 1) == [(1, 2)] == [pick_pair(scores)]
+    assert pick_pairs(scores, 4) == [(1, 2), (3, 4), (7, 6)]  # the 4th would be (0, 0.5)-(0, ...) : same item
+    assert pick_pairs(scores, 2) == [(1, 2), (3, 4)]
+    assert pick_pairs(scores, 4, min_margin=0.5) == [(1, 2), (3, 4), (7, 6)]  # 1.0 - 0.0 > 0.5
+    assert pick_pairs(scores, 4, min_margin=1.0) == []  # no pair beats a margin of 1
+    assert pick_pairs([0.3, 0.3, 0.3], 2) == []  # a tie
+    assert pick_pairs([1.0, 0.5, 0.0, None], 3, usable=[True, True, False, True]) == [(0, 1)]
+    # among equals the rank decides: prefer untruncated chosen (rank 0) and truncated rejected
+    truncated = [True, False, False, True]
+    assert pick_pairs([1.0, 1.0, 0.0, 0.0], 1, chosen_rank=lambda i: truncated[i],
+                      rejected_rank=lambda i: not truncated[i]) == [(1, 3)]

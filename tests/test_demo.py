@@ -151,13 +151,18 @@ def _check_pairs_read_back(out_dir) -> None:
     pairs = [json.loads(line) for line in (out_dir / "pairs.jsonl").read_text().splitlines()]
     eos = load_tokenizer("tiny-random").eos_token_id
     assert len(examples) == len(pairs)
+    seen: dict[str, int] = {}
     for pair, ex in zip(pairs, examples):
         sample = samples[pair["id"]]
+        j = seen[pair["id"]] = seen.get(pair["id"], -1) + 1  # the j-th pair of this prompt
         assert ex["prompt_ids"] == sample["prompt_ids"]
-        for side in ("chosen", "rejected"):
-            cand = sample["candidates"][sample[side]]
+        for side, index in zip(("chosen", "rejected"), sample["pairs"][j]):
+            cand = sample["candidates"][index]
             assert cand["exact"]
             assert ex[f"{side}_ids"] == cand["ids"] + ([eos] if cand["truncated"] else [])
+    for sample in samples.values():  # no candidate in two pairs; pairs listed == pairs written
+        used = [i for pc in sample["pairs"] for i in pc]
+        assert len(used) == len(set(used)) and len(sample["pairs"]) == seen.get(sample["id"], -1) + 1
 
 
 def _length_reward(prompts, completions, **columns):
@@ -176,6 +181,21 @@ def test_demo_pipeline_on_tiny_random(tmp_path, capsys, monkeypatch):
     summary = _check_run(out_dir, capsys.readouterr().out, "dpo")
     assert summary["settings"]["method"] == "dpo"
     assert summary["training"]["steps"] == 2
+
+
+def test_demo_several_pairs_per_prompt_and_rpo(tmp_path, capsys, monkeypatch):
+    import alignkit.evaluation.constraints as constraints
+    from alignkit.commands.demo import main
+
+    monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
+    out_dir = tmp_path / "demo"
+    assert main(TINY + ["--output-dir", str(out_dir), "--pairs-per-prompt", "2", "--rpo-alpha", "0.5"]) == 0
+    summary = _check_run(out_dir, capsys.readouterr().out, "dpo")
+    per_prompt = [len(s["pairs"]) for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())]
+    assert max(per_prompt) == 2 and sum(per_prompt) == summary["pairs"]["pairs"]
+    assert "rpo_alpha: 0.5" in (out_dir / "config.yaml").read_text()
+    assert main(TINY + ["--output-dir", str(tmp_path / "x"), "--pairs-per-prompt", "0"]) == 2
+    assert main(TINY + ["--output-dir", str(tmp_path / "x"), "--min-margin", "-1"]) == 2
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from alignkit.data.pairs import pick_pair
+from alignkit.data.pairs import pick_pair, pick_pairs
 from alignkit.pipelines.demo.console import Progress, Say
 
 
@@ -34,8 +34,18 @@ def choose_pair(rewards: list[float], truncated: list[bool], texts: list[str],
     return None if isinstance(pick, str) else pick
 
 
-def _pair_of(pool: dict[str, list]) -> tuple[int, int] | None:
-    return choose_pair(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"])
+def choose_pairs(rewards: list[float], truncated: list[bool], texts: list[str], exact: list[bool] | None,
+                 k: int, min_margin: float = 0.0) -> list[tuple[int, int]]:
+    """Up to ``k`` disjoint (chosen, rejected) pairs: the j-th best against the j-th worst while the
+    reward gap exceeds ``min_margin`` (:func:`alignkit.data.pairs.pick_pairs`), with the candidates
+    and tie-breaks of :func:`choose_pair`."""
+    usable = [bool(t.strip()) and (exact is None or exact[i]) for i, t in enumerate(texts)]
+    return pick_pairs(rewards, k, usable=usable, chosen_rank=lambda i: truncated[i],
+                      rejected_rank=lambda i: not truncated[i], min_margin=min_margin)
+
+
+def _pairs_of(pool: dict[str, list], k: int = 1, min_margin: float = 0.0) -> list[tuple[int, int]]:
+    return choose_pairs(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"], k, min_margin)
 
 
 def reads_back(tokenizer: Any, asked: Any, text: str, completion_ids: list[int], truncated: bool) -> bool:
@@ -60,9 +70,10 @@ def mean_or_nan(xs: list[float]) -> float:
 
 def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: int, temperature: float,
                 top_p: float, max_new_tokens: int, rounds: int, seed: int, gen_batch_size: int,
-                say: Say | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
+                pairs_per_prompt: int = 1, min_margin: float = 0.0, say: Say | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Sample ``candidates`` answers per prompt, score them with the constraint reward and pair the best
-    with the worst (see :func:`choose_pair`). Returns ``(pairs, samples, stats)``: ``pairs`` are
+    with the worst, up to ``pairs_per_prompt`` disjoint pairs per prompt whose reward gap exceeds
+    ``min_margin`` (see :func:`choose_pairs`). Returns ``(pairs, samples, stats)``: ``pairs`` are
     preference rows (``prompt``, ``chosen``, ``rejected`` and bookkeeping fields), ``samples`` one row
     per prompt with every candidate and its reward."""
     from alignkit.data.render import conversational_row, request_prompt
@@ -109,20 +120,22 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
                                   zip(texts[sl], rollout.completion_ids[sl], rollout.truncated[sl].tolist())]
             progress.update(len(texts))
         progress.close()
-        pending = [ins for ins in pending if _pair_of(pools[ins.id]) is None]
+        pending = [ins for ins in pending if not _pairs_of(pools[ins.id], 1, min_margin)]
 
     pairs: list[dict] = []
     samples: list[dict] = []
     all_pass = all_fail = other_ties = 0
     for ins in instructions:
         pool = pools[ins.id]
-        picked = _pair_of(pool)
+        picked_all = _pairs_of(pool, pairs_per_prompt, min_margin)
+        picked = picked_all[0] if picked_all else None
         samples.append({
             "id": ins.id, "prompt": ins.prompt, "constraints": ins.constraints, "prompt_ids": encoded[ins.id],
             "candidates": [{"text": t, "reward": rw, "truncated": tr, "ids": ids, "exact": ex}
                            for t, rw, tr, ids, ex in zip(pool["texts"], pool["rewards"], pool["truncated"],
                                                          pool["ids"], pool["exact"])],
             "chosen": picked[0] if picked else None, "rejected": picked[1] if picked else None,
+            "pairs": [list(pc) for pc in picked_all],
         })
         if picked is None:
             rewards = pool["rewards"]
@@ -133,11 +146,11 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
             else:
                 other_ties += 1
             continue
-        c, rj = picked
-        prompt, chosen = conversational_row(asked[ins.id], pool["texts"][c])
-        _, rejected = conversational_row(asked[ins.id], pool["texts"][rj])
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                      "id": ins.id, "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
+        for c, rj in picked_all:
+            prompt, chosen = conversational_row(asked[ins.id], pool["texts"][c])
+            _, rejected = conversational_row(asked[ins.id], pool["texts"][rj])
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "id": ins.id,
+                          "chosen_reward": pool["rewards"][c], "rejected_reward": pool["rewards"][rj]})
     all_rewards = [x for pool in pools.values() for x in pool["rewards"]]
     stats = {
         "prompts": len(instructions),
@@ -149,6 +162,7 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
         "truncated_rate": mean_or_nan([float(t) for pool in pools.values() for t in pool["truncated"]]),
         "not_read_back": sum(not e for pool in pools.values() for e in pool["exact"]),
         "pairs": len(pairs),
+        "prompts_with_pairs": sum(1 for row in samples if row["pairs"]),
         "no_pair_all_pass": all_pass,
         "no_pair_all_fail": all_fail,
         "no_pair_other_tie": other_ties,

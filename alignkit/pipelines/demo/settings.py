@@ -31,6 +31,8 @@ class DemoSettings:
     temperature: float = 0.9
     top_p: float = 1.0
     sample_max_new_tokens: int = 160
+    pairs_per_prompt: int = 1  # disjoint pairs per prompt (j-th best vs j-th worst)
+    min_margin: float = 0.0  # a pair's reward gap must exceed this
     rounds: int = 1  # sampling rounds within an iteration (prompts left without a pair are resampled)
     iterations: int = 1  # on-policy iterations: iteration k samples from the iteration k-1 model
     seeds: int = 1  # repeat the iterations with seeds seed, seed+1, ... and report mean and spread
@@ -39,6 +41,7 @@ class DemoSettings:
     batch_size: int = 4
     lr: float = 2e-4
     beta: float = 0.1
+    rpo_alpha: float = 0.0  # DPO: weight of the chosen NLL (RPO); 0 is plain DPO
     lora_r: int = 16
     lora_alpha: float = 32.0
     gen_batch_size: int = 64  # sequences sampled together
@@ -47,7 +50,7 @@ class DemoSettings:
     def check(self) -> None:
         if self.method not in METHODS:
             raise DemoError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps",
+        for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps", "pairs_per_prompt",
                      "batch_size", "lora_r", "gen_batch_size", "eval_batch_size", "iterations", "seeds"):
             if getattr(self, name) < 1:
                 raise DemoError(f"{name.replace('_', '-')} must be at least 1")
@@ -62,6 +65,8 @@ class DemoSettings:
             raise DemoError("--temperature must be > 0 (pairs need varied samples)")
         if not 0 < self.top_p <= 1:
             raise DemoError("--top-p must be in (0, 1]")
+        if self.min_margin < 0 or self.rpo_alpha < 0:
+            raise DemoError("--min-margin and --rpo-alpha must be >= 0")
         if not (self.lr > 0 and self.beta > 0):
             raise DemoError("--lr and --beta must be > 0")
 
@@ -70,7 +75,8 @@ class DemoSettings:
 FULL: dict[str, Any] = {f.name: f.default for f in fields(DemoSettings)
                         if f.name in ("eval_prompts", "eval_max_new_tokens", "train_prompts", "candidates",
                                       "temperature", "sample_max_new_tokens", "rounds", "steps",
-                                      "batch_size", "lr", "beta", "iterations")}
+                                      "batch_size", "lr", "beta", "iterations", "pairs_per_prompt",
+                                      "min_margin", "rpo_alpha", "lora_r")}
 QUICK: dict[str, Any] = {**FULL, "eval_prompts": 16, "eval_max_new_tokens": 96, "train_prompts": 16,
                          "candidates": 4, "sample_max_new_tokens": 96, "steps": 6}
 

@@ -67,7 +67,8 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
     if s.method == "dpo":
         from alignkit.methods.dpo import DPO, DPOConfig
 
-        method_cls, config = DPO, load_config(DPOConfig, None, overrides + [f"beta={s.beta}"])
+        rpo = [f"rpo_alpha={s.rpo_alpha}"] if s.rpo_alpha > 0 else []
+        method_cls, config = DPO, load_config(DPOConfig, None, overrides + [f"beta={s.beta}"] + rpo)
     elif s.method == "kto":
         from alignkit.methods.kto import KTO, KTOConfig
 
@@ -116,7 +117,8 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
         pairs, samples, pstats = build_pairs(model, tok, train_ins, candidates=s.candidates,
                                              temperature=s.temperature, top_p=s.top_p,
                                              max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds,
-                                             seed=seed + 1000 * (k - 1), gen_batch_size=s.gen_batch_size, say=say)
+                                             seed=seed + 1000 * (k - 1), gen_batch_size=s.gen_batch_size,
+                                             pairs_per_prompt=s.pairs_per_prompt, min_margin=s.min_margin, say=say)
         files.write_jsonl(run_dir / "samples.jsonl", samples)
         data = files.write_jsonl(run_dir / "pairs.jsonl", pairs)
         say(f"    {pstats['pairs']} pairs from {pstats['prompts']} prompts; no pair (all samples scored alike): "
