@@ -82,3 +82,17 @@ def test_bench_grpo_both_sides(tmp_path, capsys):
     assert len(result["trl"]["rewards"]) == 2 and len(result["alignkit"]["rewards"]) == 2
     assert result["speedup_step_s"] == pytest.approx(result["trl"]["step_s"] / result["alignkit"]["step_s"])
     assert "time per step" in capsys.readouterr().out
+
+
+def test_bench_sample_compares_the_samplers(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["bench", "sample", "--model", "tiny-random", "--prompts", "2", "--generations", "3",
+                 "--max-new-tokens", "6", "--temperature", "0", "--repeats", "1", "--output-dir", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert result["greedy_rows_equal"] == "6/6"  # the decode loop's greedy tokens are HF generate's
+    assert result["completion_tokens"]["hf"] == result["completion_tokens"]["fast"] == 36
+    assert result["speedup"] == pytest.approx(result["seconds"]["hf"] / result["seconds"]["fast"])
+    # 6 rows x 6 tokens: one prefill per prompt, 5 decode steps for every row
+    assert result["flops"]["decode_steps"] == 5 and result["bound"]["generation_s"] > 0
+    assert "tokens/s" in capsys.readouterr().out and (out / "bench.md").is_file()
+    assert main(["bench", "sample", "--model", "tiny-random", "--prompts", "0", "--output-dir", str(out)]) == 2

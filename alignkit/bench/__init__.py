@@ -351,6 +351,14 @@ def main(argv: list[str]) -> int:
     grpo.add_argument("--rollout-dtype", choices=["float32", "bfloat16"], default=None,
                       help="alignkit samples from a merged copy in this dtype (TRL has no CPU equivalent); "
                            "default: both sample from the training model")
+    sample = sub.add_parser("sample", help="HF generate vs alignkit's decode loop (no TRL needed)")
+    sample.add_argument("--model", default="smollm2-135m")
+    sample.add_argument("--prompts", type=int, default=8, help="distinct prompts (default 8)")
+    sample.add_argument("--generations", type=int, default=8, help="samples per prompt (default 8)")
+    sample.add_argument("--max-new-tokens", type=int, default=160)
+    sample.add_argument("--temperature", type=float, default=0.9, help="0: greedy (also checks equal tokens)")
+    sample.add_argument("--repeats", type=int, default=2, help="runs of each sampler; the best is kept")
+    sample.add_argument("--output-dir", default="runs/bench-sample")
     for name, bench in (("dpo", dpo), ("grpo", grpo)):
         bench.add_argument("--model", default="smollm2-135m")
         bench.add_argument("--lora-r", type=int, default=16)
@@ -363,10 +371,12 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.which == "dpo":
         from alignkit.bench.dpo import run
+    elif args.which == "sample":
+        from alignkit.bench.sample import run
     else:
         from alignkit.bench.grpo import run
     try:
-        check_positive(args.prompt_tokens, "--prompt-tokens")
+        check_positive(getattr(args, "prompt_tokens", None), "--prompt-tokens")
         check_positive(getattr(args, "response_tokens", None), "--response-tokens")
         check_positive(getattr(args, "max_new_tokens", None), "--max-new-tokens/--response-tokens")
         return run(args)
