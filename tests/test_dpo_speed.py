@@ -248,3 +248,70 @@ def test_length_grouping_and_shared_prompts_cut_padded_compute_not_the_loss(toke
     assert computed[True, True] <= computed[True, False]  # never more
     values = list(losses.values())
     assert abs(values[0]) > 1.0 and max(values) - min(values) < 1e-4
+
+
+# ------------------------------------------------------------------------------------ checkpointing
+def _saved_activation_bytes(model, fn) -> tuple[object, int]:
+    """Run ``fn()`` and add up the bytes of the tensors autograd saves for backward outside any
+    checkpointed region, parameters excluded (each storage once)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_checkpointing_modes_give_the_same_loss_and_grads_and_save_less(lora, tokenizer, monkeypatch):
+    from alignkit.models import enable_checkpointing
+
+    shared_calls = []
+    real = common.shared_prompt_token_logps
+    monkeypatch.setattr(common, "shared_prompt_token_logps", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+    results = {}
+    for mode in (False, "mlp", "alternate", "full"):
+        torch.manual_seed(0)
+        model = build_tiny_random()
+        assert enable_checkpointing(model, mode) == (mode or None)
+        if lora:
+            model = apply_lora(model, LoraSettings(r=4, alpha=8.0))
+        model.train()
+        method = _dpo(tokenizer)
+        method.setup(model, _Acc())  # the reference: adapters disabled, or a frozen copy made now
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name or (not lora and "mlp" in name):
+                    p.add_(0.05 * torch.randn_like(p))  # (seeded above: the same change in every mode)
+        batch = method.collate(_pairs())
+        shared_calls.clear()
+        out, saved = _saved_activation_bytes(model, lambda m=method, b=batch, mod=model: m.loss(mod, b, 0))
+        grads = torch.autograd.grad(out.loss_sum, _trainable(model))
+        # the KV cache (shared prompts) survives MLP checkpointing; layer checkpointing turns it off
+        assert len(shared_calls) == (2 if mode in (False, "mlp") else 0)
+        results[mode] = (float(out.loss_sum), grads, saved)
+    base_loss, base_grads, base_saved = results[False]
+    assert abs(base_loss - 3 * 0.6931) > 1e-3
+    for mode in ("mlp", "alternate", "full"):
+        loss, grads, saved = results[mode]
+        assert abs(loss - base_loss) < 1e-5, mode
+        for a, b in zip(grads, base_grads):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), mode
+    assert results["full"][2] < results["alternate"][2] < base_saved
+    assert results["mlp"][2] < 0.8 * base_saved
+
+
+def test_checkpointing_mode_values():
+    from alignkit.config import TrainConfig
+    from alignkit.models.checkpointing import checkpoint_mode
+
+    assert [checkpoint_mode(TrainConfig(gradient_checkpointing=v).gradient_checkpointing)
+            for v in (False, True, "mlp", "alternate", "full")] == [None, "full", "mlp", "alternate", "full"]
+    with pytest.raises(ValueError):
+        TrainConfig(gradient_checkpointing="every")
