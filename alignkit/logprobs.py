@@ -62,6 +62,25 @@ def _transform(z: torch.Tensor, temperature: float, softcap: float | None):
     return z, dl_dz
 
 
+def _target_softmax_(logits: torch.Tensor, targets: torch.Tensor, probs: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Overwrites ``logits`` [n, V]: returns (log p[target] [n], log Z [n], softmax p [n, V] -- the same
+    storage -- or None). With m the row max and s = sum exp(l - m): log Z = m + log s and
+    log p[y] = l_y - log Z. Two passes over the chunk in place (no [n, V] log-softmax or exp buffers)."""
+    m = logits.amax(-1, keepdim=True)
+    z_y = logits.gather(-1, targets).sub_(m)
+    e = logits.sub_(m).exp_()
+    s = e.sum(-1, keepdim=True)
+    log_s = s.log()
+    return (z_y - log_s).squeeze(-1), (m + log_s).squeeze(-1), e.div_(s) if probs else None
+
+
+def _logp_grad_h(weight: torch.Tensor, targets: torch.Tensor, probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """d log p[y] / d h = (W[y] - p W) / temperature, [n, H] (no soft-cap)."""
+    g = _upcast(weight.index_select(0, targets)) - _upcast(probs.to(weight.dtype) @ weight)
+    return g / temperature if temperature != 1.0 else g
+
+
 class _LinearHeadLogps(torch.autograd.Function):
     """Chunked log-probs (and entropies) through a linear head, never keeping [n, V] logits.
 
@@ -86,6 +105,15 @@ class _LinearHeadLogps(torch.autograd.Function):
             hc, yc = h[start : start + chunk_size], targets[start : start + chunk_size]
             y1 = yc.unsqueeze(-1)
             logits, dl_dz = _transform(_upcast(F.linear(hc, weight, bias)), temperature, softcap)
+            if not want_entropy and dl_dz is None:  # the common case, in place on the chunk's logits
+                lp, logz, probs = _target_softmax_(logits, y1, probs=precompute)
+                lps.append(lp)
+                if need_w:
+                    logzs.append(logz)
+                if precompute:
+                    g_lps.append(_logp_grad_h(weight, yc, probs, temperature))
+                del logits, probs
+                continue
             if need_w:
                 logzs.append(torch.logsumexp(logits, dim=-1))
             logp = torch.log_softmax(logits, dim=-1)
@@ -109,13 +137,13 @@ class _LinearHeadLogps(torch.autograd.Function):
             del logp
             if precompute:
                 if dl_dz is None:
-                    g = _upcast(weight.index_select(0, yc)) - _upcast(probs.to(weight.dtype) @ weight)
+                    g = _logp_grad_h(weight, yc, probs, temperature)
                 else:
                     d_lp = probs.neg_().mul_(dl_dz)
                     d_lp.scatter_add_(-1, y1, dl_dz.gather(-1, y1))
                     g = _upcast(d_lp.to(weight.dtype) @ weight)
                     del d_lp
-                g_lps.append(g / temperature if dl_dz is None and temperature != 1.0 else g)
+                g_lps.append(g)
             del probs, dl_dz
 
         lp = torch.cat(lps)
@@ -376,11 +404,30 @@ def _decoder_body(model: nn.Module) -> nn.Module:
     return body
 
 
+def _cache_keyword(body: nn.Module) -> str:
+    """The decoder's KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def prompt_groups(num_rows: int, group_size: int, tiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which rows share a prompt: ``(sources [N/G], prompt_of_row [N])`` for N rows in groups of
+    ``group_size`` = G. Interleaved (GRPO's samples): rows ``g*G .. g*G+G-1`` share prompt g, read from
+    row g*G. Tiled (preference pairs, chosen rows then rejected rows): G blocks of N/G rows, row r has
+    prompt r mod N/G, read from the first block."""
+    n = num_rows // group_size
+    if tiled:
+        return torch.arange(n), torch.arange(num_rows) % n
+    return torch.arange(n) * group_size, torch.arange(num_rows) // group_size
+
+
 def can_share_prompts(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      completion_width: int, group_size: int) -> bool:
+                      completion_width: int, group_size: int, tiled: bool = False) -> bool:
     """Whether :func:`shared_prompt_token_logps` applies: rows come in groups of ``group_size`` with
-    identical (left-padded) prompts, the model is called directly (no DDP/DeepSpeed wrapper, whose
-    forward must run) and gradient checkpointing is off (it turns the KV cache off)."""
+    identical, non-empty (left-padded) prompts (grouping: :func:`prompt_groups`), the model is called
+    directly (no DDP/DeepSpeed wrapper, whose forward must run) and Hugging Face gradient checkpointing
+    is off (it turns the KV cache off)."""
     N, T = input_ids.shape
     P = T - completion_width
     if group_size < 2 or N % group_size or P < 1 or _is_wrapper(model):
@@ -389,9 +436,11 @@ def can_share_prompts(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     flag = "is_activation_checkpointing" if hasattr(inner, "is_activation_checkpointing") else "is_gradient_checkpointing"
     if getattr(inner, flag, False):
         return False
-    ids = input_ids[:, :P].reshape(N // group_size, group_size, P)
-    mask = attention_mask[:, :P].reshape(N // group_size, group_size, P)
-    return bool(torch.equal(ids, ids[:, :1].expand_as(ids)) and torch.equal(mask, mask[:, :1].expand_as(mask)))
+    sources, index = (t.to(input_ids.device) for t in prompt_groups(N, group_size, tiled))
+    ids, mask = input_ids[:, :P], attention_mask[:, :P]
+    if not bool(mask[sources].any(-1).all()):
+        return False  # an empty prompt: nothing would predict its first completion token
+    return bool(torch.equal(ids, ids[sources][index]) and torch.equal(mask, mask[sources][index]))
 
 
 def shared_prompt_token_logps(
@@ -403,13 +452,15 @@ def shared_prompt_token_logps(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     return_entropy: bool = False,
     temperature: float = 1.0,
+    tiled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [N, C] of the completions of N rows that share one prompt per group of
-    ``group_size`` rows (GRPO's G samples of a prompt), running each prompt through the model once.
+    ``group_size`` rows (GRPO's G samples of a prompt, or with ``tiled`` a preference batch's chosen and
+    rejected rows, see :func:`prompt_groups`), running each prompt through the model once.
 
     ``input_ids``/``attention_mask`` [N, P + C] are left-padded prompt | right-padded completion;
     ``completion_mask`` [N, C]. The N/G distinct prompts run first with a KV cache; the cache is repeated
-    G times and the completions run on top of it, so prompt tokens cost 1/G of the full forward (on
+    G times (gathered row by row) and the completions run on top of it, so prompt tokens cost 1/G of the full forward (on
     SmolLM2-135M, 8 rows of 30 + 32 tokens: forward + backward 1.1 s instead of 1.8 s). Gradients flow
     through the shared prompt activations exactly as through G separate copies (their sum). The first
     completion token is predicted from the prompt's last hidden state. Returns ``(logps, entropy)``,
@@ -422,18 +473,20 @@ def shared_prompt_token_logps(
     N, T = input_ids.shape
     C = completion_mask.shape[1]
     P = T - C
-    prompt_ids, prompt_mask = input_ids[::group_size, :P], attention_mask[::group_size, :P]
+    sources, index = (t.to(input_ids.device) for t in prompt_groups(N, group_size, tiled))
+    prompt_ids, prompt_mask = input_ids[sources, :P], attention_mask[sources, :P]
     body = _decoder_body(model)
     cache = DynamicCache()
+    key = _cache_keyword(body)
     first = body(input_ids=prompt_ids, attention_mask=prompt_mask,
                  position_ids=((prompt_mask.cumsum(-1) - 1).clamp(min=0) * prompt_mask),
-                 past_key_values=cache, use_cache=True)
-    last = first.last_hidden_state[:, -1:].repeat_interleave(group_size, dim=0)  # predicts completion token 0
-    cache.batch_repeat_interleave(group_size)
-    lengths = prompt_mask.sum(-1, keepdim=True).repeat_interleave(group_size, dim=0)
+                 use_cache=True, **{key: cache})
+    last = first.last_hidden_state[:, -1:].index_select(0, index)  # predicts completion token 0
+    cache.reorder_cache(index)  # [N/G, ...] -> [N, ...]; autograd sums the copies' gradients
+    lengths = prompt_mask.sum(-1, keepdim=True).index_select(0, index)
     positions = lengths + torch.arange(C, device=input_ids.device)[None]
     second = body(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=positions,
-                  past_key_values=cache, use_cache=True)
+                  use_cache=True, **{key: cache})
     hidden = torch.cat([last, second.last_hidden_state[:, :-1]], dim=1)  # hidden[:, t] predicts token P + t
     targets = input_ids[:, P:].masked_fill(completion_mask == 0, IGNORE_INDEX)
     out = token_logps_from_hidden(hidden, output_head(model), targets, chunk_size=chunk_size,

@@ -86,13 +86,35 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | boo
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
 
 
-def collate_preference(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_preference(examples: Sequence[dict], pad_id: int, shared: bool = False) -> dict[str, torch.Tensor]:
     """Preference examples -> ``{"input_ids", "attention_mask", "labels"}`` of shape ``[2B, T]``:
     rows ``0..B-1`` are prompt+chosen, rows ``B..2B-1`` prompt+rejected, right padded to one common
-    length, labels ``-100`` on prompt and padding -- one forward pass serves both."""
+    length, labels ``-100`` on prompt and padding -- one forward pass serves both.
+
+    ``shared``: also the same rows in the prompt | completion layout of :func:`split_prompt_response`
+    under ``shared_input_ids``/``shared_attention_mask`` ``[2B, P + C]`` and ``shared_completion_mask``
+    ``[2B, C]``, for the forward that runs each prompt once for both answers
+    (:func:`alignkit.logprobs.shared_prompt_token_logps` with ``tiled=True``)."""
     prompts = [ex["prompt_ids"] for ex in examples]
     responses = [ex["chosen_ids"] for ex in examples] + [ex["rejected_ids"] for ex in examples]
-    return _prompt_response(prompts + prompts, responses, pad_id)
+    out = _prompt_response(prompts + prompts, responses, pad_id)
+    if shared:
+        split = split_prompt_response(prompts + prompts, responses, pad_id)
+        out.update({f"shared_{k}": v for k, v in split.items()})
+    return out
+
+
+def split_prompt_response(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                          pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows ``prompt | response`` with the prompt **left**-padded to the longest prompt P and the
+    response right-padded to the longest response C (a rollout's layout): ``input_ids`` and
+    ``attention_mask`` ``[N, P + C]``, ``completion_mask`` ``[N, C]``. Real tokens stay contiguous, so
+    position ids are ``attention_mask.cumsum(-1) - 1``; every prompt ends at column P - 1, which lets
+    rows with one prompt share its KV cache."""
+    ids = torch.cat([pad(prompts, pad_id, "left"), pad(responses, pad_id)], dim=1)
+    prompt_mask, completion_mask = _mask(prompts, "left"), _mask(responses)
+    return {"input_ids": ids, "attention_mask": torch.cat([prompt_mask, completion_mask], dim=1),
+            "completion_mask": completion_mask}
 
 
 def collate_unpaired(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:

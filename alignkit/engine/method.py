@@ -90,9 +90,7 @@ class Method:
             model = models.load_quantized(cfg.model, cfg.lora.quantize, trust_remote_code=cfg.trust_remote_code)
         else:
             model = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+        models.enable_checkpointing(model, cfg.gradient_checkpointing)
         if cfg.lora.enabled:
             model = models.apply_lora(model, cfg.lora)
         return model

@@ -7,10 +7,11 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from alignkit.logprobs import token_logps_from_hidden
+from alignkit.logprobs import can_share_prompts, shared_prompt_token_logps, token_logps_from_hidden
 from alignkit.models.modules import unwrap
 
-__all__ = ["LOGPROB_CHUNK", "SafetyView", "forward_label_logps", "record_trained_as", "safety_pairs_field", "unwrap"]
+__all__ = ["LOGPROB_CHUNK", "SafetyView", "forward_label_logps", "pair_sequence_logps", "record_trained_as",
+           "safety_pairs_field", "unwrap"]
 
 SafetyView = Literal["helpful", "harmless", "safe_first"]
 
@@ -83,3 +84,29 @@ def forward_label_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     logps = token_logps_from_hidden(hidden, lm_head, targets, chunk_size=LOGPROB_CHUNK)
     mask = (targets != -100).to(logps.dtype)
     return logps * mask, mask
+
+
+def pair_sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                        share_prompt: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs [2B] and response lengths [2B] of a preference batch
+    (:func:`alignkit.data.collate_preference`: chosen rows, then rejected rows).
+
+    With ``share_prompt`` and a batch collated with ``shared=True``, each pair's prompt runs through the
+    model once and both answers run on its KV cache (:func:`alignkit.logprobs.shared_prompt_token_logps`,
+    ``tiled``): the batch costs B x P + 2B x C token positions (P, C: the longest prompt and answer)
+    instead of 2B x T (T: the longest prompt + answer). It falls back to the plain ``[2B, T]`` forward
+    (:func:`forward_label_logps`) where that is not fewer positions (short prompts of very different
+    lengths) or where it cannot be done (a DDP/DeepSpeed or FSDP2 wrapper, Hugging Face gradient
+    checkpointing, prompts that differ, an empty prompt); both give the same values and gradients up to
+    float rounding (tested).
+    """
+    if share_prompt and "shared_input_ids" in batch and not _is_fsdp2(model):
+        ids, attn, cmask = batch["shared_input_ids"], batch["shared_attention_mask"], batch["shared_completion_mask"]
+        (N, C), P = cmask.shape, ids.shape[1] - cmask.shape[1]
+        fewer = (N // 2) * P + N * C < batch["input_ids"].numel()
+        if fewer and can_share_prompts(model, ids, attn, C, 2, tiled=True):
+            logps, _ = shared_prompt_token_logps(model, ids, attn, cmask, 2, chunk_size=LOGPROB_CHUNK, tiled=True)
+            mask = cmask.to(logps.dtype)
+            return (logps * mask).sum(-1), mask.sum(-1)
+    token_logps, mask = forward_label_logps(model, batch)
+    return token_logps.sum(-1), mask.sum(-1)

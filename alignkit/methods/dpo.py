@@ -21,9 +21,12 @@ much larger values, ``beta`` 2.0-2.5 with ``gamma / beta`` about 0.5; ``gamma`` 
 ``simpo_gamma``). ORPO's weight ``lam`` defaults to 0.1 (TRL's ORPO ``beta``). ``lr`` keeps the engine
 default 2e-5, which suits LoRA; for full fine-tuning TRL's 1e-6 to 5e-7 is the usual choice.
 
-Chosen and rejected go through **one** forward pass: :func:`alignkit.data.collate_preference` stacks
-them into a ``[2B, T]`` batch (chosen rows first). Log-probs are computed chunkwise from the hidden
-states (:func:`alignkit.methods.common.forward_label_logps`), never as full logits. A loss unit is a
+Chosen and rejected share their prompt's forward (``share_prompt=true``, the default): each pair's
+prompt runs through the model once and both answers run on its KV cache, for the policy (with
+gradients) and the reference alike (:func:`alignkit.methods.common.pair_sequence_logps`); where that
+cannot be done (DDP/FSDP wrappers, Hugging Face gradient checkpointing) or with ``share_prompt=false``,
+:func:`alignkit.data.collate_preference` stacks them into one ``[2B, T]`` forward (chosen rows first).
+Log-probs are computed chunkwise from the hidden states, never as full logits. A loss unit is a
 pair: the engine divides the summed per-pair losses by the number of pairs in the global batch.
 
 The reference (:mod:`alignkit.methods.reference`): precomputed once and cached on disk by default
@@ -49,7 +52,7 @@ from alignkit.config import TrainConfig
 from alignkit.data import collate_preference, load_examples, tokenize_preference
 from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import REFERENCE_FREE, nll_term, preference_loss, preference_rewards
-from alignkit.methods.common import SafetyView, forward_label_logps, safety_pairs_field
+from alignkit.methods.common import SafetyView, pair_sequence_logps, safety_pairs_field
 from alignkit.methods.reference import Reference, announce, build_reference, to_device
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -70,6 +73,8 @@ class DPOConfig(TrainConfig):
                                     "None disables")
     precompute_ref_log_probs: bool = Field(True, description="compute reference log-probs once before training "
                                            "(cached on disk) instead of every step")
+    share_prompt: bool = Field(True, description="run each pair's prompt once, both answers on its KV cache "
+                               "(policy and reference forwards); false: the plain [2B, T] forward of both rows")
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
@@ -105,7 +110,7 @@ class DPO(Method):
         return len(example["prompt_ids"]) + max(len(example["chosen_ids"]), len(example["rejected_ids"]))
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_preference(examples, self.tokenizer.pad_token_id)
+        batch = collate_preference(examples, self.tokenizer.pad_token_id, shared=self.config.share_prompt)
         if all(REF_COLUMNS[0] in ex for ex in examples):
             for col in REF_COLUMNS:
                 batch[col] = torch.tensor([ex[col] for ex in examples], dtype=torch.float32)
@@ -133,17 +138,17 @@ class DPO(Method):
                 batch_size=2 * cfg.batch_size, what=f"pairs of {path}")
 
     def _reference_columns(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = to_device(collate_preference(examples, self.tokenizer.pad_token_id),
+        share = self.config.share_prompt
+        batch = to_device(collate_preference(examples, self.tokenizer.pad_token_id, shared=share),
                           self.reference.accelerator.device)
-        logps, _ = self.reference.sequence_logps(batch)
+        logps, _ = self.reference.sequence_logps(batch, share_prompt=share)
         B = len(examples)
         return {REF_COLUMNS[0]: logps[:B], REF_COLUMNS[1]: logps[B:]}
 
     # -- loss ---------------------------------------------------------------------------------
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         cfg = self.config
-        token_logps, mask = forward_label_logps(model, batch)
-        logps, lengths = token_logps.sum(-1), mask.sum(-1)
+        logps, lengths = pair_sequence_logps(model, batch, cfg.share_prompt)
         B = logps.shape[0] // 2
         chosen, rejected = logps[:B], logps[B:]
         c_len, r_len = lengths[:B], lengths[B:]
@@ -153,7 +158,7 @@ class DPO(Method):
             if REF_COLUMNS[0] in batch:
                 ref_c, ref_r = batch[REF_COLUMNS[0]], batch[REF_COLUMNS[1]]
             else:
-                ref, _ = self.reference.sequence_logps(batch)
+                ref, _ = self.reference.sequence_logps(batch, share_prompt=cfg.share_prompt)
                 ref_c, ref_r = ref[:B], ref[B:]
             ref_c, ref_r = ref_c.to(chosen.dtype), ref_r.to(chosen.dtype)
 

@@ -137,19 +137,21 @@ def rollout_batch(rollout: Rollout) -> dict[str, torch.Tensor]:
 
 
 def completion_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float = 1.0,
-                           with_entropy: bool = False, chunk_size: int = LOGPROB_CHUNK, group_size: int = 1
-                           ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                           with_entropy: bool = False, chunk_size: int = LOGPROB_CHUNK, group_size: int = 1,
+                           tiled: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs [N, C] (float32) of the completion tokens of a :func:`rollout_batch`, and
     with ``with_entropy`` the entropy [N, C] of each predictive distribution (detached), both 0 on
     padding. Logits are divided by ``temperature`` (the sampling temperature). Gradients flow when
     grad mode is on; the full [N, T, V] logits are never built (see :mod:`alignkit.logprobs`).
     ``group_size`` > 1: rows come in groups sharing one prompt, which then runs once per group
-    (:func:`alignkit.logprobs.shared_prompt_token_logps`) where that applies."""
+    (:func:`alignkit.logprobs.shared_prompt_token_logps`) where that applies; ``tiled``: the groups are
+    blocks instead (online DPO's chosen rows then rejected rows, ``group_size=2``; see
+    :func:`alignkit.logprobs.prompt_groups`)."""
     C = batch["completion_mask"].shape[1]
-    if can_share_prompts(model, batch["input_ids"], batch["attention_mask"], C, group_size):
+    if can_share_prompts(model, batch["input_ids"], batch["attention_mask"], C, group_size, tiled=tiled):
         logps, entropy = shared_prompt_token_logps(
             model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], group_size,
-            chunk_size=chunk_size, return_entropy=with_entropy, temperature=temperature)
+            chunk_size=chunk_size, return_entropy=with_entropy, temperature=temperature, tiled=tiled)
         return (logps, entropy.detach()) if with_entropy else logps
     out = sequence_token_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
                                chunk_size=chunk_size, return_entropy=with_entropy, temperature=temperature,
@@ -250,11 +252,12 @@ def score_rollout(rewards: Any, tokenizer: Any, batch: dict[str, Any], rollout: 
 
 
 def reference_token_logps(reference: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0,
-                          group_size: int = 1) -> torch.Tensor:
+                          group_size: int = 1, tiled: bool = False) -> torch.Tensor:
     """Completion log-probs [N, C] under a :class:`~alignkit.methods.reference.Reference` (adapters
-    disabled, or the frozen copy), without gradients (``group_size``: see :func:`completion_token_logps`)."""
+    disabled, or the frozen copy), without gradients (``group_size``, ``tiled``: see
+    :func:`completion_token_logps`)."""
     with torch.no_grad(), reference.module() as ref_model:
-        return completion_token_logps(ref_model, batch, temperature, group_size=group_size).float()
+        return completion_token_logps(ref_model, batch, temperature, group_size=group_size, tiled=tiled).float()
 
 
 # ----------------------------------------------------------------------------- advantages

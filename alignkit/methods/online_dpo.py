@@ -260,7 +260,7 @@ class OnlineDPO(PromptMethod):
         if self.reference is not None:
             with torch.no_grad():
                 for t in micro:
-                    ref = reference_token_logps(self.reference, t, 1.0).sum(-1).float()
+                    ref = reference_token_logps(self.reference, t, 1.0, **self._pair_groups()).sum(-1).float()
                     B = ref.shape[0] // 2
                     t["ref_chosen_logps"], t["ref_rejected_logps"] = ref[:B].to(device), ref[B:].to(device)
 
@@ -290,12 +290,17 @@ class OnlineDPO(PromptMethod):
         return micro, metrics
 
     # -- loss ---------------------------------------------------------------------------------
+    def _pair_groups(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`completion_token_logps` for a pair batch (chosen rows, then
+        rejected rows of the same prompts): share each prompt's forward unless ``share_prompt=false``."""
+        return {"group_size": 2, "tiled": True} if self.config.share_prompt else {}
+
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], step: int) -> StepOutput:
         if "completion_mask" not in batch:
             return self._evaluate_prompts(model, batch)
         cfg = self.config
         mask = batch["completion_mask"]
-        token_logps = completion_token_logps(model, batch, 1.0)
+        token_logps = completion_token_logps(model, batch, 1.0, **self._pair_groups())
         logps, lengths = (token_logps * mask).sum(-1), mask.sum(-1)
         B = logps.shape[0] // 2
         chosen, rejected = logps[:B], logps[B:]

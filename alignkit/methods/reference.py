@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from alignkit.engine.distributed import is_fsdp
-from alignkit.methods.common import forward_label_logps
+from alignkit.methods.common import forward_label_logps, pair_sequence_logps
 from alignkit.models.modules import base_module, eval_mode, is_peft, unwrap
 from alignkit.paths import cache_dir
 
@@ -222,14 +222,18 @@ class Reference:
             else:
                 yield inner
 
-    def sequence_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequence_logps(self, batch: dict[str, torch.Tensor],
+                       share_prompt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference log-probs of a collated batch (``input_ids``/``attention_mask``/``labels``):
-        (summed response log-probs [N], response lengths [N]), float32, no gradient."""
+        (summed response log-probs [N], response lengths [N]), float32, no gradient. ``share_prompt``:
+        a preference batch whose pairs share their prompt's forward (:func:`pair_sequence_logps`)."""
         if not self._live:
             raise RuntimeError("reference log-probs were precomputed for this run, but a batch carries none "
                                "(the trained policy is no longer the reference)")
         device = batch["input_ids"].device
         with torch.no_grad(), _quiet_rng(device), self.module() as m:
+            if share_prompt:
+                return pair_sequence_logps(m, batch)
             logps, mask = forward_label_logps(m, batch)
         return logps.sum(-1), mask.sum(-1)
 

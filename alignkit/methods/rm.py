@@ -152,13 +152,12 @@ class RM(Method):
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
+        from alignkit.models import enable_checkpointing
         from alignkit.reward_model import build_reward_model, peft_quietly
 
         cfg = self.config
         model = build_reward_model(cfg.model, self.pad_id, trust_remote_code=cfg.trust_remote_code)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+        enable_checkpointing(model, cfg.gradient_checkpointing)
         if cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 

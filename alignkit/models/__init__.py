@@ -4,6 +4,7 @@
 Importing this package imports torch and transformers; keep it out of CLI start-up paths.
 """
 
+from alignkit.models.checkpointing import enable_checkpointing
 from alignkit.models.loading import (
     EMBEDDED_NAME,
     TINY_NAME,
@@ -31,6 +32,7 @@ __all__ = [
     "apply_lora",
     "build_tiny_random",
     "embedded_gguf_path",
+    "enable_checkpointing",
     "eval_mode",
     "is_adapter_dir",
     "load_model",
