@@ -78,8 +78,8 @@ def test_load_judge(tmp_path):
     f.write_text("def shortest(prompt, a, b):\n    return 'A' if len(a) < len(b) else 'B'\n")
     assert load_judge(f"{f}:shortest")("p", "x", "yy") == "A"
     assert load_judge("json:dumps") is json.dumps  # package.module:FUNC
-    with pytest.raises(JudgeError, match="not available yet"):
-        load_judge("judge:smollm2-135m")
+    with pytest.raises(JudgeError, match="eval trains none"):
+        load_judge("judge:self")  # model judges: tests/test_eval_judge.py
     with pytest.raises(JudgeError, match="no function 'nope'"):
         load_judge(f"{f}:nope")
     with pytest.raises(JudgeError, match="file not found"):
@@ -212,8 +212,8 @@ def test_eval_input_errors(tmp_path, capsys):
     assert main(["--model", "tiny-random", "--prompts", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "row 2: constraint 1: unknown constraint type 'allcaps'" in err
-    assert main(["--model", "tiny-random", "--judge", "judge:smollm2-135m"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert main(["--model", "tiny-random", "--judge", "judge:self"]) == 2
+    assert "eval trains none" in capsys.readouterr().err
     good = write_jsonl(tmp_path / "good.jsonl", FOUR)
     assert main(["--model", "tiny-random", "--prompts", str(good), "--split", "dev"]) == 2
     assert "no rows in split 'dev'" in capsys.readouterr().err

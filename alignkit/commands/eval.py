@@ -28,9 +28,16 @@ are counted and listed as skipped (without the package, all of them are, with th
 
 And the win rate of the first model over the second (or, with one model, over the prompts'
 ``reference`` answers) under ``--judge``: each pair judged in both orders, position-inconsistent
-verdicts counted as ties. ``--judge`` takes a Python function ``FILE.py:FUNC`` or
-``package.module:FUNC`` with the signature ``judge(prompt, answer_a, answer_b) -> "A" | "B" | "tie"``;
-the LLM pairwise judge (``judge:MODEL``) is not available yet: it comes with a later release.
+verdicts counted as ties, and how often the first-shown answer was picked (position bias). ``--judge``
+takes the judge specs of ``reward=judge:...``: ``judge:PATH_OR_NAME`` (a local model, e.g.
+``judge:smollm2-135m``) or ``judge:http(s)://HOST:PORT/v1`` (an OpenAI-compatible endpoint; API key in
+``ALIGNKIT_JUDGE_API_KEY``), with ``?method=critique`` (critique, then verdict; Auto-J) or
+``?method=debate&personas=3&rounds=2`` (ChatEval); no method: the plain A-vs-B prompt. The pointwise
+methods (``additive``, ``geval``, ``flask``) and ``rm:PATH`` compare the two answers' scores (equal
+scores tie). The judge replies greedily, at most 512 tokens (``?temperature=``, ``?samples=``,
+``?max_new_tokens=``, ``?force_verdict=1`` on the spec change that), and loads after the answers are
+generated. Or a Python function ``FILE.py:FUNC`` / ``package.module:FUNC`` with the signature
+``judge(prompt, answer_a, answer_b) -> "A" | "B" | "tie"``.
 
 ``--safety [FILE]`` asks safety prompts instead: without FILE the shipped set (split ``--split``, default
 test: 120 harmful requests and 120 benign look-alikes over 10 categories, ``story`` wordings never trained
@@ -98,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "math:answer / math:format; e.g. alignkit.evaluation.constraints:constraint_reward")
     p.add_argument("--reward-weights", type=float, nargs="+", default=None, metavar="W",
                    help="weights of several --reward specs (default 1 each)")
-    p.add_argument("--judge", default=None, metavar="FILE.py:FUNC",
-                   help="pairwise judge for the win rate: a Python function judge(prompt, a, b) -> "
-                   "'A'|'B'|'tie' (the LLM judge comes with a later release)")
+    p.add_argument("--judge", default=None, metavar="SPEC",
+                   help="pairwise judge for the win rate: judge:MODEL[?method=critique|debate&...], "
+                   "judge:http://HOST:PORT/v1, rm:PATH (pointwise methods and rm: compare scores), or a "
+                   "Python function FILE.py:FUNC judge(prompt, a, b) -> 'A'|'B'|'tie'")
     p.add_argument("--max-length", type=int, default=1024, metavar="N",
                    help="token limit per perplexity example (default 1024)")
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")

@@ -133,7 +133,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         reward_stats,
         rm_pairwise_accuracy,
     )
-    from alignkit.evaluation.winrate import load_judge, pairwise_winrate
+    from alignkit.evaluation.winrate import pairwise_winrate, prepare_judge
     from alignkit.generation import generate_with_ids
 
     opts = opts or EvalOptions()
@@ -164,7 +164,8 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         instructions = instructions[: opts.limit]
         if_rows = if_rows[: opts.limit] if if_rows is not None else None
         safety_rows = safety_rows[: opts.limit] if safety_rows is not None else None
-    judge = load_judge(opts.judge) if opts.judge else None
+    # a bad --judge fails here, before any model loads; a judge model loads after the answers
+    load_judge = prepare_judge(opts.judge, seed=opts.seed, batch_size=opts.batch_size) if opts.judge else None
     reward_fn = load_reward(opts.reward, opts.reward_weights) if opts.reward else None
     eval_rows = None
     if opts.eval_data:
@@ -294,7 +295,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         results["ifeval"] = {"source": opts.ifeval, "n": len(instructions)}
 
     # win rate: first model vs second, or vs the prompts' reference answers
-    if judge is not None:
+    if load_judge is not None:
         refs = [ins.reference for ins in instructions]
         if len(models) >= 2:
             b_name, b_answers = names[1], answers[1]
@@ -304,12 +305,12 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             b_name = b_answers = None
             notes.append("win rate: skipped (needs two --model, or reference answers in every prompt row)")
         if b_answers is not None:
-            log(f"judging {names[0]} vs {b_name} ({len(prompts)} pairs, both orders)")
-            wr = pairwise_winrate(prompts, answers[0], b_answers, judge)
+            log(f"judging {names[0]} vs {b_name} with {opts.judge} ({len(prompts)} pairs, both orders)")
+            wr = pairwise_winrate(prompts, answers[0], b_answers, load_judge())
             results["win_rate"] = {"model_a": names[0], "model_b": b_name, "judge": opts.judge, **wr.as_dict()}
     elif len(models) >= 2:
-        notes.append("win rate: skipped (no --judge given; pass a Python function FILE.py:FUNC; "
-                     "the LLM pairwise judge comes with a later release)")
+        notes.append("win rate: skipped (no --judge given: judge:MODEL[?method=critique|debate], "
+                     "judge:http://HOST:PORT/v1, rm:PATH or a Python function FILE.py:FUNC)")
 
     rm_specs = [s for s in opts.reward if s.startswith("rm:")]
     if rm_specs and eval_rows is not None:
@@ -446,13 +447,28 @@ def _math_cell(acc: dict[str, Any] | None) -> str:
     return f"{fmt_pct(acc['accuracy'])} ({acc['correct']}/{acc['n']}) [{fmt_pct(lo)}, {fmt_pct(hi)}]"
 
 
+def _judge_counts(stats: dict[str, Any] | None) -> str:
+    """``"; 3/8 replies unparsable, 2 forced"`` from a model judge's counters ("" for none)."""
+    if not stats:
+        return ""
+    total = stats.get("samples", stats.get("votes"))
+    out = ""
+    if total:
+        out += f"; {stats.get('unparsable', 0)}/{total} replies without a verdict"
+    if stats.get("forced"):
+        out += f", {stats['forced']} forced"
+    return out
+
+
 def _extra_lines(results: dict[str, Any]) -> list[str]:
     lines = []
     wr = results.get("win_rate")
     if wr:
         lines.append(f"win rate {wr['model_a']} vs {wr['model_b']}: {fmt_pct(wr['win_rate'])} "
                      f"(wins {wr['wins']}, losses {wr['losses']}, ties {wr['ties']} of which "
-                     f"{wr['inconsistent']} position-inconsistent; n={wr['n']}; judge {wr['judge']}, both orders)")
+                     f"{wr['inconsistent']} position-inconsistent; first position picked "
+                     f"{fmt_pct(wr['first_position_rate'])} of decisive verdicts; n={wr['n']}; judge {wr['judge']}, "
+                     f"both orders{_judge_counts(wr.get('judge_stats'))})")
     for rm in results.get("reward_models", []):
         lines.append(f"reward model {rm['reward_model']}: pairwise accuracy {fmt_pct(rm['accuracy'])} on "
                      f"{rm['pairs']} pairs (mean margin {fmt(rm['margin'])})")
