@@ -429,6 +429,8 @@ class VLLMServerBackend:
                                              "max_tokens": 1, "prompt_logprobs": 0, "temperature": 1.0})
         try:
             rows = out["choices"][0]["prompt_logprobs"][1:]
+            if len(rows) != len(ids) - 1:
+                raise ValueError
             return [float(row[str(int(t))]["logprob"]) for row, t in zip(rows, ids[1:])]
         except (KeyError, IndexError, TypeError, ValueError):
             raise VLLMServerError(f"vLLM server {self.root}/v1/completions answered without prompt_logprobs "
