@@ -34,10 +34,11 @@ def _backoff(attempt: int) -> float:
 
 def request_json(url: str, body: dict | None = None, *, method: str | None = None, timeout: float = 60.0,
                  retries: int = 2, api_key: str | None = None, what: str = "endpoint", auth_hint: str = "",
-                 error: type[Exception] = ServiceError) -> Any:
+                 error: type[Exception] = ServiceError, text_ok: bool = False) -> Any:
     """Send ``body`` as JSON (``POST``; no body: ``GET``) to ``url`` and return the decoded JSON answer
-    (``None`` for an empty 2xx answer). See the module docstring for timeouts and retries; ``auth_hint``
-    is appended to the message of an HTTP 401/403."""
+    (``None`` for an empty 2xx answer; with ``text_ok`` a 2xx answer that is not JSON comes back as
+    its text, as vLLM's LoRA routes answer). See the module docstring for timeouts and retries;
+    ``auth_hint`` is appended to the message of an HTTP 401/403."""
     method = method or ("GET" if body is None else "POST")
     data = None if body is None else json.dumps(body).encode()
     headers = {"Accept": "application/json"}
@@ -84,6 +85,8 @@ def request_json(url: str, body: dict | None = None, *, method: str | None = Non
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
+            if text_ok:
+                return raw.decode("utf-8", "replace")
             raise error(f"{what} {url} did not answer with JSON: {raw[:200]!r}") from None
     raise error(f"{what} {url} failed after {max(0, int(retries)) + 1} attempt(s): {last}")
 

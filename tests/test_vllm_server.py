@@ -58,9 +58,9 @@ class FakeVLLM:
                 pass
 
             def _send(self, code, obj):
-                body = json.dumps(obj).encode()
+                body = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if isinstance(obj, str) else "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -86,10 +86,10 @@ class FakeVLLM:
                     return self._send(404, {"detail": "Not Found"})
                 if self.path == "/v1/load_lora_adapter":
                     fake.adapters[body["lora_name"]] = body["lora_path"]
-                    return self._send(200, {})
+                    return self._send(200, f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
                 if self.path == "/v1/unload_lora_adapter":
                     fake.adapters.pop(body["lora_name"], None)
-                    return self._send(200, {})
+                    return self._send(200, "Success")
                 if self.path == "/collective_rpc":
                     return self._send(200, {"results": [None]})
                 if self.path == "/reset_prefix_cache":
@@ -436,7 +436,8 @@ def test_grpo_full_weights_server_started_by_alignkit(grpo_files, tmp_path, monk
 
 @pytest.mark.slow
 def test_http_judge_against_the_real_vllm_server(real_vllm):
-    from alignkit.judges import HTTPBackend, JudgeError, load_judge
+    from alignkit.judges import HTTPBackend, JudgeError
+    from alignkit.scoring import load_judge
 
     server, _ = real_vllm
     backend = HTTPBackend(server.url + "/v1", temperature=0.0, max_new_tokens=8, timeout=120)

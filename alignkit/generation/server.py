@@ -336,7 +336,7 @@ class VLLMServerBackend:
     def _call(self, path: str, body: dict | None = None, timeout: float | None = None) -> Any:
         try:
             return request_json(self.root + path, body, timeout=timeout or self.timeout, retries=self.retries,
-                                what="vLLM server", error=VLLMServerError)
+                                what="vLLM server", error=VLLMServerError, text_ok=not path.startswith("/v1/c"))
         except VLLMServerError as e:
             if self.server is not None and not self.server.alive():
                 raise VLLMServerError(f"the vLLM server stopped{self.server._where()}: "

@@ -50,7 +50,10 @@ Metrics (TRL's names): ``reward`` (mean total reward), ``reward_std`` (std of th
 ``rewards/NAME`` (each source's mean raw reward), ``frac_reward_zero_std`` (fraction of groups without
 reward spread), ``completion_length``, ``completions/clipped_ratio`` (fraction without EOS),
 ``entropy``, ``clip_ratio`` (and ``clip_ratio/low_mean``, ``clip_ratio/high_mean``), ``kl`` (beta > 0),
-and the engine's ``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``. Sample completions
+and the engine's ``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``; with a rollout backend that
+reports log-probs (``vllm``, ``vllm-server``) also ``rollout/logprob_gap`` (and ``_max``), ``rollout/is_weight``
+(``rollout_is_cap``), ``rollout/weights_synced`` and ``rollout/sync_probe_gap`` (see
+:class:`alignkit.methods.online.RolloutGuard`). Sample completions
 go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
 """
 
