@@ -392,7 +392,7 @@ def real_vllm(tmp_path_factory):
     d = tmp_path_factory.mktemp("vllm")
     model_dir = _tiny_servable_model(d / "model", load_smollm2_tokenizer())
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    server = VLLMServer(python, model_dir, lora_rank=8, max_model_len=256, log_path=d / "server.log")
+    server = VLLMServer(python, model_dir, lora_rank=8, max_model_len=1024, log_path=d / "server.log")
     server.start(timeout=600)
     yield server, model_dir
     server.stop()
