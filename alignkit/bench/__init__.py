@@ -351,6 +351,9 @@ def main(argv: list[str]) -> int:
     grpo.add_argument("--rollout-dtype", choices=["float32", "bfloat16"], default=None,
                       help="alignkit samples from a merged copy in this dtype (TRL has no CPU equivalent); "
                            "default: both sample from the training model")
+    grpo.add_argument("--rollout", choices=["hf", "vllm-server"], default="hf",
+                      help="alignkit's rollout backend: hf (default) or vllm-server (a vLLM server started from "
+                           ".venv-vllm, `make vllm-venv`; its start-up counts in the wall time, not in the loop)")
     sample = sub.add_parser("sample", help="HF generate vs alignkit's decode loop (no TRL needed)")
     sample.add_argument("--model", default="smollm2-135m")
     sample.add_argument("--prompts", type=int, default=8, help="distinct prompts (default 8)")

@@ -121,6 +121,7 @@ def run_once(args) -> dict:
     settings = {**prepare_run(args, data), "prompts_per_step": args.prompts_per_step,
                 "num_generations": args.num_generations, "max_new_tokens": args.max_new_tokens,
                 "max_length": max_length, "lr": 1e-5, "temperature": 1.0, "rollout_dtype": args.rollout_dtype,
+                "rollout_backend": getattr(args, "rollout", "hf"),
                 "bf16": args.bf16, "prompt_tokens": args.prompt_tokens}
     out = Path(args.output_dir)
     completions = args.prompts_per_step * args.num_generations
@@ -130,6 +131,8 @@ def run_once(args) -> dict:
                 f"prompts of {sum(prompt_lens) / len(prompt_lens):.1f} tokens on average, "
                 f"reward format.py:word_limit, beta 0, loss dapo{', bf16 mixed precision on both' if args.bf16 else ''}"
                 + (f"; alignkit samples from a {args.rollout_dtype} copy" if args.rollout_dtype else "")
+                + ("; alignkit samples through vllm-server (sampling runs in the server's process: the "
+                   "bound and peak RSS leave it out)" if getattr(args, "rollout", "hf") == "vllm-server" else "")
                 + "; whole process timed")
     train_dtype = "bfloat16" if args.bf16 else "float32"
     gen_dtype = "bfloat16" if args.bf16 or args.rollout_dtype == "bfloat16" else "float32"

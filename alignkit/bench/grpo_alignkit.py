@@ -14,6 +14,7 @@ def main() -> None:
         f"max_new_tokens={s['max_new_tokens']}", f"temperature={s['temperature']}",
         "reward=format.py:word_limit", "beta=0", "loss_type=dapo", "num_iterations=1", "log_completions_steps=0",
         *([f"rollout_dtype={s['rollout_dtype']}"] if s.get("rollout_dtype") else []),
+        *([f"rollout_backend={s['rollout_backend']}"] if s.get("rollout_backend", "hf") != "hf" else []),
         f"bf16={str(bool(s.get('bf16'))).lower()}",
     ])
     steps = [r for r in rows if "reward" in r]

@@ -1,11 +1,19 @@
 """Rollout backends: batched sampling of completions for online methods (GRPO, PPO, online DPO).
 
 A backend turns tokenised prompts into a :class:`~alignkit.generation.sampling.Rollout` (left-padded
-prompt + completion ids, attention and completion masks, grouped per prompt). It does *not* return
-log-probabilities: the sampling policy's per-token log-probs are computed by one no-grad forward of
-the training model over the rollout (:func:`alignkit.methods.online.completion_token_logps`), so they
-are numerically the same computation as the training forward (what the importance ratio needs) and
-independent of the backend.
+prompt + completion ids, attention and completion masks, grouped per prompt). The log-probs the loss
+uses (old, current) are always the training model's own (:func:`alignkit.methods.online.completion_token_logps`),
+whatever the backend. A backend whose engine reports the sampler's log-probs returns a
+:class:`RolloutWithLogps` (``logps`` [N, C], the sampler's log p of each completion token at the
+sampling temperature, 0 on padding); the online methods then log ``rollout/logprob_gap`` (mean and max
+``|log p_rollout - log p_train|``, :func:`alignkit.losses.logprob_gap`), stop when it exceeds
+``rollout_max_logprob_gap`` right after a weight sync, and with ``rollout_is_cap`` reweight the loss by
+truncated importance weights (:func:`alignkit.losses.truncated_is_weights`). A backend that reports
+none (``hf``) gives no such metric.
+
+Before each rollout the method calls ``backend.sync(model, step, probe)``: it pushes the policy's
+weights where the backend needs it and returns a :class:`SyncReport` (``fresh``: the rollout samples
+from the weights of this very step; ``metrics``: ``rollout/weights_synced`` and the like).
 
 ``hf`` (default, :class:`HFRolloutBackend`)
     ``model.generate`` on the (unwrapped) training model itself: KV cache, left padding, stop at
@@ -17,10 +25,16 @@ independent of the backend.
     and inference weights that vLLM-based trainers use). On CPUs with bf16 matrix units (AMX) a
     bfloat16 copy samples about 1.7x faster than the float32 LoRA model, for one extra copy of the
     weights in bfloat16. Training, and the log-probs the loss uses, stay in the training dtype.
+    It reports no log-probs: sampling from the training model itself, the gap is 0 by construction
+    (up to the ``rollout_dtype`` copy's rounding), so ``rollout/logprob_gap`` is not logged.
 ``vllm`` (:class:`VLLMRolloutBackend`)
     vLLM on a CUDA GPU, colocated with training: the policy's current weights (LoRA merged) are
-    loaded into the vLLM engine before each generation. Needs the ``vllm`` package and a GPU; it is
-    not installed by ``make`` and not exercised by the test suite.
+    loaded into the vLLM engine before each generation; vLLM's log-probs of the sampled tokens come
+    back (``logprobs_mode=processed_logprobs``: after temperature and top-p). Needs the ``vllm``
+    package and a GPU; it is not installed by ``make`` and not exercised by the test suite.
+``vllm-server`` (:class:`alignkit.generation.server.VLLMServerBackend`)
+    An OpenAI-compatible vLLM server (started by alignkit from ``.venv-vllm``, or attached with
+    ``vllm_url``), synced by LoRA adapter or full weights every ``sync_steps``; see that module.
 
 :func:`make_backend` picks one by name.
 """
@@ -29,7 +43,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -42,7 +56,9 @@ __all__ = [
     "BACKENDS",
     "RolloutBackendError",
     "RolloutBackend",
+    "RolloutWithLogps",
     "SamplingSettings",
+    "SyncReport",
     "HFRolloutBackend",
     "InferenceCopy",
     "VLLMRolloutBackend",
@@ -51,9 +67,10 @@ __all__ = [
     "rollout_from_token_lists",
     "rollout_seed",
     "stop_token_ids",
+    "sync_backend",
 ]
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "vllm-server")
 
 
 class RolloutBackendError(ConfigError):
@@ -73,17 +90,56 @@ class SamplingSettings:
     eos_ids: tuple[int, ...] = ()
 
 
+@dataclass
+class RolloutWithLogps(Rollout):
+    """A :class:`Rollout` plus the sampling engine's own per-token log-probs ``logps`` [N, C] (float32,
+    aligned with ``completion_mask``, 0 on padding), or None when the engine reported none."""
+
+    logps: torch.Tensor | None = None
+
+
+@dataclass
+class SyncReport:
+    """What ``backend.sync`` did before a rollout: ``fresh`` is True when the rollout samples from the
+    weights of this very step (always for ``hf`` and ``vllm``; for ``vllm-server`` at each sync, every
+    ``sync_steps``); ``metrics`` are logged with the step (``rollout/weights_synced``, ...)."""
+
+    fresh: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
 class RolloutBackend(Protocol):
     """What a rollout backend provides."""
 
     name: str
     settings: SamplingSettings
+    #: True when :meth:`generate` returns a :class:`RolloutWithLogps` with the sampler's log-probs
+    returns_logps: bool
+
+    def sync(self, model: torch.nn.Module, step: int, probe: Sequence[int] | None = None,
+             force: bool = False) -> SyncReport:
+        """Bring the sampler up to date with ``model``, whose weights have had ``step`` optimizer updates
+        (the rollout of 0-based step ``step``): when due (``sync_steps``) or ``force``; ``probe``: token
+        ids a fingerprint check may score."""
+        ...
 
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                  num_generations: int, seed: int) -> Rollout:
         """``num_generations`` completions per prompt from the current weights of ``model`` (which may
         be DDP-wrapped); rows grouped per prompt; reproducible for a given ``seed`` and weights."""
         ...
+
+    def close(self) -> None:
+        """Release what the backend started (a server process); idempotent."""
+        ...
+
+
+def sync_backend(backend: Any, model: torch.nn.Module, step: int, probe: Sequence[int] | None = None,
+                 force: bool = False) -> SyncReport:
+    """``backend.sync(...)``, or a fresh empty report for a backend without ``sync`` (a custom one that
+    only generates)."""
+    sync = getattr(backend, "sync", None)
+    return SyncReport(fresh=True) if sync is None else sync(model, step, probe, force=force)
 
 
 def rollout_seed(seed: int, step: int, rank: int = 0, index: int = 0) -> int:
@@ -198,6 +254,7 @@ class HFRolloutBackend:
     in ``dtype`` (see the module docstring)."""
 
     name = "hf"
+    returns_logps = False
 
     def __init__(self, settings: SamplingSettings, dtype: str | None = None, skip: Sequence[str] = ()) -> None:
         if settings.temperature <= 0:
@@ -206,6 +263,14 @@ class HFRolloutBackend:
             raise ValueError(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)} (or unset), got {dtype!r}")
         self.settings = settings
         self.copy = InferenceCopy(ROLLOUT_DTYPES[dtype], skip) if dtype is not None else None
+
+    def sync(self, model: torch.nn.Module, step: int, probe: Sequence[int] | None = None,
+             force: bool = False) -> SyncReport:
+        """Nothing to push: every rollout samples from the current weights (the copy refreshes itself)."""
+        return SyncReport(fresh=True)
+
+    def close(self) -> None:
+        pass
 
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                  num_generations: int, seed: int) -> Rollout:
@@ -218,15 +283,21 @@ class HFRolloutBackend:
 
 def rollout_from_token_lists(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
                              pad_id: int, eos_ids: Sequence[int], max_new_tokens: int,
-                             num_generations: int, device: torch.device | str = "cpu") -> Rollout:
+                             num_generations: int, device: torch.device | str = "cpu",
+                             logps: Sequence[Sequence[float]] | None = None) -> RolloutWithLogps:
     """Build a :class:`Rollout` from token lists produced elsewhere (vLLM, a server, a test).
 
     ``completions`` holds ``len(prompt_ids) * num_generations`` token lists grouped per prompt. Each
     is cut after its first EOS (kept) and at ``max_new_tokens``; prompts are left-padded and
     completions right-padded with ``pad_id``, with the same masks as :func:`sample_completions`.
+    ``logps`` (optional, one float per completion token) are cut the same way and returned as the
+    ``logps`` [N, C] of the :class:`RolloutWithLogps` (0 on padding); without them ``logps`` is None.
     """
     if len(completions) != len(prompt_ids) * num_generations:
         raise ValueError(f"{len(completions)} completions for {len(prompt_ids)} prompts x {num_generations}")
+    if logps is not None and (len(logps) != len(completions)
+                              or any(len(lp) != len(c) for lp, c in zip(logps, completions))):
+        raise ValueError("logps must hold one value per completion token")
     eos = {int(e) for e in eos_ids}
     cut, truncated = [], []
     for c in completions:
@@ -249,9 +320,16 @@ def rollout_from_token_lists(prompt_ids: Sequence[Sequence[int]], completions: S
         attn[i, P - len(p):P] = 1
         seq[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
         attn[i, P:P + len(c)] = 1
-    return Rollout(sequences=seq.to(device), attention_mask=attn.to(device), completion_mask=attn[:, P:].to(device),
-                   prompt_length=P, completion_ids=cut, truncated=torch.tensor(truncated, device=device),
-                   num_generations=num_generations)
+    lp = None
+    if logps is not None:
+        lp = torch.zeros((N, C), dtype=torch.float32)
+        for i, c in enumerate(cut):
+            lp[i, :len(c)] = torch.tensor([float(v) for v in logps[i][:len(c)]], dtype=torch.float32)
+        lp = lp.to(device)
+    return RolloutWithLogps(sequences=seq.to(device), attention_mask=attn.to(device),
+                            completion_mask=attn[:, P:].to(device), prompt_length=P, completion_ids=cut,
+                            truncated=torch.tensor(truncated, device=device), num_generations=num_generations,
+                            logps=lp)
 
 
 class VLLMRolloutBackend:
@@ -264,6 +342,7 @@ class VLLMRolloutBackend:
     """
 
     name = "vllm"
+    returns_logps = True
 
     def __init__(self, settings: SamplingSettings, model_path: str, *, gpu_memory_utilization: float = 0.3,
                  max_model_len: int | None = None, dtype: str = "auto") -> None:
@@ -281,8 +360,11 @@ class VLLMRolloutBackend:
         from vllm import LLM
 
         self.settings = settings
+        # processed_logprobs: the log-probs of the sampled tokens after temperature / top-p, i.e. of the
+        # distribution actually sampled (the default, raw_logprobs, ignores the temperature)
         self.llm = LLM(model=str(model_path), gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len, dtype=dtype, enable_prefix_caching=True)
+                       max_model_len=max_model_len, dtype=dtype, enable_prefix_caching=True,
+                       logprobs_mode="processed_logprobs")
 
     def _engine_model(self) -> torch.nn.Module:
         engine = self.llm.llm_engine
@@ -319,20 +401,34 @@ class VLLMRolloutBackend:
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
 
+    def sync(self, model: torch.nn.Module, step: int, probe: Sequence[int] | None = None,
+             force: bool = False) -> SyncReport:
+        """Nothing here: :meth:`generate` copies the weights in before every generation."""
+        return SyncReport(fresh=True)
+
+    def close(self) -> None:
+        pass
+
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
-                 num_generations: int, seed: int) -> Rollout:
+                 num_generations: int, seed: int) -> RolloutWithLogps:
         from vllm import SamplingParams
 
         self.sync_weights(model)
         s = self.settings
         params = SamplingParams(n=num_generations, temperature=s.temperature, top_p=s.top_p,
-                                max_tokens=s.max_new_tokens, seed=seed, stop_token_ids=list(s.eos_ids))
+                                max_tokens=s.max_new_tokens, seed=seed, stop_token_ids=list(s.eos_ids), logprobs=0)
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
-        completions = [list(o.token_ids) or [s.pad_id] for out in outs for o in out.outputs]
+        completions, logps = [], []
+        for out in outs:
+            for o in out.outputs:
+                ids = list(o.token_ids)
+                completions.append(ids or [s.pad_id])
+                lp = [float(pos[t].logprob) for pos, t in zip(o.logprobs or [], ids)]
+                logps.append(lp if ids and len(lp) == len(ids) else None)
         device = next(unwrap(model).parameters()).device
         return rollout_from_token_lists(prompt_ids, completions, pad_id=s.pad_id, eos_ids=s.eos_ids,
                                         max_new_tokens=s.max_new_tokens, num_generations=num_generations,
-                                        device=device)
+                                        device=device, logps=None if any(v is None for v in logps) else logps)
 
 
 def rollout_dtype(config: Any, accelerator: Any) -> str | None:
@@ -347,11 +443,16 @@ def rollout_dtype(config: Any, accelerator: Any) -> str | None:
 
 def make_backend(name: str, settings: SamplingSettings, *, model_path: str | None = None,
                  **kwargs: Any) -> RolloutBackend:
-    """The backend called ``name`` (``hf`` or ``vllm``)."""
+    """The backend called ``name`` (``hf``, ``vllm`` or ``vllm-server``; for ``vllm-server`` the
+    keyword arguments are those of :func:`alignkit.generation.server.open_server_backend`)."""
     if name == "hf":
         return HFRolloutBackend(settings, **kwargs)
     if name == "vllm":
         if model_path is None:
             raise RolloutBackendError("rollout_backend=vllm needs a model directory it can load")
         return VLLMRolloutBackend(settings, model_path, **kwargs)
+    if name == "vllm-server":
+        from alignkit.generation.server import open_server_backend
+
+        return open_server_backend(settings, **kwargs)
     raise ValueError(f"unknown rollout backend {name!r}; expected one of {', '.join(BACKENDS)}")

@@ -12,15 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from alignkit.httpjson import request_json
 from alignkit.rewards import RewardError
 
 __all__ = ["API_KEY_ENV", "JudgeError", "CallableBackend", "LocalBackend", "HTTPBackend", "content_seed"]
@@ -297,53 +294,9 @@ class HTTPBackend:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
-        url = self.base_url + path
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-            req = urllib.request.Request(url, data=data, headers=headers, method=method)
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    raw = resp.read()
-            except urllib.error.HTTPError as e:
-                detail = _error_detail(e)
-                if e.code in (401, 403):
-                    raise JudgeError(f"judge endpoint {url} refused the request (HTTP {e.code}{detail}); set the "
-                                     f"API key in the environment variable {API_KEY_ENV}") from None
-                if e.code == 429 or e.code >= 500:
-                    last = f"HTTP {e.code}{detail}"
-                    continue
-                raise JudgeError(f"judge endpoint {url} answered HTTP {e.code}{detail}") from None
-            except urllib.error.URLError as e:
-                reason = e.reason
-                if isinstance(reason, ConnectionRefusedError):
-                    raise JudgeError(f"cannot reach the judge endpoint {url}: connection refused (is the server "
-                                     "running, and are host and port right?)") from None
-                if isinstance(reason, TimeoutError):
-                    last = f"no answer within {self.timeout:g} s"
-                    continue
-                if isinstance(reason, socket.gaierror):
-                    raise JudgeError(f"cannot reach the judge endpoint {url}: unknown host ({reason})") from None
-                last = str(reason)
-                continue
-            except TimeoutError:
-                last = f"no answer within {self.timeout:g} s"
-                continue
-            except (ConnectionError, OSError) as e:
-                last = f"{type(e).__name__}: {e}"
-                continue
-            try:
-                return json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise JudgeError(f"judge endpoint {url} did not answer with JSON: {raw[:200]!r}") from None
-        raise JudgeError(f"judge endpoint {url} failed after {self.retries + 1} attempt(s): {last}")
+        return request_json(self.base_url + path, body, method=method, timeout=self.timeout, retries=self.retries,
+                            api_key=self.api_key, what="judge endpoint", error=JudgeError,
+                            auth_hint=f"; set the API key in the environment variable {API_KEY_ENV}")
 
     def resolve_model(self) -> str:
         if self.model:
@@ -380,10 +333,3 @@ class HTTPBackend:
                 out[i][k] = fut.result()
         return out
 
-
-def _error_detail(e: urllib.error.HTTPError) -> str:
-    try:
-        body = e.read()[:300].decode("utf-8", "replace").strip()
-    except Exception:  # noqa: BLE001
-        body = ""
-    return f": {body}" if body else ""

@@ -218,6 +218,7 @@ def grpo_loss_with_stats(
     eps_low: float = 0.2,
     eps_high: float = 0.2,
     loss_type: str = "dapo",
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`grpo_loss` plus detached statistics (each a 0-dim tensor, token-mean over ``mask``):
 
@@ -225,6 +226,10 @@ def grpo_loss_with_stats(
     ``clip_ratio/high_mean`` fraction of tokens with A > 0 and rho > 1 + eps_high (clipped above)
     ``clip_ratio``           fraction of tokens where the clip was active (either of the two)
     ``kl``                   mean k3 KL estimate (only when ``ref_logps`` is given, even with beta = 0)
+
+    ``token_weights`` [B, T] (optional, detached): each token's clipped surrogate is multiplied by its
+    weight before the KL term is added (the truncated importance-sampling correction of a rollout
+    engine's mismatch, :func:`alignkit.losses.truncated_is_weights`).
     """
     if logps.dim() != 2 or logps.shape != old_logps.shape or logps.shape != mask.shape:
         raise ValueError(
@@ -245,6 +250,8 @@ def grpo_loss_with_stats(
     ratio = torch.exp(logps - old_logps.detach())
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.min(ratio * advantages, clipped * advantages)
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach().to(logps.dtype)
     kl = None
     if ref_logps is not None:
         kl = kl_penalty(logps, ref_logps.detach(), "k3")
@@ -309,12 +316,14 @@ def ppo_policy_loss(
     mask: torch.Tensor,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO clipped surrogate (Schulman et al., 2017, arXiv:1707.06347). Inputs [B, T] (advantages [B, T] or [B]).
 
-    rho = exp(logps - old_logps);  loss = masked_mean(max(-A * rho, -A * clip(rho, 1 - eps, 1 + eps_high)))
-    with eps_high = ``clip_eps_high`` or ``clip_eps``. Returns (loss scalar, clip fraction scalar =
-    detached masked mean of [clipped term > unclipped term]).
+    rho = exp(logps - old_logps);  loss = masked_mean(w * max(-A * rho, -A * clip(rho, 1 - eps, 1 + eps_high)))
+    with eps_high = ``clip_eps_high`` or ``clip_eps`` and w = ``token_weights`` [B, T] (detached; default
+    1: the truncated importance weights of :func:`alignkit.losses.truncated_is_weights`). Returns (loss
+    scalar, clip fraction scalar = detached masked mean of [clipped term > unclipped term]).
     """
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     advantages = advantages.detach()
@@ -323,7 +332,10 @@ def ppo_policy_loss(
     ratio = torch.exp(logps - old_logps.detach())
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)
-    loss = masked_mean(torch.maximum(pg1, pg2), mask)
+    per_token = torch.maximum(pg1, pg2)
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach().to(per_token.dtype)
+    loss = masked_mean(per_token, mask)
     clipfrac = masked_mean((pg2 > pg1).to(logps.dtype), mask).detach()
     return loss, clipfrac
 

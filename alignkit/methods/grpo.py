@@ -50,7 +50,10 @@ Metrics (TRL's names): ``reward`` (mean total reward), ``reward_std`` (std of th
 ``rewards/NAME`` (each source's mean raw reward), ``frac_reward_zero_std`` (fraction of groups without
 reward spread), ``completion_length``, ``completions/clipped_ratio`` (fraction without EOS),
 ``entropy``, ``clip_ratio`` (and ``clip_ratio/low_mean``, ``clip_ratio/high_mean``), ``kl`` (beta > 0),
-and the engine's ``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``. Sample completions
+and the engine's ``loss``, ``grad_norm``, ``learning_rate``, ``tokens_per_second``; with a rollout backend that
+reports log-probs (``vllm``, ``vllm-server``) also ``rollout/logprob_gap`` (and ``_max``), ``rollout/is_weight``
+(``rollout_is_cap``), ``rollout/weights_synced`` and ``rollout/sync_probe_gap`` (see
+:class:`alignkit.methods.online.RolloutGuard`). Sample completions
 go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
 """
 
@@ -64,18 +67,18 @@ from pydantic import Field, model_validator
 
 from alignkit.config import ConfigError, TrainConfig
 from alignkit.engine.method import StepOutput
-from alignkit.generation.backends import (
-    rollout_seed,
-)
+from alignkit.generation.backends import rollout_seed, sync_backend
 from alignkit.losses import grpo_loss_with_stats
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
     CompletionLog,
     PromptMethod,
     RolloutStore,
+    ServerRolloutKeys,
     completion_token_logps,
     compute_advantages,
     group_stats,
+    mark_rollout,
     reference_token_logps,
     rollout_batch,
     score_rollout,
@@ -85,7 +88,7 @@ from alignkit.methods.reference import Reference, announce, build_reference
 from alignkit.scoring import load_reward_functions
 
 
-class GRPOConfig(TrainConfig):
+class GRPOConfig(TrainConfig, ServerRolloutKeys):
     """GRPO family: GRPO, DAPO, Dr. GRPO losses; GRPO, RLOO, REINFORCE++ advantages (reward=FILE.py:FUNC)."""
 
     batch_size: int = Field(2, ge=1, description="prompts per device per micro-batch; each is sampled num_generations "
@@ -108,7 +111,9 @@ class GRPOConfig(TrainConfig):
     log_completions_steps: int = Field(10, ge=0, description="write sample completions every N steps; 0: never")
     max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
                                           "(default max_length - max_new_tokens)")
-    rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    rollout_backend: Literal["hf", "vllm", "vllm-server"] = Field(
+        "hf", description="generation engine: hf, vllm (in-process, needs vllm + a GPU) or vllm-server (an "
+        "OpenAI-compatible vLLM server, started from .venv-vllm or vllm_url=)")
     share_prompt: bool = Field(True, description="training forward: run each prompt once per group of "
                                "num_generations completions (KV cache shared; same numbers, less compute)")
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
@@ -128,7 +133,7 @@ class GRPOConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _check(self) -> GRPOConfig:
-        if self.rollout_dtype is not None and self.rollout_backend == "vllm":
+        if self.rollout_dtype is not None and self.rollout_backend != "hf":
             raise ValueError("rollout_dtype applies to rollout_backend=hf (vLLM sets its own dtype); unset one of them")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be smaller than max_length "
@@ -209,6 +214,7 @@ class GRPO(PromptMethod):
         G = cfg.num_generations
         rank = acc.process_index if acc is not None else 0
         device = acc.device if acc is not None else next(unwrap(model).parameters()).device
+        report = self.sync_backend(model, batches, step)
         parts = []
         for k, batch in enumerate(batches):
             with self._autocast():  # bf16 generation under mixed precision; log-probs are recomputed anyway
@@ -223,6 +229,7 @@ class GRPO(PromptMethod):
         rewards = torch.cat([p["rewards"] for p in parts])
         advantages = self._advantages(rewards)
         metrics = self._rollout_metrics(parts, rewards)
+        metrics.update({k: (float(v), 1.0) for k, v in report.metrics.items()})
         advantages = self.adjust_advantages(parts, advantages, metrics, step)
 
         due = self.completion_log is not None and any(self.completion_log.due(s)
@@ -246,11 +253,12 @@ class GRPO(PromptMethod):
                     continue
                 if keep.numel() < n:
                     t = {k: v.index_select(0, keep.to(v.device)) for k, v in t.items()}
-            micro.append(trim_padding(t))
+            micro.append(mark_rollout(trim_padding(t), report.fresh))
         if not micro:  # every group was flat: one placeholder micro-batch that trains nothing
             t = {k: v[:G] for k, v in parts[0]["tensors"].items()}
             t["advantages"] = torch.zeros(G, device=device)
             t = trim_padding(t)
+            t.pop("rollout_logps", None)
             t["loss_weight"] = 0.0
             micro = [t]
 
@@ -322,9 +330,10 @@ class GRPO(PromptMethod):
         old = batch.get("old_logps")
         if old is None:
             old = logps.detach()
+        weights, guard_metrics = self.guard.observe(batch, old, mask, step)
         loss, stats = grpo_loss_with_stats(logps, old, batch["advantages"], mask, batch.get("ref_logps"),
                                            beta=cfg.beta, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
-                                           loss_type=cfg.loss_type)
+                                           loss_type=cfg.loss_type, token_weights=weights)
         n_seq, width = mask.shape
         n_tok = mask.sum().float()
         scale = {"dapo": n_tok, "grpo": float(n_seq), "dr_grpo": float(n_seq * width)}[cfg.loss_type]
@@ -333,6 +342,7 @@ class GRPO(PromptMethod):
         metrics = {"entropy": (float((entropy * mask).sum()), tok)}
         for key, value in stats.items():
             metrics[key] = (float(value) * tok, tok)
+        metrics.update(guard_metrics)
         return StepOutput(loss_sum=loss_sum, metrics=metrics)
 
     def _evaluate_prompts(self, model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:
@@ -340,6 +350,7 @@ class GRPO(PromptMethod):
         cfg = self.config
         rank = self.accelerator.process_index if self.accelerator is not None else 0
         first_row = int(batch["rows"][0] or 0) if batch.get("rows") else 0
+        sync_backend(self.backend, model, self._steps_done, batch["prompt_ids"][0], force=True)  # current weights
         ro = self.backend.generate(model, batch["prompt_ids"], num_generations=cfg.num_generations,
                                    seed=rollout_seed(cfg.seed, -1 - first_row, rank, 0))
         total, per, _, _ = score_rollout(self.rewards, self.tokenizer, batch, ro)

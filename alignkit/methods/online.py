@@ -26,16 +26,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
+from alignkit.config import ConfigError, StrictModel
 from alignkit.data import collate_prompts, load_examples, tokenize_prompts
 from alignkit.engine.method import Method
+from alignkit.generation.backends import RolloutBackendError, sync_backend
 from alignkit.generation.sampling import Rollout
 from alignkit.logprobs import can_share_prompts, sequence_token_logps, shared_prompt_token_logps
-from alignkit.losses import group_advantages, reinforce_pp_advantages, rloo_advantages
+from alignkit.losses import (
+    group_advantages,
+    logprob_gap,
+    reinforce_pp_advantages,
+    rloo_advantages,
+    truncated_is_weights,
+)
 
 __all__ = [
     "ADVANTAGES",
     "CompletionLog",
+    "RolloutGapError",
+    "RolloutGuard",
+    "ServerRolloutKeys",
     "RolloutStore",
     "SEQUENCE_KEYS",
     "pad_cat",
@@ -57,6 +69,104 @@ ADVANTAGES = ("grpo", "rloo", "reinforce_pp")
 LOGPROB_CHUNK = 1024
 
 
+# ----------------------------------------------------------------------------- rollout keys and guards
+
+
+class ServerRolloutKeys(StrictModel):
+    """Keys of the ``vllm-server`` rollout backend and of the rollout guards (README "Engines")."""
+
+    vllm_url: str | None = Field(None, description="vllm-server: attach to this OpenAI-compatible vLLM server "
+                                 "(http://HOST:PORT); unset: alignkit starts one on 127.0.0.1 and stops it at the end")
+    vllm_python: str | None = Field(None, description="vllm-server: the Python of the vLLM environment (default "
+                                    "$ALIGNKIT_VLLM_PYTHON or .venv-vllm/bin/python, built by `make vllm-venv`)")
+    vllm_port: int | None = Field(None, ge=1, le=65535, description="vllm-server: port of the started server "
+                                  "(default: a free one)")
+    vllm_dtype: str = Field("float32", description="vllm-server: --dtype of the started server")
+    vllm_server_args: list[str] = Field(default_factory=list, description="vllm-server: extra arguments of the "
+                                        "started server")
+    vllm_startup_timeout: float = Field(600.0, gt=0, description="vllm-server: seconds to wait for /health")
+    vllm_request_timeout: float = Field(600.0, gt=0, description="vllm-server: seconds per request (retried twice "
+                                        "on timeouts and HTTP 5xx)")
+    vllm_sync_tolerance: float = Field(0.05, gt=0, description="vllm-server: rollout/weights_synced is 1 when the "
+                                       "server's and the trainer's log-probs of a probe differ by at most this (mean)")
+    sync_steps: int = Field(1, ge=1, description="vllm-server: push the policy's weights (LoRA adapter or full) "
+                            "to the server every N optimizer steps")
+    rollout_max_logprob_gap: float | None = Field(
+        0.5, gt=0, description="stop when the mean |log p_rollout - log p_train| of a rollout sampled right after "
+        "a weight sync exceeds this (backends that report log-probs: vllm, vllm-server); unset: never stop")
+    rollout_is_cap: float | None = Field(None, gt=0, description="truncated importance-sampling correction: weight "
+                                         "each token's policy loss by min(p_train / p_rollout, cap); unset: off")
+
+
+class RolloutGapError(RolloutBackendError):
+    """The rollout engine's log-probs are far from the trainer's right after a weight sync (one line)."""
+
+
+class RolloutGuard:
+    """The rollout guards of one online method.
+
+    :meth:`observe` runs in the loss of each micro-batch that carries ``rollout_logps`` [N, C] (the
+    backend's log-probs, see :class:`~alignkit.generation.backends.RolloutWithLogps`): it returns the
+    metric ``rollout/logprob_gap`` (mean ``|log p_rollout - log p_train|`` over sampled tokens, as a
+    (sum, count) pair) and, with ``is_cap``, the truncated importance weights ``min(exp(train -
+    rollout), is_cap)`` [N, C] that multiply each token's policy loss (with their mean as
+    ``rollout/is_weight``); it raises :class:`RolloutGapError` when the batch was sampled right after
+    a weight sync (``rollout_fresh`` = 1) and its mean gap exceeds ``max_gap``. The step's maximum
+    gap is kept and :meth:`step_max` returns it (the maximum over all processes) once per step, for
+    ``rollout/logprob_gap_max``. Batches without ``rollout_logps`` (the ``hf`` backend) give nothing.
+    """
+
+    def __init__(self, max_gap: float | None = None, is_cap: float | None = None, backend: str = "") -> None:
+        self.max_gap = max_gap
+        self.is_cap = is_cap
+        self.backend = backend
+        self._max: float | None = None
+
+    def observe(self, batch: dict[str, Any], train_logps: torch.Tensor, mask: torch.Tensor,
+                step: int) -> tuple[torch.Tensor | None, dict[str, tuple[float, float]]]:
+        rollout = batch.get("rollout_logps")
+        if rollout is None:
+            return None, {}
+        maskf = mask.float()
+        mean, top = logprob_gap(rollout, train_logps, maskf)
+        mean_f, top_f = float(mean), float(top)
+        self._max = top_f if self._max is None else max(self._max, top_f)
+        fresh = bool(torch.as_tensor(batch.get("rollout_fresh", 0.0)).float().max() > 0)
+        if self.max_gap is not None and fresh and mean_f > self.max_gap:
+            raise RolloutGapError(
+                f"rollout/logprob_gap = {mean_f:.4g} (max {top_f:.4g}) at step {step + 1}, right after a weight sync, "
+                f"is above rollout_max_logprob_gap={self.max_gap:g}: the {self.backend or 'rollout'} engine samples "
+                "from other weights or another distribution than the trainer scores (an adapter that did not "
+                "load, another dtype, a server without --logprobs-mode processed_logprobs); raise or unset "
+                "rollout_max_logprob_gap to train anyway")
+        tok = float(maskf.sum())
+        metrics = {"rollout/logprob_gap": (mean_f * tok, tok)}
+        weights = None
+        if self.is_cap is not None:
+            weights = truncated_is_weights(train_logps, rollout, maskf, self.is_cap)
+            metrics["rollout/is_weight"] = (float(weights.sum()), tok)
+        return weights, metrics
+
+    def step_max(self, accelerator: Any = None) -> float | None:
+        """The largest gap seen since the last call, over all processes (None when none was seen on
+        any); every process must call it (a collective with several processes)."""
+        value, self._max = self._max, None
+        if accelerator is not None and getattr(accelerator, "num_processes", 1) > 1:
+            t = torch.tensor([-1.0 if value is None else value], device=accelerator.device)
+            top = float(accelerator.gather(t).max())
+            return None if top < 0 else top
+        return value
+
+
+def mark_rollout(t: dict[str, Any], fresh: bool) -> dict[str, Any]:
+    """Flag a micro-batch of a rollout as sampled right after a weight sync (``rollout_fresh``: 1.0 or
+    0.0, a float entry that the :class:`RolloutStore` keeps; PPO keeps one value per row in its
+    buffer instead); only batches carrying ``rollout_logps``."""
+    if "rollout_logps" in t:
+        t["rollout_fresh"] = 1.0 if fresh else 0.0
+    return t
+
+
 # ----------------------------------------------------------------------------- batches
 
 
@@ -70,6 +180,9 @@ class PromptMethod(Method):
     def __init__(self, config: Any, tokenizer: Any) -> None:
         super().__init__(config, tokenizer)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        self.guard = RolloutGuard()  # replaced by rollout_backend() with the config's keys
+        self._gap_max: float | None = None
+        self._steps_done = 0
 
     def build_examples(self, path: str) -> list[dict]:
         cfg = self.config
@@ -85,16 +198,63 @@ class PromptMethod(Method):
     def collate(self, examples: list[dict]) -> dict[str, Any]:
         return collate_prompt_examples(examples, self.pad_id)
 
+    def sync_backend(self, model: torch.nn.Module, batches: list[dict[str, Any]], step: int) -> Any:
+        """Before the rollout of ``step``: ``backend.sync`` with the first prompt as the fingerprint probe;
+        returns its :class:`~alignkit.generation.backends.SyncReport`. (Evaluation syncs with
+        ``force=True`` at ``_steps_done``, the number of optimizer updates applied so far.)"""
+        probe = batches[0]["prompt_ids"][0] if batches and batches[0].get("prompt_ids") else None
+        self._steps_done = step
+        return sync_backend(self.backend, model, step, probe)
+
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        self._steps_done = step + 1  # the weights' version: optimizer updates applied so far
+        if getattr(self, "backend", None) is not None and getattr(self.backend, "returns_logps", False):
+            self._gap_max = self.guard.step_max(getattr(self, "accelerator", None))
+
+    def derive_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self._gap_max is not None:
+            metrics = {**metrics, "rollout/logprob_gap_max": self._gap_max}
+            self._gap_max = None
+        return metrics
+
+    def save_final(self, model: torch.nn.Module, tokenizer: Any, final_dir: Path, config: Any) -> None:
+        super().save_final(model, tokenizer, final_dir, config)
+        close = getattr(getattr(self, "backend", None), "close", None)
+        if close is not None:
+            close()
+
     def rollout_backend(self, model: torch.nn.Module, accelerator: Any, skip: tuple[str, ...] = ()) -> Any:
         """The rollout backend of ``rollout_backend=`` (``hf`` when the method has no such key), with the
-        sampling settings of the config; ``skip``: parameter-name prefixes the sampling copy leaves out."""
-        from alignkit.config import ConfigError
+        sampling settings of the config; ``skip``: parameter-name prefixes the sampling copy leaves out.
+        Also sets :attr:`guard` (the rollout guards of the config's keys, see :class:`RolloutGuard`)."""
         from alignkit.generation.backends import SamplingSettings, make_backend, rollout_dtype, stop_token_ids
+        from alignkit.methods.reference import announce
 
         cfg = self.config
+        name = getattr(cfg, "rollout_backend", "hf")
+        self.guard = RolloutGuard(getattr(cfg, "rollout_max_logprob_gap", None), getattr(cfg, "rollout_is_cap", None),
+                                  name)
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                     pad_id=int(self.pad_id), eos_ids=stop_token_ids(self.tokenizer, model))
-        if getattr(cfg, "rollout_backend", "hf") == "vllm":
+        if name == "vllm-server":
+            if accelerator is not None and accelerator.num_processes > 1:
+                raise ConfigError("rollout_backend=vllm-server runs with one training process for now; launch "
+                                  "without several processes, or use rollout_backend=hf")
+            what = f"attached to {cfg.vllm_url}" if cfg.vllm_url else "starting a vLLM server on 127.0.0.1"
+            announce(f"rollout_backend=vllm-server: {what} (output: {cfg.output_dir}/vllm-server/)", accelerator)
+            from alignkit.models.modules import unwrap
+
+            backend = make_backend(
+                "vllm-server", settings, model=unwrap(model), tokenizer=self.tokenizer, model_name=str(cfg.model),
+                output_dir=cfg.output_dir, url=cfg.vllm_url, python=cfg.vllm_python, port=cfg.vllm_port,
+                dtype=cfg.vllm_dtype, max_model_len=cfg.max_length, startup_timeout=cfg.vllm_startup_timeout,
+                extra_args=cfg.vllm_server_args, sync_steps=cfg.sync_steps, timeout=cfg.vllm_request_timeout,
+                sync_tolerance=cfg.vllm_sync_tolerance)
+            announce(f"rollout_backend=vllm-server: serving at {backend.root}; sync "
+                     f"{'by LoRA adapter' if backend.lora else 'of the full weights'} every {cfg.sync_steps} step(s)",
+                     accelerator)
+            return backend
+        if name == "vllm":
             from alignkit.models import resolve_model
 
             model_path = resolve_model(cfg.model)
@@ -125,15 +285,20 @@ def collate_prompt_examples(examples: Sequence[dict], pad_id: int) -> dict[str, 
 def rollout_batch(rollout: Rollout) -> dict[str, torch.Tensor]:
     """Training tensors of a rollout: ``input_ids`` [N, P+C] (= sequences), ``attention_mask``,
     ``position_ids`` (cumsum of the mask - 1, 0 on padding), ``labels`` (the completion tokens, -100
-    on prompt and padding) and ``completion_mask`` [N, C] (long)."""
+    on prompt and padding) and ``completion_mask`` [N, C] (long); plus ``rollout_logps`` [N, C] (the
+    backend's log-probs) when the rollout carries them."""
     seq, attn = rollout.sequences, rollout.attention_mask.long()
     P = rollout.prompt_length
     cmask = rollout.completion_mask.long()
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0) * attn
     full = torch.cat([torch.zeros_like(attn[:, :P]), cmask], dim=1)
     labels = seq.masked_fill(full == 0, -100)
-    return {"input_ids": seq, "attention_mask": attn, "position_ids": position_ids, "labels": labels,
-            "completion_mask": cmask}
+    out = {"input_ids": seq, "attention_mask": attn, "position_ids": position_ids, "labels": labels,
+           "completion_mask": cmask}
+    logps = getattr(rollout, "logps", None)
+    if logps is not None:
+        out["rollout_logps"] = logps.float() * cmask
+    return out
 
 
 def completion_token_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float = 1.0,

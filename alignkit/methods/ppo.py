@@ -294,6 +294,7 @@ class PPO(PromptMethod):
         inner = unwrap(model)
         device = next(inner.parameters()).device
         parts, scores, per_all, truncated, prompts, texts = [], [], [], [], [], []
+        report = self.sync_backend(model, batches, step)
         for k, batch in enumerate(batches):
             ro = self.backend.generate(model, batch["prompt_ids"], num_generations=1,
                                        seed=rollout_seed(cfg.seed, step, rank, k))
@@ -306,6 +307,9 @@ class PPO(PromptMethod):
             prompts.extend(p)
             texts.extend(t)
         buf = pad_cat(parts, self.pad_id)
+        if "rollout_logps" in buf:  # per row, so that minibatch selection keeps it (see RolloutGuard)
+            buf["rollout_fresh"] = torch.full((buf["rollout_logps"].shape[0],), float(report.fresh),
+                                              device=buf["rollout_logps"].device)
         reward = torch.cat(scores).to(device)
         trunc = torch.cat(truncated).to(device)
         mask = buf["completion_mask"]
@@ -425,7 +429,9 @@ class PPO(PromptMethod):
         mask = batch["completion_mask"]
         logps, entropy = completion_token_logps(model, batch, cfg.temperature, with_entropy=True)
         values = self.values(model, batch)
-        pg_loss, clip_frac = ppo_policy_loss(logps, batch["old_logps"], batch["advantages"], mask, cfg.cliprange)
+        weights, guard_metrics = self.guard.observe(batch, batch["old_logps"], mask, step)
+        pg_loss, clip_frac = ppo_policy_loss(logps, batch["old_logps"], batch["advantages"], mask, cfg.cliprange,
+                                             token_weights=weights)
         vf_loss, vf_clip = ppo_value_loss(values, batch["old_values"], batch["returns"], mask, cfg.cliprange_value)
         n_tok = mask.sum().float()
         loss_sum = (pg_loss + cfg.vf_coef * vf_loss) * n_tok
@@ -439,6 +445,7 @@ class PPO(PromptMethod):
             "value_clip_ratio": (float(vf_clip) * tok, tok),
             "approx_kl": (float(approx_kl) * tok, tok),
             "entropy": (float((entropy * mask).sum()), tok),
+            **guard_metrics,
         }
         return StepOutput(loss_sum=loss_sum, metrics=metrics)
 
