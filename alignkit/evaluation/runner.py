@@ -460,14 +460,20 @@ def _judge_counts(stats: dict[str, Any] | None) -> str:
     return out
 
 
+def _first_position(wr: dict[str, Any]) -> str:
+    """The position-bias clause of the win-rate line; empty for results written before it was recorded."""
+    rate = wr.get("first_position_rate")
+    return "" if rate is None else f"first position picked {fmt_pct(rate)} of decisive verdicts; "
+
+
 def _extra_lines(results: dict[str, Any]) -> list[str]:
     lines = []
     wr = results.get("win_rate")
     if wr:
         lines.append(f"win rate {wr['model_a']} vs {wr['model_b']}: {fmt_pct(wr['win_rate'])} "
                      f"(wins {wr['wins']}, losses {wr['losses']}, ties {wr['ties']} of which "
-                     f"{wr['inconsistent']} position-inconsistent; first position picked "
-                     f"{fmt_pct(wr['first_position_rate'])} of decisive verdicts; n={wr['n']}; judge {wr['judge']}, "
+                     f"{wr['inconsistent']} position-inconsistent; {_first_position(wr)}"
+                     f"n={wr['n']}; judge {wr['judge']}, "
                      f"both orders{_judge_counts(wr.get('judge_stats'))})")
     for rm in results.get("reward_models", []):
         lines.append(f"reward model {rm['reward_model']}: pairwise accuracy {fmt_pct(rm['accuracy'])} on "
