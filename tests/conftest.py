@@ -28,3 +28,4 @@ def tokenizer():
     from alignkit.models.tokenizer import load_smollm2_tokenizer
 
     return load_smollm2_tokenizer()
+

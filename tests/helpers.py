@@ -56,3 +56,19 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "alignkit", *args], capture_output=True, text=True,
                           cwd=REPO, env=full_env, timeout=timeout)
+
+
+def scrambled_tiny_random(seed: int):
+    """tiny-random with large weights (N(0, 0.3²) in every matrix), so greedy continuations vary from
+    prompt to prompt (plain tiny-random tends to echo); in eval mode."""
+    import torch
+
+    from alignkit.models import build_tiny_random
+
+    model = build_tiny_random()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model.eval()

@@ -10,21 +10,14 @@ import torch
 
 from alignkit.generation import sample_completions
 from alignkit.generation.decode import PreallocatedCache, sample_next, supports_fast_decode
-from alignkit.models import build_tiny_random
+from tests.helpers import scrambled_tiny_random
 
 PROMPT_IDS = [[5, 17, 9, 33, 2, 8, 41], [12, 7], [3, 3, 90, 14], [60]]
 
 
 @pytest.fixture(scope="module")
 def scrambled():
-    """tiny-random with large weights, so greedy continuations vary from prompt to prompt."""
-    model = build_tiny_random()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return model.eval()
+    return scrambled_tiny_random(1)
 
 
 def _both(model, prompts, **kw):

@@ -10,6 +10,7 @@ import torch
 from alignkit.generation import Rollout, encode_prompt, generate, sample_completions
 from alignkit.generation.sampling import _first_eos_mask
 from alignkit.models import build_tiny_random
+from tests.helpers import scrambled_tiny_random
 
 PROMPTS = [
     "hello there, how are you doing today my friend?",
@@ -21,14 +22,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def scrambled():
-    """tiny-random with large weights: greedy output is varied (plain tiny-random tends to echo)."""
-    model = build_tiny_random()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return model
+    return scrambled_tiny_random(0)
 
 
 def test_encode_prompt_modes(tokenizer):
