@@ -448,3 +448,37 @@ def test_http_judge_against_the_real_vllm_server(real_vllm):
     assert len(scores) == 1
     with pytest.raises(JudgeError, match="no answer within"):
         HTTPBackend(server.url + "/v1", max_new_tokens=200, timeout=0.001, retries=0).complete(["x"], 1, seed=0)
+
+
+# ----------------------------------------------------------------------------- PPO through a fake server
+
+
+def test_ppo_through_the_fake_server_syncs_the_policy_not_the_critic(grpo_files, tmp_path, monkeypatch):
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
+    data, reward = grpo_files
+    common = ["ppo", "model=tiny-random", "max_length=64", f"data={data}", f"reward={reward}:first",
+              "rollout_backend=vllm-server", "max_new_tokens=3", "batch_size=2", "ppo_epochs=2",
+              "rollout_max_logprob_gap=null"]
+    with FakeVLLM() as fake:
+        out = tmp_path / "lora"
+        assert main([*common, f"vllm_url={fake.url}", f"output_dir={out}", "max_steps=4", "lora.r=4"]) == 0
+        rows = [r for r in read_metrics(out) if "loss" in r]
+        assert len(rows) == 4 and all(r["rollout/logprob_gap"] > 5 for r in rows)
+        # one rollout (and one sync before it) per 2 optimizer steps; the synced adapter is the policy's:
+        # its config lists the policy's LoRA, and no critic adapter or value head goes to the server
+        loads = fake.bodies("/v1/load_lora_adapter")
+        assert [b["lora_name"] for b in loads] == ["policy-step-0", "policy-step-2"]
+        assert [Path(b["lora_path"]).name for b in loads] == ["step-0", "step-2"]  # adapter "default", not a critic's
+        assert len(fake.bodies("/v1/completions")) >= 2
+    with FakeVLLM() as fake:
+        out = tmp_path / "full"
+        assert main([*common, f"vllm_url={fake.url}", f"output_dir={out}", "max_steps=2", "lora.r=0"]) == 0
+        (rpc,) = fake.bodies("/collective_rpc")  # one rollout for the 2 steps: one full-weight reload
+        from safetensors.torch import load_file
+
+        saved = load_file(str(Path(rpc["kwargs"]["weights_path"]) / "model.safetensors"))
+        reference = export_weights(build_tiny_random())
+        # exactly the causal LM's tensors: the critic body and value head (``critic.*``) stay behind
+        assert sorted(saved) == sorted(reference)
+    assert main(["ppo", "model=tiny-random", f"data={data}", f"reward={reward}:first", "rollout_backend=vllm-server",
+                 "rollout_dtype=bfloat16", f"output_dir={tmp_path / 'bad'}"]) == 2

@@ -122,17 +122,20 @@ def lora_rank_flag(r: int) -> int:
 # ----------------------------------------------------------------------------- weights
 
 
-def export_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def export_weights(model: torch.nn.Module, skip: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """The policy's causal-LM weights under Hugging Face checkpoint names, on CPU, contiguous.
 
     A peft model gives its *base* weights (LoRA parameters dropped, ``.base_layer`` removed from the
-    names: the adapter travels separately); a plain model its own. When the model ties its output head
-    to the embeddings, ``lm_head.weight`` is written out as a copy (see the module docstring)."""
+    names: the adapter travels separately); a plain model its own. Names starting with one of ``skip``
+    (PPO's critics: ``critic.``, ``cost_critic.``) are no part of the causal LM and are left out. When
+    the model ties its output head to the embeddings, ``lm_head.weight`` is written out as a copy (see
+    the module docstring)."""
+    skip = tuple(skip)
     inner = unwrap(model)
     base = inner.get_base_model() if is_peft(inner) else inner
     out: dict[str, torch.Tensor] = {}
     for name, t in base.state_dict().items():
-        if "lora_" in name or "modules_to_save" in name:
+        if "lora_" in name or "modules_to_save" in name or (skip and name.startswith(skip)):
             continue
         out[name.replace(".base_layer", "")] = t.detach().to("cpu").contiguous()
     cfg = getattr(base, "config", None)
@@ -145,7 +148,7 @@ def export_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_weights(model: torch.nn.Module, directory: Path, tokenizer: Any = None) -> Path:
+def write_weights(model: torch.nn.Module, directory: Path, tokenizer: Any = None, skip: Sequence[str] = ()) -> Path:
     """Write :func:`export_weights` as ``model.safetensors`` with the model's ``config.json`` (and the
     tokenizer, when given) into ``directory``; returns it."""
     from safetensors.torch import save_file
@@ -154,7 +157,7 @@ def write_weights(model: torch.nn.Module, directory: Path, tokenizer: Any = None
     inner = unwrap(model)
     base = inner.get_base_model() if is_peft(inner) else inner
     tmp = directory / ".model.safetensors.tmp"
-    save_file(export_weights(model), str(tmp), metadata={"format": "pt"})
+    save_file(export_weights(model, skip), str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / "model.safetensors")
     base.config.save_pretrained(str(directory))
     if getattr(base, "generation_config", None) is not None:
@@ -164,7 +167,8 @@ def write_weights(model: torch.nn.Module, directory: Path, tokenizer: Any = None
     return directory
 
 
-def server_model_dir(model_name: str, model: torch.nn.Module, tokenizer: Any, work_dir: Path) -> Path:
+def server_model_dir(model_name: str, model: torch.nn.Module, tokenizer: Any, work_dir: Path,
+                     skip: Sequence[str] = ()) -> Path:
     """The directory the server loads: the model's own directory when it was loaded from a full Hugging
     Face directory (``config.json``), else the policy's base weights written to ``work_dir/base``."""
     from alignkit.models import resolve_model
@@ -172,7 +176,7 @@ def server_model_dir(model_name: str, model: torch.nn.Module, tokenizer: Any, wo
     resolved = resolve_model(model_name)
     if isinstance(resolved, Path) and (resolved / "config.json").is_file():
         return resolved
-    return write_weights(model, work_dir / "base", tokenizer)
+    return write_weights(model, work_dir / "base", tokenizer, skip)
 
 
 # ----------------------------------------------------------------------------- the server process
@@ -305,14 +309,17 @@ class VLLMServerBackend:
     :class:`VLLMServer` alignkit started (stopped by :meth:`close`), or None when attached. ``work_dir``
     holds the adapters and weights written for the sync. ``lora``: sync by adapter (else full weights).
     ``sync_steps``: a real sync at the first rollout and then every ``sync_steps`` optimizer steps.
-    ``timeout``/``retries``: per request. ``sync_tolerance``: the fingerprint's threshold."""
+    ``timeout``/``retries``: per request. ``sync_tolerance``: the fingerprint's threshold. ``skip``:
+    parameter-name prefixes of the trained model that are no part of the policy (PPO's critics), left
+    out of a full-weight sync; a LoRA sync sends the policy adapter ``default`` when the model has it."""
 
     name = "vllm-server"
     returns_logps = True
 
     def __init__(self, settings: SamplingSettings, url: str, *, work_dir: str | Path, lora: bool,
                  server: VLLMServer | None = None, sync_steps: int = 1, timeout: float = 600.0, retries: int = 2,
-                 concurrency: int = 16, sync_tolerance: float = 0.05, model_name: str | None = None) -> None:
+                 concurrency: int = 16, sync_tolerance: float = 0.05, model_name: str | None = None,
+                 skip: Sequence[str] = ()) -> None:
         if settings.temperature <= 0:
             raise ValueError("online RL samples its completions: temperature must be > 0")
         if sync_steps < 1:
@@ -328,6 +335,7 @@ class VLLMServerBackend:
         self.concurrency = max(1, int(concurrency))
         self.sync_tolerance = float(sync_tolerance)
         self.base_model = model_name
+        self.skip = tuple(skip)
         self.model_name: str | None = None  # what requests name: the base model, or the current adapter
         self.synced_step: int | None = None
         self._adapter: tuple[str, Path] | None = None
@@ -385,7 +393,9 @@ class VLLMServerBackend:
         inner = unwrap(model)
         if not is_peft(inner):
             raise VLLMServerError("vllm-server: LoRA sync needs a peft model (lora.r > 0)")
-        adapter = inner.active_adapter if isinstance(inner.active_adapter, str) else inner.active_adapters[0]
+        # the policy adapter, even when a critic adapter (PPO) was the last one active
+        adapter = "default" if "default" in inner.peft_config else (
+            inner.active_adapter if isinstance(inner.active_adapter, str) else inner.active_adapters[0])
         name = f"policy-step-{step}"
         target = self.work_dir / "adapters" / f"step-{step}"
         if target.exists():
@@ -410,7 +420,7 @@ class VLLMServerBackend:
             shutil.rmtree(old[1], ignore_errors=True)
 
     def _sync_full(self, model: torch.nn.Module) -> None:
-        directory = write_weights(model, self.work_dir / "weights")
+        directory = write_weights(model, self.work_dir / "weights", skip=self.skip)
         try:
             self._call("/collective_rpc", {"method": "reload_weights",
                                            "kwargs": {"weights_path": str(directory.resolve())}})
@@ -524,7 +534,7 @@ class VLLMServerBackend:
 def open_server_backend(settings: SamplingSettings, *, model: torch.nn.Module, tokenizer: Any, model_name: str,
                         output_dir: str | Path, url: str | None = None, python: str | None = None,
                         port: int | None = None, dtype: str = "float32", max_model_len: int | None = None,
-                        startup_timeout: float = 600.0, extra_args: Sequence[str] = (),
+                        startup_timeout: float = 600.0, extra_args: Sequence[str] = (), skip: Sequence[str] = (),
                         **backend_kwargs: Any) -> VLLMServerBackend:
     """A :class:`VLLMServerBackend` for the policy ``model``: attached to ``url``, or with a server
     started here (``python``, default :func:`default_vllm_python`) on ``model_name``'s directory (see
@@ -542,8 +552,8 @@ def open_server_backend(settings: SamplingSettings, *, model: torch.nn.Module, t
         if lora:
             inner = unwrap(model)
             rank = max(int(c.r) if isinstance(c.r, int) else 0 for c in inner.peft_config.values())
-        server = VLLMServer(python, server_model_dir(model_name, model, tokenizer, work), port=port, dtype=dtype,
+        server = VLLMServer(python, server_model_dir(model_name, model, tokenizer, work, skip), port=port, dtype=dtype,
                             max_model_len=max_model_len, lora_rank=rank, extra_args=extra_args,
                             log_path=work / "server.log")
         url = server.start(startup_timeout)
-    return VLLMServerBackend(settings, url, work_dir=work, lora=lora, server=server, **backend_kwargs)
+    return VLLMServerBackend(settings, url, work_dir=work, lora=lora, server=server, skip=skip, **backend_kwargs)

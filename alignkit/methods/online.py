@@ -249,7 +249,7 @@ class PromptMethod(Method):
                 output_dir=cfg.output_dir, url=cfg.vllm_url, python=cfg.vllm_python, port=cfg.vllm_port,
                 dtype=cfg.vllm_dtype, max_model_len=cfg.max_length, startup_timeout=cfg.vllm_startup_timeout,
                 extra_args=cfg.vllm_server_args, sync_steps=cfg.sync_steps, timeout=cfg.vllm_request_timeout,
-                sync_tolerance=cfg.vllm_sync_tolerance)
+                sync_tolerance=cfg.vllm_sync_tolerance, skip=skip)
             announce(f"rollout_backend=vllm-server: serving at {backend.root}; sync "
                      f"{'by LoRA adapter' if backend.lora else 'of the full weights'} every {cfg.sync_steps} step(s)",
                      accelerator)

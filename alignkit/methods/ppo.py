@@ -56,7 +56,11 @@ Output: ``final/`` holds the policy as every method writes it, ``final/critic/``
 
 Multi-process (DDP) runs: the critic forward calls the critic's modules directly, not through the
 DDP wrapper's forward; gradients still reach every parameter in the same backward, but this path
-is not covered by the tests (single process is). The vLLM rollout backend is not offered for PPO.
+is not covered by the tests (single process is).
+
+Rollouts: ``rollout_backend=hf`` (default) or ``vllm-server`` (the policy adapter, or the full policy
+weights without the critics, pushed to the server before each rollout; the in-process ``vllm`` backend is
+not offered for PPO).
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ from alignkit.methods.online import (
     CompletionLog,
     PromptMethod,
     RolloutStore,
+    ServerRolloutKeys,
     completion_token_logps,
     pad_cat,
     rollout_batch,
@@ -121,7 +126,7 @@ KL_NEXT = "kl_coef_next"  # stored with a rollout: the controller's coefficient 
 
 
 
-class PPOConfig(TrainConfig):
+class PPOConfig(TrainConfig, ServerRolloutKeys):
     """PPO with a critic: KL-penalised per-token rewards, GAE, clipped policy and value losses."""
 
     reward: str | list[str] | None = Field(None, description="FILE.py:FUNC, package.module:FUNC, rm:PATH, or a list")
@@ -152,9 +157,14 @@ class PPOConfig(TrainConfig):
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="sample from a copy of the policy in this dtype with LoRA merged, refreshed each rollout; "
         "unset: bfloat16 under bf16 mixed precision, else the training model samples itself")
+    rollout_backend: Literal["hf", "vllm-server"] = Field(
+        "hf", description="generation engine: hf, or vllm-server (an OpenAI-compatible vLLM server, started "
+        "from .venv-vllm or vllm_url=)")
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
+        if self.rollout_dtype is not None and self.rollout_backend != "hf":
+            raise ValueError("rollout_dtype applies to rollout_backend=hf (vLLM sets its own dtype); unset one of them")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be smaller than max_length "
                              f"({self.max_length}): prompt and completion share max_length")
