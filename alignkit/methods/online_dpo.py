@@ -63,7 +63,9 @@ from alignkit.methods.dpo import DPOConfig, dpo_family_loss
 from alignkit.methods.online import (
     CompletionLog,
     PromptMethod,
+    ServerRolloutKeys,
     completion_token_logps,
+    mark_rollout,
     reference_token_logps,
     rollout_batch,
     score_rollout,
@@ -74,7 +76,7 @@ from alignkit.rewards import RewardSet
 from alignkit.scoring import load_reward_source, parse_reward_spec
 
 
-class OnlineDPOConfig(DPOConfig):
+class OnlineDPOConfig(DPOConfig, ServerRolloutKeys):
     """Online DPO: pairs sampled from the policy each step, labelled by reward= (functions, rm:PATH, judge:MODEL)."""
 
     batch_size: int = Field(2, ge=1, description="prompts per device per micro-batch; each is sampled "
@@ -92,7 +94,9 @@ class OnlineDPOConfig(DPOConfig):
     max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
                                           "(default max_length - max_new_tokens)")
     log_completions_steps: int = Field(10, ge=0, description="write sample completions every N steps; 0: never")
-    rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    rollout_backend: Literal["hf", "vllm", "vllm-server"] = Field(
+        "hf", description="generation engine: hf, vllm (in-process, needs vllm + a GPU) or vllm-server (an "
+        "OpenAI-compatible vLLM server, started from .venv-vllm or vllm_url=)")
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="hf backend: sample from a copy of the policy in this dtype with LoRA merged, refreshed "
         "each rollout (bfloat16: ~1.7x faster sampling on CPUs with AMX); unset: bfloat16 under bf16 mixed "
@@ -113,7 +117,7 @@ class OnlineDPOConfig(DPOConfig):
 
     @model_validator(mode="after")
     def _check_online(self) -> OnlineDPOConfig:
-        if self.rollout_dtype is not None and self.rollout_backend == "vllm":
+        if self.rollout_dtype is not None and self.rollout_backend != "hf":
             raise ValueError("rollout_dtype applies to rollout_backend=hf (vLLM sets its own dtype); unset one of them")
         if self.precompute_ref_log_probs:
             raise ValueError("precompute_ref_log_probs=true does not apply to online-dpo: its pairs are sampled "
@@ -237,6 +241,7 @@ class OnlineDPO(PromptMethod):
         rank = acc.process_index if acc is not None else 0
         device = acc.device if acc is not None else next(unwrap(model).parameters()).device
 
+        report = self.sync_backend(model, batches, step)
         parts = [self._sample_and_score(model, b, rollout_seed(cfg.seed, step, rank, k)) for k, b in enumerate(batches)]
         micro = []
         n_pairs = n_prompts = 0
@@ -255,7 +260,9 @@ class OnlineDPO(PromptMethod):
             t: dict[str, Any] = {k: v.index_select(0, rows) for k, v in tensors.items()}
             t = trim_padding(t)
             t["loss_weight"] = weight
-            micro.append(t)
+            if weight == 0.0:
+                t.pop("rollout_logps", None)  # the placeholder pair trains nothing: no gap from it either
+            micro.append(mark_rollout(t, report.fresh))
 
         if self.reference is not None:
             with torch.no_grad():
@@ -275,6 +282,7 @@ class OnlineDPO(PromptMethod):
             "pairs_kept": (float(n_pairs), float(n_prompts)),
             "completion_length": (float(lengths.sum()), N),
             "completions/clipped_ratio": (float(truncated.sum()), N),
+            **{k: (float(v), 1.0) for k, v in report.metrics.items()},
         }
         for name in self.rewards.names:
             metrics[f"rewards/{name}"] = (float(torch.cat([p["per"][name] for p in parts]).sum()), N)
@@ -301,6 +309,12 @@ class OnlineDPO(PromptMethod):
         cfg = self.config
         mask = batch["completion_mask"]
         token_logps = completion_token_logps(model, batch, 1.0, **self._pair_groups())
+        guard_metrics: dict[str, tuple[float, float]] = {}
+        if "rollout_logps" in batch:
+            # the server reports log-probs after temperature: compare with the policy's at that temperature
+            scaled = token_logps if cfg.temperature == 1.0 else completion_token_logps(
+                model, batch, cfg.temperature, **self._pair_groups()).detach()
+            _, guard_metrics = self.guard.observe(batch, scaled.detach(), mask, step)
         logps, lengths = (token_logps * mask).sum(-1), mask.sum(-1)
         B = logps.shape[0] // 2
         chosen, rejected = logps[:B], logps[B:]
@@ -312,7 +326,7 @@ class OnlineDPO(PromptMethod):
             ref_c = batch["ref_chosen_logps"].to(chosen.dtype)
             ref_r = batch["ref_rejected_logps"].to(chosen.dtype)
         losses, metrics = dpo_family_loss(cfg, chosen, rejected, ref_c, ref_r, c_len, r_len, weight)
-        return StepOutput(loss_sum=losses.sum() * weight, metrics=metrics)
+        return StepOutput(loss_sum=losses.sum() * weight, metrics={**metrics, **guard_metrics})
 
     def _evaluate_prompts(self, model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:
         """Mean scores of sampled completions for held-out prompts (the engine's evaluation)."""
