@@ -33,8 +33,9 @@ logger = logging.getLogger("alignkit.report")
 __all__ = ["load_eval_results", "metric_series", "plot_groups", "write_comparison_report", "write_run_report"]
 
 # plotted first when present; every other numeric metric follows alphabetically
-PREFERRED = ["loss", "learning_rate", "grad_norm", "rewards/margins", "rewards/accuracies", "rewards/chosen",
-             "logps/chosen", "reward", "reward_std", "kl", "entropy", "clip_ratio", "completion_length",
+# (a cost-constrained run's Lagrange multiplier and cost right after the loss: lambda's trajectory is its headline)
+PREFERRED = ["loss", "lambda", "cost", "cost_violation", "learning_rate", "grad_norm", "rewards/margins",
+             "rewards/accuracies", "rewards/chosen", "logps/chosen", "reward", "reward_std", "kl", "entropy", "clip_ratio", "completion_length",
              "tokens_per_second"]
 NOT_PLOTTED = {"epoch"}
 SMOOTH_ABOVE = 40  # points: longer curves get a moving average on top of the faint raw curve

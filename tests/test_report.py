@@ -98,6 +98,22 @@ def test_online_run_report_and_no_metrics(tmp_path):
     assert write_run_report(empty) is None
 
 
+def test_safe_run_report_plots_lambda_first(tmp_path):
+    """A cost-constrained run (safe-grpo / safe-ppo) logs lambda, cost and cost_violation: lambda's trajectory
+    gets its own figure, right after the loss, and the final-metrics table holds its last/min/max."""
+    run = make_run(tmp_path / "safe", steps=6, online=True)
+    lams = [1.0, 1.35, 1.6, 1.6, 1.45, 1.2]  # rises while the cost is above the limit, then falls
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row, lam in zip(rows, lams):
+        row.update({"lambda": lam, "cost": 0.4, "cost_violation": 0.3})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_run_report(run).read_text()
+    assert [t for t, _ in plot_groups(list(metric_series(rows)))][:4] == ["loss", "lambda", "cost", "cost_violation"]
+    assert (run / "plots" / "lambda.png").read_bytes().startswith(PNG_MAGIC)
+    assert 'alt="lambda"' in page and "lambda: last 1.2" in page
+    assert "<td>lambda</td><td>1.2</td><td>1</td><td>1.6</td><td>6</td>" in page
+
+
 def test_report_cli_one_and_two_runs(tmp_path, capsys):
     from alignkit.cli import main
 
