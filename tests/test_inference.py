@@ -217,6 +217,44 @@ def test_compare_writes_every_requested_variant(tmp_path, capsys):
     assert "harmful compliance" in (out / "compare.md").read_text()
 
 
+def test_compare_judge_win_rate_vs_base_by_hand(tmp_path, monkeypatch, capsys):
+    """Prompts without checkers: quality is the judge's win rate vs base. A judge that prefers the longer
+    answer (a tie when equal) decides every pair; the rates and table cells are counted by hand."""
+    import alignkit.pipelines.compare as cmp
+
+    answers = {"tiny-random": ["aa", "bb", "cc", "dd"], "runs/x": ["aaa", "b", "cc", "dddd"]}
+
+    def fake_eval(models, opts, log=None):
+        texts = answers[models[0]]
+        comps = [{"prompt": f"q{i}", "completion": t} for i, t in enumerate(texts)]
+        entry = {"gold": {"n_prompts": 0, "prompt_level": None}, "prompt_tokens": 3.0, "completion_tokens": 2.0,
+                 "seconds": 1.0, "_completions": comps}
+        return {"models": [entry], "prompts": {"n": len(texts)}}
+
+    monkeypatch.setattr(cmp, "evaluate_models", fake_eval)
+    judge_file = tmp_path / "j.py"
+    judge_file.write_text("def longer(prompt, a, b):\n    return 'tie' if len(a) == len(b) else ('A' if len(a) > len(b) "
+                          "else 'B')\n")
+    opts = cmp.CompareOptions(model="tiny-random", runs=["runs/x"], judge=f"{judge_file}:longer")
+    base, run = cmp.run_compare(opts, log=lambda m: None)
+    wr = run["win_rate_vs_base"]
+    # pairs: 3>2 win, 1<2 loss, 2=2 tie, 4>2 win -> (2 + 0.5) / 4
+    assert (wr["wins"], wr["losses"], wr["ties"], wr["n"]) == (2, 1, 1, 4) and wr["win_rate"] == 0.625
+    assert 0.0 <= wr["ci95"][0] < 0.625 < wr["ci95"][1] <= 1.0
+    assert "win_rate_vs_base" not in base and base["ci95"] is None
+    headers, body = cmp.table([base, run])
+    assert headers[2] == "win rate vs base [95% CI]"
+    assert body[1][1] == "– (no checkers)" and body[1][2].startswith("62.5% (2W/1T/1L) [")
+    assert body[0][2] == "–"
+    assert cmp.quality(run)[0] == 0.625 and cmp.quality(base) is None
+    cmp.write_outputs([base, run], tmp_path / "out")
+    assert "62.5% (2W/1T/1L)" in (tmp_path / "out" / "compare.md").read_text()
+    # a bad judge spec fails before any model is evaluated
+    monkeypatch.setattr(cmp, "evaluate_models", lambda *a, **k: pytest.fail("evaluated before the judge check"))
+    with pytest.raises(ValueError):
+        cmp.run_compare(cmp.CompareOptions(model="tiny-random", judge=f"{tmp_path}/missing.py:f"), log=lambda m: None)
+
+
 def test_distillation_kl_by_hand():
     import math
 

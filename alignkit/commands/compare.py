@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--safety", nargs="?", const="default", default=None, metavar="FILE",
                    help="also ask safety prompts (the shipped test split, or FILE with prompt + kind): harmful "
                    "compliance and over-refusal columns")
+    p.add_argument("--judge", default=None, metavar="SPEC",
+                   help="a pairwise judge (judge:MODEL[?method=...], judge:http://HOST:PORT/v1, rm:PATH, "
+                   "FILE.py:FUNC): each variant's win rate vs the base model, both orders, 95%% bootstrap interval "
+                   "(the quality column for prompts without checkers)")
     p.add_argument("--limit", type=int, default=None, help="only the first N eval prompts")
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                      aid_max_new_tokens=args.aid_max_new_tokens)
     opts = CompareOptions(model=args.model, train=args.train, selectors=selectors, ks=args.ks,
                           prompt_optimizer=args.prompt_optimizer, aligner=args.aligner, runs=args.run, eval=ev,
-                          safety=args.safety)
+                          safety=args.safety, judge=args.judge)
     from alignkit.data import DataError
     from alignkit.evaluation import InstructionFileError
     from alignkit.models import ModelNotFoundError
