@@ -13,7 +13,8 @@ rollout's mean cost (all processes), once per rollout, after its advantages are 
 * ``lambda_update=pid``: the PID Lagrangian of Stooke et al. 2020 (``pid_kp``, ``pid_ki``, ``pid_kd``).
 
 Why a GRPO method and not a ``cost=`` key on ``ppo``: GRPO needs no critic, so the constraint costs one
-extra scoring pass and nothing else (the paper's two-critic PPO-Lagrangian is ``alignkit safe-ppo``). Logged every step: ``lambda``, ``cost`` (J_c), ``cost_violation`` (J_c - cost_limit),
+extra scoring pass and nothing else (the paper's two-critic PPO-Lagrangian is ``alignkit safe-ppo``).
+Logged every step: ``lambda``, ``cost`` (J_c), ``cost_violation`` (J_c - cost_limit),
 ``costs/NAME`` per source. The multiplier's state after each rollout goes to
 ``OUTPUT_DIR/rollouts/lambda.json`` (written atomically), so a resumed run continues with the value the
 interrupted one had reached and reproduces it.
