@@ -221,7 +221,8 @@ def _function_rewards(spec: Any, weights: Sequence[float] | None = None) -> Rewa
 def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer: Any = None, judge_samples: int = 3,
                temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0, top_p: float = 1.0,
                judge_model: str | None = None, timeout: float = 60.0, batch_size: int = 8, retries: int = 2,
-               concurrency: int = 8, template: str | None = None, force_score: bool = False) -> PointwiseJudge:
+               concurrency: int = 8, template: str | None = None, force_score: bool = False,
+               score_range: tuple[int, int] | None = None) -> PointwiseJudge:
     """A pointwise judge from a spec.
 
     ``judge:self`` (or ``self``)
@@ -250,6 +251,8 @@ def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer:
     ``geval`` (:class:`~alignkit.judges.GEvalJudge`, expected 1-5 score from the score-token
     probabilities) or ``flask`` (:class:`~alignkit.judges.RubricJudge`, ``skills=a,b,c``,
     ``aggregate=mean|min``). The pairwise methods (``critique``, ``debate``) are refused here.
+    ``score_range=(low, high)`` with a ``template`` of that scale changes the range the additive and
+    G-Eval judges parse (e.g. ``(0, 1)`` for a yes/no judgement).
     """
     if callable(spec) and not isinstance(spec, str):
         return FunctionJudge(_function_rewards(spec))
@@ -262,11 +265,12 @@ def load_judge(spec: str | Callable[..., Any], *, policy: Any = None, tokenizer:
                        max_new_tokens=max_new_tokens, judge_model=judge_model, timeout=timeout,
                        batch_size=batch_size, retries=retries, concurrency=concurrency)
     return _pointwise_llm(parsed, str(spec), backend, judge_samples=judge_samples, seed=seed, template=template,
-                          force_score=force_score)
+                          force_score=force_score, score_range=score_range)
 
 
 def _pointwise_llm(parsed: JudgeSpec, spec: str, backend: Any, *, judge_samples: int, seed: int,
-                   template: str | None, force_score: bool) -> PointwiseJudge:
+                   template: str | None, force_score: bool,
+                   score_range: tuple[int, int] | None = None) -> PointwiseJudge:
     o = parsed.options
     method = o.get("method", "additive")
     if JUDGE_METHODS[method] != "pointwise":
@@ -274,7 +278,11 @@ def _pointwise_llm(parsed: JudgeSpec, spec: str, backend: Any, *, judge_samples:
                          "reward or score needs a pointwise method: additive, geval or flask")
     samples, seed = o.get("samples", judge_samples), o.get("seed", seed)
     suffix = backend.name if parsed.kind != "self" else "self"
-    kwargs = {"template": template} if template else {}
+    kwargs: dict[str, Any] = {"template": template} if template else {}
+    if score_range is not None:
+        if method == "flask":
+            raise JudgeError(f"judge spec '{spec}': method=flask has its own 1-5 scale; use additive or geval here")
+        kwargs["low"], kwargs["high"] = int(score_range[0]), int(score_range[1])
     if method == "geval":
         return GEvalJudge(backend, judge_samples=samples, seed=seed, name=f"geval_{suffix}", **kwargs)
     if method == "flask":

@@ -4,11 +4,8 @@ function judges, and reward=judge:... through alignkit.rewards."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -38,6 +35,7 @@ from alignkit.scoring import (
     load_reward_functions,
     parse_judge_spec,
 )
+from tests.helpers import StubJudgeServer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -245,76 +243,6 @@ def test_self_judge_binds_the_policy_and_is_seeded():
 
 
 # ----------------------------------------------------------------------------- HTTP
-
-
-class StubJudgeServer:
-    """A tiny OpenAI-compatible server on 127.0.0.1 (a free port) for the tests: ``GET /v1/models`` and
-    ``POST /v1/chat/completions``, answering ``reply(prompt_text, request_json) -> str``. Records the
-    requests and their Authorization headers; ``fail_first`` answers HTTP 503 that many times first;
-    ``delay`` sleeps before answering. Runs in a daemon thread; stop() (or the context manager) ends it,
-    and every socket operation has a timeout, so it cannot outlive the test."""
-
-    def __init__(self, reply, fail_first: int = 0, delay: float = 0.0, models=("stub-judge",)) -> None:
-        self.reply, self.fail_first, self.delay, self.models = reply, fail_first, delay, list(models)
-        self.requests: list[dict] = []
-        self.auth: list[str | None] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 5
-
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, obj):
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                if self.path.endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": m} for m in server.models]})
-                else:
-                    self._send(404, {"error": "not found"})
-
-            def do_POST(self):
-                data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                server.requests.append(data)
-                server.auth.append(self.headers.get("Authorization"))
-                if server.delay:
-                    time.sleep(server.delay)
-                if server.fail_first > 0:
-                    server.fail_first -= 1
-                    self._send(503, {"error": "busy"})
-                    return
-                if not self.path.endswith("/chat/completions"):
-                    self._send(404, {"error": "not found"})
-                    return
-                text = server.reply(data["messages"][-1]["content"], data)
-                self._send(200, {"id": "x", "object": "chat.completion", "model": data["model"],
-                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "stop"}]})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.timeout = 1
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def length_score(text: str, data: dict) -> str:

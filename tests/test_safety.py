@@ -21,7 +21,7 @@ from alignkit.data.safety import (
     safety_to_preference,
 )
 from alignkit.engine.logging import read_metrics
-from alignkit.evaluation.safety import safety_rates
+from alignkit.evaluation.safety import helpfulness, safety_rates
 from alignkit.losses import (
     LambdaState,
     cost_model_loss,
@@ -32,7 +32,7 @@ from alignkit.losses import (
 )
 from alignkit.safety import dataset
 from alignkit.safety.refusal import is_refusal
-from tests.helpers import write_jsonl
+from tests.helpers import StubJudgeServer, write_jsonl
 
 
 def _sig(x: float) -> float:
@@ -185,6 +185,25 @@ def test_safety_rates_on_fixed_outputs():
     assert lo < 2 / 3 < hi
     with_costs = safety_rates(rows, texts, costs=[-1.0, 2.0, 0.5, 0.0, 0.0])  # the cost model decides compliance
     assert with_costs["harmful_compliance"]["k"] == 2 and with_costs["over_refusal"]["k"] == 1
+    # an LLM judge's verdicts decide both rates; no verdict (None) falls back to the patterns
+    judged = safety_rates(rows, texts, complied=[False, True, None, True, False])
+    assert judged["judge"] == "llm" and judged["judge_fallbacks"] == 1
+    # harmful: judge no, judge yes (despite the refusal text), patterns yes -> 2/3
+    assert judged["harmful_compliance"]["k"] == 2
+    # benign: judge yes (despite "I'm sorry"), judge no ("Here you go." judged a refusal) -> 1/2, the other one
+    assert judged["over_refusal"]["k"] == 1 and judged["per_category"]["b"]["over_refusal"]["k"] == 1
+    assert judged["per_category"]["a"]["over_refusal"]["k"] == 0
+
+
+def test_helpfulness_of_benign_answers_by_hand():
+    rows = [{"kind": "harmful", "category": "a"}, {"kind": "benign", "category": "a", "family": "ask"},
+            {"kind": "benign", "category": "b", "family": "story"}, {"kind": "benign", "category": "b"}]
+    out = helpfulness(rows, [9.0, 4.0, 2.0, None])  # the harmful row's 9 and the unscored row are left out
+    assert out["mean"] == 3.0 and out["n"] == 2 and out["unscored"] == 1
+    # two items: the bootstrap is enumerated, resample means {4, 3, 3, 2} -> 2.5 % and 97.5 % quantiles 2 and 4
+    assert out["ci95"] == [2.0, 4.0]
+    assert out["per_category"]["a"]["mean"] == 4.0 and out["per_category"]["b"]["mean"] == 2.0
+    assert out["per_family"]["story"]["mean"] == 2.0
 
 
 # ----------------------------------------------------------------------------- commands on tiny-random
@@ -291,6 +310,48 @@ def test_eval_safety_reports_rates(tmp_path, capsys):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "kind": "evil"}])
     assert main(["eval", "--model", "tiny-random", "--safety", str(bad)]) == 2
     assert "field 'kind'" in capsys.readouterr().err
+
+
+def test_eval_safety_with_an_llm_judge_and_a_helpfulness_judge(tmp_path, monkeypatch):
+    """The stub judge says 'complies' exactly for the requests of even length; the helpfulness function
+    scores a benign answer 1 when its request has a 'how' in it. Both counted by hand from the rows."""
+    rows = dataset.load_safety_set(None, "test")[:8]
+
+    def reply(text, data):
+        request = text.split("<request>\n")[1].split("\n</request>")[0]
+        return f"Checked.\nScore: {1 if len(request) % 2 == 0 else 0}"
+
+    fn = tmp_path / "helpful.py"
+    fn.write_text("def how(prompts, completions, **kw):\n"
+                  "    return [1.0 if 'how' in p.lower() else 0.0 for p in prompts]\n")
+    monkeypatch.setenv("ALIGNKIT_JUDGE_API_KEY", "sk-test")
+    with StubJudgeServer(reply) as server:
+        out = tmp_path / "ev"
+        assert main(["eval", "--model", "tiny-random", "--safety", "--limit", "8", "--max-new-tokens", "3",
+                     "--safety-judge", f"judge:{server.url}", "--helpfulness-judge", f"{fn}:how",
+                     "--output-dir", str(out)]) == 0
+        assert len(server.requests) == 8 and "complies" in server.requests[0]["messages"][-1]["content"]
+    s = json.loads((out / "results.json").read_text())["models"][0]["safety"]
+    even = [len(r["prompt"]) % 2 == 0 for r in rows]
+    harmful = [e for r, e in zip(rows, even) if r["kind"] == "harmful"]
+    benign = [e for r, e in zip(rows, even) if r["kind"] == "benign"]
+    assert (s["judge"], s["judge_fallbacks"]) == ("llm", 0)
+    assert (s["harmful_compliance"]["k"], s["harmful_compliance"]["n"]) == (sum(harmful), len(harmful))
+    assert (s["over_refusal"]["k"], s["over_refusal"]["n"]) == (len(benign) - sum(benign), len(benign))
+    hows = [1.0 if "how" in r["prompt"].lower() else 0.0 for r in rows if r["kind"] == "benign"]
+    assert s["helpfulness"]["mean"] == pytest.approx(sum(hows) / len(hows)) and s["helpfulness"]["n"] == len(hows)
+    assert "helpfulness on benign" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--safety-judge", "rm:"], "--safety-judge"),
+    (["--safety-judge", "judge:self"], "--safety-judge must be"),
+    (["--helpfulness-judge", "judge:self"], "--helpfulness-judge must be"),
+])
+def test_eval_safety_bad_judge_fails_before_any_model(tmp_path, capsys, flags, message):
+    assert main(["eval", "--model", "no-such-model-dir", "--safety", *flags, "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_safe_ppo_two_critics_lambda_and_exact_resume(safety_files, tmp_path, monkeypatch):

@@ -44,7 +44,10 @@ test: 120 harmful requests and 120 benign look-alikes over 10 categories, ``stor
 on), or a file with ``prompt`` and ``kind`` (harmful/benign) and optional ``category``/``family``. Each model
 gets its harmful-compliance rate (harmful prompts answered, not refused) and its over-refusal rate (benign
 prompts refused), k/n with 95 % Wilson intervals, per category and per family. ``--safety-judge``:
-``patterns`` (default: refusal phrases at the answer's opening) or ``costmodel:PATH`` (cost > 0 = complied).
+``patterns`` (default: refusal phrases at the answer's opening), ``costmodel:PATH`` (cost > 0 = complied) or
+an LLM judge ``judge:MODEL`` / ``judge:http(s)://HOST:PORT/v1`` (asked "complies or refuses?", 0/1, for
+every answer). ``--helpfulness-judge SPEC`` scores the benign answers (the 0-5 LLM rubric, ``rm:PATH`` or
+``FILE.py:FUNC``): mean with a 95 % bootstrap interval.
 
 ``--prompt-optimizer``, ``--icl-examples`` (with ``--icl-k``, ``--icl-selector``, ``--icl-max-tokens``) and
 ``--aligner`` evaluate a model helped without training (README "Without training the policy"): the answers
@@ -81,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on safety prompts instead: the shipped set (no FILE) or a file with prompt + kind "
                    "(harmful/benign); reports harmful-compliance and over-refusal rates with 95%% Wilson intervals")
     p.add_argument("--safety-judge", default="patterns", metavar="JUDGE",
-                   help="with --safety: patterns (default: refusal phrases) or costmodel:PATH (alignkit cost)")
+                   help="with --safety: patterns (default: refusal phrases), costmodel:PATH (alignkit cost), or an "
+                   "LLM judge judge:MODEL / judge:http(s)://HOST:PORT/v1 (complies or refuses, 0/1)")
+    p.add_argument("--helpfulness-judge", default=None, metavar="JUDGE",
+                   help="with --safety: score the benign answers with a pointwise judge (judge:MODEL for the 0-5 "
+                   "rubric, rm:PATH, FILE.py:FUNC); mean with a 95%% bootstrap interval")
     p.add_argument("--split", default="test",
                    help="which rows of the prompt file: test (default), train, another split name, or all")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N prompts")
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
         kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
         chat_template=args.chat_template, math=args.math, ifeval=args.ifeval, safety=args.safety,
-        safety_judge=args.safety_judge, icl_examples=args.icl_examples, icl_k=args.icl_k,
+        safety_judge=args.safety_judge, helpfulness_judge=args.helpfulness_judge,
+        icl_examples=args.icl_examples, icl_k=args.icl_k,
         icl_selector=args.icl_selector, icl_max_tokens=args.icl_max_tokens, prompt_optimizer=args.prompt_optimizer,
         aligner=args.aligner, aid_max_new_tokens=args.aid_max_new_tokens,
     )

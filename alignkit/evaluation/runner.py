@@ -62,7 +62,8 @@ class EvalOptions:
     math: str | None = None  # math problems instead of instructions: "default" (generated test set) or a file
     ifeval: str | None = None  # an IFEval-format file (prompt, instruction_id_list, kwargs) instead
     safety: str | None = None  # safety prompts instead: "default" (the shipped set) or a file (prompt, kind, ...)
-    safety_judge: str = "patterns"  # patterns, or costmodel:PATH
+    safety_judge: str = "patterns"  # patterns, costmodel:PATH, or an LLM judge (judge:MODEL, judge:http://...)
+    helpfulness_judge: str | None = None  # with safety: a pointwise judge scoring the benign answers
     # alignment without training (alignkit.inference.aids): the same names as the command-line flags
     icl_examples: str | None = None
     icl_k: int = 4
@@ -144,14 +145,20 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     t_start = time.perf_counter()
     math_source = if_rows = safety_rows = None
     cost_model = None
+    safety_judges: dict[str, Any] = {}  # LLM judges of eval --safety, loaded once at the first answers
     if opts.safety:
         instructions, safety_rows = _safety_instructions(opts.safety, opts.split)
-        if opts.safety_judge != "patterns":
-            if not opts.safety_judge.startswith("costmodel:"):
-                raise ValueError(f"--safety-judge must be 'patterns' or costmodel:PATH, got {opts.safety_judge!r}")
+        from alignkit.evaluation.safety import check_judge_spec
+
+        judge_kind = check_judge_spec(opts.safety_judge, "safety")
+        if opts.helpfulness_judge:
+            check_judge_spec(opts.helpfulness_judge, "helpfulness")
+        if judge_kind == "costmodel":
             from alignkit.scoring import load_reward_source
 
             cost_model = load_reward_source(opts.safety_judge)
+    elif opts.helpfulness_judge:
+        raise ValueError("--helpfulness-judge goes with --safety (it scores the answers to the benign look-alikes)")
     elif opts.math:
         instructions, math_source = _math_instructions(opts.math)
     elif opts.ifeval:
@@ -208,10 +215,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
 
             scored = check_ifeval(if_rows, texts)
         if safety_rows is not None:
-            from alignkit.evaluation.safety import safety_rates
-
-            costs = cost_model(prompts, texts) if cost_model is not None else None
-            scored = safety_rates(safety_rows, texts, costs)
+            scored = _safety_scores(opts, safety_rows, prompts, texts, cost_model, safety_judges)
         lengths = [len(c) for c in gens.completion_ids]
         entry: dict[str, Any] = {
             "model": str(spec),
@@ -289,7 +293,8 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         results["prompts"] = {"file": "shipped safety set" if opts.safety == "default" else opts.safety,
                               "split": opts.split, "n": len(instructions)}
         results["safety"] = {"source": results["prompts"]["file"], "n": len(instructions),
-                             "judge": opts.safety_judge}
+                             "judge": opts.safety_judge,
+                             **({"helpfulness_judge": opts.helpfulness_judge} if opts.helpfulness_judge else {})}
     if if_rows is not None:
         results["prompts"] = {"file": opts.ifeval, "split": "ifeval", "n": len(instructions)}
         results["ifeval"] = {"source": opts.ifeval, "n": len(instructions)}
@@ -357,6 +362,34 @@ def _math_instructions(spec: str) -> tuple[list[Instruction], str]:
                        columns={k: v for k, v in r.items() if k not in ("prompt", "constraints")})
            for i, r in enumerate(rows, start=1)]
     return out, source
+
+
+def _safety_scores(opts: EvalOptions, rows: list[dict[str, Any]], prompts: list[Any], texts: list[str],
+                   cost_model: Any, judges: dict[str, Any]) -> dict[str, Any]:
+    """Safety rates of one model's answers (and the benign answers' helpfulness when a judge is named);
+    the judges load at the first model's answers and are kept in ``judges`` for the next ones."""
+    from alignkit.evaluation import safety
+
+    costs = cost_model(prompts, texts) if cost_model is not None else None
+    complied = None
+    if safety.check_judge_spec(opts.safety_judge, "safety") in ("local", "http"):
+        if "safety" not in judges:
+            judges["safety"] = safety.load_compliance_judge(opts.safety_judge, seed=opts.seed,
+                                                            batch_size=opts.batch_size)
+        complied = safety.judged_compliance(judges["safety"], prompts, texts)
+    scored = safety.safety_rates(rows, texts, costs, complied)
+    if opts.helpfulness_judge:
+        if "helpfulness" not in judges:
+            from alignkit.scoring import load_judge
+
+            judges["helpfulness"] = load_judge(opts.helpfulness_judge, seed=opts.seed, batch_size=opts.batch_size,
+                                               **safety.JUDGE_SETTINGS)
+        benign = [i for i, row in enumerate(rows) if row["kind"] == "benign"]
+        scores: list[float | None] = [None] * len(rows)
+        for i, s in zip(benign, judges["helpfulness"].score([prompts[i] for i in benign], [texts[i] for i in benign])):
+            scores[i] = s.score
+        scored["helpfulness"] = {**safety.helpfulness(rows, scores), "judge": opts.helpfulness_judge}
+    return scored
 
 
 def _safety_instructions(spec: str, split: str) -> tuple[list[Instruction], list[dict[str, Any]]]:
