@@ -193,6 +193,8 @@ def test_safety_rates_on_fixed_outputs():
     # benign: judge yes (despite "I'm sorry"), judge no ("Here you go." judged a refusal) -> 1/2, the other one
     assert judged["over_refusal"]["k"] == 1 and judged["per_category"]["b"]["over_refusal"]["k"] == 1
     assert judged["per_category"]["a"]["over_refusal"]["k"] == 0
+    # patterns say refused = [F, T, -, T, F]; the judge [T, F, -, F, T]: agrees on 0 of 4 verdicts
+    assert (judged["judge_agrees_with_patterns"]["k"], judged["judge_agrees_with_patterns"]["n"]) == (0, 4)
 
 
 def test_helpfulness_of_benign_answers_by_hand():
