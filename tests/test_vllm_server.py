@@ -485,6 +485,20 @@ def test_online_dpo_against_the_real_vllm_server(real_vllm, grpo_files, tmp_path
 
 
 @pytest.mark.slow
+def test_sppo_against_the_real_vllm_server(real_vllm, grpo_files, tmp_path, monkeypatch):
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
+    server, model_dir = real_vllm
+    data, reward = grpo_files
+    out = tmp_path / "sppo-real"
+    assert main(["sppo", f"model={model_dir}", "max_length=128", f"data={data}", f"reward={reward}:first",
+                 "rollout_backend=vllm-server", f"vllm_url={server.url}", "max_new_tokens=6", "num_generations=2",
+                 "batch_size=2", "lora.r=8", "lr=1e-3", "max_steps=2", "temperature=0.7", f"output_dir={out}"]) == 0
+    rows = [r for r in read_metrics(out) if "loss" in r]
+    assert len(rows) == 2
+    assert all(r["rollout/weights_synced"] == 1.0 and r["rollout/logprob_gap"] < 1e-3 for r in rows)
+
+
+@pytest.mark.slow
 def test_http_judge_against_the_real_vllm_server(real_vllm):
     from alignkit.judges import HTTPBackend, JudgeError
     from alignkit.scoring import load_judge
@@ -533,6 +547,21 @@ def test_ppo_through_the_fake_server_syncs_the_policy_not_the_critic(grpo_files,
         assert sorted(saved) == sorted(reference)
     assert main(["ppo", "model=tiny-random", f"data={data}", f"reward={reward}:first", "rollout_backend=vllm-server",
                  "rollout_dtype=bfloat16", f"output_dir={tmp_path / 'bad'}"]) == 2
+
+
+def test_sppo_through_the_fake_server_syncs_each_rollout(grpo_files, tmp_path, monkeypatch):
+    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
+    data, reward = grpo_files
+    with FakeVLLM() as fake:
+        out = tmp_path / "sppo"
+        assert main(["sppo", "model=tiny-random", "max_length=64", f"data={data}", f"reward={reward}:first",
+                     "rollout_backend=vllm-server", f"vllm_url={fake.url}", "max_new_tokens=3", "batch_size=2",
+                     "num_generations=2", "lora.r=4", f"output_dir={out}", "max_steps=2",
+                     "rollout_max_logprob_gap=null"]) == 0
+        rows = [r for r in read_metrics(out) if "loss" in r]
+        assert len(rows) == 2 and all(r["rollout/logprob_gap"] > 5 and "rollout/weights_synced" in r for r in rows)
+        assert _steps(fake.bodies("/v1/load_lora_adapter")) == ["policy-step-0", "policy-step-1"]
+        assert len(fake.bodies("/v1/completions")) >= 2
 
 
 def test_online_dpo_through_the_fake_server_syncs_and_logs_the_gap(grpo_files, tmp_path, monkeypatch):

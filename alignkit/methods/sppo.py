@@ -44,12 +44,18 @@ from alignkit.config import ConfigError, TrainConfig
 from alignkit.engine.method import StepOutput
 from alignkit.losses import bt_win_probabilities, sppo_loss
 from alignkit.methods.grpo import GRPO
-from alignkit.methods.online import CompletionLog, PromptMethod, RolloutStore, completion_token_logps
+from alignkit.methods.online import (
+    CompletionLog,
+    PromptMethod,
+    RolloutStore,
+    ServerRolloutKeys,
+    completion_token_logps,
+)
 from alignkit.methods.reference import announce
 from alignkit.rewards import RewardSet, completion_text
 
 
-class SPPOConfig(TrainConfig):
+class SPPOConfig(TrainConfig, ServerRolloutKeys):
     """SPPO: self-play; K answers per prompt, win probabilities from reward= by Bradley-Terry, square loss towards log pi/pi_t = eta (P - 1/2)."""
 
     batch_size: int = Field(2, ge=1, description="prompts per device per micro-batch; each is sampled "
@@ -72,7 +78,9 @@ class SPPOConfig(TrainConfig):
     log_completions_steps: int = Field(10, ge=0, description="write sample completions every N steps; 0: never")
     max_prompt_length: int | None = Field(None, ge=1, description="keep the last N prompt tokens "
                                           "(default max_length - max_new_tokens)")
-    rollout_backend: Literal["hf", "vllm"] = Field("hf", description="generation engine (vllm: needs vllm + a GPU)")
+    rollout_backend: Literal["hf", "vllm", "vllm-server"] = Field(
+        "hf", description="generation engine: hf, vllm (in-process, needs vllm + a GPU) or vllm-server (an "
+        "OpenAI-compatible vLLM server, started or attached; see grpo --help and the README's Engines section)")
     share_prompt: bool = Field(True, description="run each prompt once per group in the training forward")
     rollout_dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="hf backend: sample from a copy of the policy in this dtype (see grpo --help)")
@@ -82,6 +90,9 @@ class SPPOConfig(TrainConfig):
     def _check(self) -> SPPOConfig:
         if self.reward is not None and self.judge is not None:
             raise ValueError("give reward= (win probabilities by Bradley-Terry) or judge= (a pairwise judge), not both")
+        if self.rollout_is_cap is not None:
+            raise ValueError("rollout_is_cap: sppo's loss is per sequence (a regression of the log-ratio), so "
+                             "per-token importance weights do not apply; unset it")
         if self.max_new_tokens >= self.max_length:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be smaller than max_length "
                              f"({self.max_length}): prompt and completion share max_length")
@@ -192,6 +203,7 @@ class SPPO(GRPO):
         mask = batch["completion_mask"].to(token_logps.dtype)
         old = batch.get("old_logps")
         old = token_logps.detach() if old is None else old.to(token_logps.dtype)
+        _, guard_metrics = self.guard.observe(batch, old, batch["completion_mask"], step)  # the rollout's gap
         logps, old_logps = (token_logps * mask).sum(-1), (old * mask).sum(-1)
         win = batch["advantages"].to(logps.dtype) + 0.5
         losses = sppo_loss(logps, old_logps, win, cfg.eta)
@@ -199,4 +211,4 @@ class SPPO(GRPO):
         tok = float(mask.sum())
         return StepOutput(loss_sum=losses.sum() * float(batch.get("loss_weight", 1.0)), metrics={
             "log_ratio": (float((logps - old_logps).detach().sum()), n),
-            "entropy": (float((entropy * mask).sum()), tok)})
+            "entropy": (float((entropy * mask).sum()), tok), **guard_metrics})
