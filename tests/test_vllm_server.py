@@ -451,51 +451,27 @@ def test_grpo_full_weights_server_started_by_alignkit(grpo_files, tmp_path, monk
 
 
 @pytest.mark.slow
-def test_ppo_against_the_real_vllm_server(real_vllm, grpo_files, tmp_path, monkeypatch):
-    """PPO samples through the real server: the policy adapter (not the critic's) is hot-loaded before each
-    rollout, and the server's log-probs match the trainer's (float32 on both sides)."""
+@pytest.mark.parametrize("method, extra", [
+    ("ppo", ["ppo_epochs=1", "max_steps=3"]),
+    ("online-dpo", ["max_steps=3"]),
+    ("sppo", ["num_generations=2", "max_steps=2"]),
+])
+def test_online_methods_against_the_real_vllm_server(real_vllm, grpo_files, tmp_path, monkeypatch, method, extra):
+    """PPO (the policy adapter is synced, not the critic's), online DPO and SPPO sample through the real
+    server, one run after another on the same server (per-run adapter names): the fingerprint holds and
+    the server's log-probs match the trainer's (float32 on both sides) at every step."""
     monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
     server, model_dir = real_vllm
     data, reward = grpo_files
-    out = tmp_path / "ppo-real"
-    assert main(["ppo", f"model={model_dir}", "max_length=128", f"data={data}", f"reward={reward}:first",
+    out = tmp_path / method
+    assert main([method, f"model={model_dir}", "max_length=128", f"data={data}", f"reward={reward}:first",
                  "rollout_backend=vllm-server", f"vllm_url={server.url}", "max_new_tokens=6", "batch_size=2",
-                 "ppo_epochs=1", "lora.r=8", "lr=1e-3", "max_steps=3", "temperature=0.7", f"output_dir={out}"]) == 0
+                 "lora.r=8", "lr=1e-3", "temperature=0.7", f"output_dir={out}", *extra]) == 0
     rows = [r for r in read_metrics(out) if "loss" in r]
-    assert len(rows) == 3
+    assert len(rows) == int(extra[-1].split("=")[1])
     for r in rows:
         assert r["rollout/weights_synced"] == 1.0
         assert r["rollout/logprob_gap"] < 1e-3 and r["rollout/logprob_gap_max"] < 1e-2
-
-
-@pytest.mark.slow
-def test_online_dpo_against_the_real_vllm_server(real_vllm, grpo_files, tmp_path, monkeypatch):
-    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
-    server, model_dir = real_vllm
-    data, reward = grpo_files
-    out = tmp_path / "odpo-real"
-    assert main(["online-dpo", f"model={model_dir}", "max_length=128", f"data={data}", f"reward={reward}:first",
-                 "rollout_backend=vllm-server", f"vllm_url={server.url}", "max_new_tokens=6", "batch_size=2",
-                 "lora.r=8", "lr=1e-3", "max_steps=3", "temperature=0.7", f"output_dir={out}"]) == 0
-    rows = [r for r in read_metrics(out) if "loss" in r]
-    assert len(rows) == 3
-    for r in rows:
-        assert r["rollout/weights_synced"] == 1.0
-        assert r["rollout/logprob_gap"] < 1e-3 and r["rollout/logprob_gap_max"] < 1e-2
-
-
-@pytest.mark.slow
-def test_sppo_against_the_real_vllm_server(real_vllm, grpo_files, tmp_path, monkeypatch):
-    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
-    server, model_dir = real_vllm
-    data, reward = grpo_files
-    out = tmp_path / "sppo-real"
-    assert main(["sppo", f"model={model_dir}", "max_length=128", f"data={data}", f"reward={reward}:first",
-                 "rollout_backend=vllm-server", f"vllm_url={server.url}", "max_new_tokens=6", "num_generations=2",
-                 "batch_size=2", "lora.r=8", "lr=1e-3", "max_steps=2", "temperature=0.7", f"output_dir={out}"]) == 0
-    rows = [r for r in read_metrics(out) if "loss" in r]
-    assert len(rows) == 2
-    assert all(r["rollout/weights_synced"] == 1.0 and r["rollout/logprob_gap"] < 1e-3 for r in rows)
 
 
 @pytest.mark.slow
