@@ -525,29 +525,16 @@ def test_ppo_through_the_fake_server_syncs_the_policy_not_the_critic(grpo_files,
                  "rollout_dtype=bfloat16", f"output_dir={tmp_path / 'bad'}"]) == 2
 
 
-def test_sppo_through_the_fake_server_syncs_each_rollout(grpo_files, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method, extra", [("online-dpo", []), ("sppo", ["num_generations=2"])])
+def test_online_dpo_and_sppo_through_the_fake_server_sync_and_log_the_gap(grpo_files, tmp_path, monkeypatch,
+                                                                          method, extra):
     monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
     data, reward = grpo_files
     with FakeVLLM() as fake:
-        out = tmp_path / "sppo"
-        assert main(["sppo", "model=tiny-random", "max_length=64", f"data={data}", f"reward={reward}:first",
+        out = tmp_path / method
+        assert main([method, "model=tiny-random", "max_length=64", f"data={data}", f"reward={reward}:first",
                      "rollout_backend=vllm-server", f"vllm_url={fake.url}", "max_new_tokens=3", "batch_size=2",
-                     "num_generations=2", "lora.r=4", f"output_dir={out}", "max_steps=2",
-                     "rollout_max_logprob_gap=null"]) == 0
-        rows = [r for r in read_metrics(out) if "loss" in r]
-        assert len(rows) == 2 and all(r["rollout/logprob_gap"] > 5 and "rollout/weights_synced" in r for r in rows)
-        assert _steps(fake.bodies("/v1/load_lora_adapter")) == ["policy-step-0", "policy-step-1"]
-        assert len(fake.bodies("/v1/completions")) >= 2
-
-
-def test_online_dpo_through_the_fake_server_syncs_and_logs_the_gap(grpo_files, tmp_path, monkeypatch):
-    monkeypatch.setattr("alignkit.cli.write_run_report", lambda out: None)
-    data, reward = grpo_files
-    with FakeVLLM() as fake:
-        out = tmp_path / "odpo"
-        assert main(["online-dpo", "model=tiny-random", "max_length=64", f"data={data}", f"reward={reward}:first",
-                     "rollout_backend=vllm-server", f"vllm_url={fake.url}", "max_new_tokens=3", "batch_size=2",
-                     "lora.r=4", f"output_dir={out}", "max_steps=2", "rollout_max_logprob_gap=null"]) == 0
+                     "lora.r=4", f"output_dir={out}", "max_steps=2", "rollout_max_logprob_gap=null", *extra]) == 0
         rows = [r for r in read_metrics(out) if "loss" in r]
         assert len(rows) == 2
         # the fake's log-probs (-0.1...) are far from the tiny model's: the gap is logged; each step syncs
