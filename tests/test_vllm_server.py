@@ -135,7 +135,7 @@ def _backend(fake: FakeVLLM, tmp_path: Path, lora: bool = False, **kw) -> VLLMSe
 
 
 def _steps(loads: list[dict]) -> list[str]:
-    """The adapter names a run loaded, without their per-run tag (policy-XXXXXX-step-S -> policy-step-S)."""
+    """The adapter names a run loaded, without their per-run tag (policy-<tag>-step-S -> policy-step-S)."""
     names = [b["lora_name"] for b in loads]
     assert len({n.rsplit("-step-", 1)[0] for n in names}) <= 1 and all(re.fullmatch(r"policy-[0-9a-f]{6}-step-\d+", n)
                                                                         for n in names)

@@ -29,7 +29,7 @@ Sampling (:meth:`VLLMServerBackend.generate`)
 
 Sync (:meth:`VLLMServerBackend.sync`, called once per rollout, a real sync every ``sync_steps``)
     LoRA: the active adapter is saved (safetensors) to ``OUTPUT_DIR/vllm-server/adapters/step-S`` and
-    hot-loaded with ``POST /v1/load_lora_adapter`` under the new name ``policy-XXXXXX-step-S`` (XXXXXX
+    hot-loaded with ``POST /v1/load_lora_adapter`` under the new name ``policy-<tag>-step-S`` (<tag> six hex digits,
     random per run: a server that outlives a run still holds that run's names); later requests
     name it as their ``model``; the previous adapter is unloaded (``/v1/unload_lora_adapter``) and its
     directory deleted. Full fine-tuning: the weights are written to ``OUTPUT_DIR/vllm-server/weights``
