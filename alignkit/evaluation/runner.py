@@ -145,6 +145,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     t_start = time.perf_counter()
     math_source = if_rows = safety_rows = None
     cost_model = None
+    judge_kind = None  # eval --safety: patterns, costmodel, or an LLM judge's kind (local, http)
     safety_judges: dict[str, Any] = {}  # LLM judges of eval --safety, loaded once at the first answers
     if opts.safety:
         instructions, safety_rows = _safety_instructions(opts.safety, opts.split)
@@ -215,7 +216,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
 
             scored = check_ifeval(if_rows, texts)
         if safety_rows is not None:
-            scored = _safety_scores(opts, safety_rows, prompts, texts, cost_model, safety_judges)
+            scored = _safety_scores(opts, safety_rows, prompts, texts, cost_model, judge_kind, safety_judges)
         lengths = [len(c) for c in gens.completion_ids]
         entry: dict[str, Any] = {
             "model": str(spec),
@@ -365,14 +366,14 @@ def _math_instructions(spec: str) -> tuple[list[Instruction], str]:
 
 
 def _safety_scores(opts: EvalOptions, rows: list[dict[str, Any]], prompts: list[Any], texts: list[str],
-                   cost_model: Any, judges: dict[str, Any]) -> dict[str, Any]:
+                   cost_model: Any, judge_kind: str | None, judges: dict[str, Any]) -> dict[str, Any]:
     """Safety rates of one model's answers (and the benign answers' helpfulness when a judge is named);
     the judges load at the first model's answers and are kept in ``judges`` for the next ones."""
     from alignkit.evaluation import safety
 
     costs = cost_model(prompts, texts) if cost_model is not None else None
     complied = None
-    if safety.check_judge_spec(opts.safety_judge, "safety") in ("local", "http"):
+    if judge_kind in ("local", "http"):
         if "safety" not in judges:
             judges["safety"] = safety.load_compliance_judge(opts.safety_judge, seed=opts.seed,
                                                             batch_size=opts.batch_size)
