@@ -87,11 +87,16 @@ def test_bench_grpo_both_sides(tmp_path, capsys):
 def test_bench_sample_compares_the_samplers(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["bench", "sample", "--model", "tiny-random", "--prompts", "2", "--generations", "3",
-                 "--max-new-tokens", "6", "--temperature", "0", "--repeats", "1", "--output-dir", str(out)]) == 0
+                 "--max-new-tokens", "6", "--temperature", "0", "--repeats", "1", "--lora-r", "4",
+                 "--output-dir", str(out)]) == 0
     result = json.loads((out / "bench.json").read_text())
-    assert result["greedy_rows_equal"] == "6/6"  # the decode loop's greedy tokens are HF generate's
+    # both decode loops' greedy tokens are HF generate's, through an unmerged LoRA adapter too
+    assert result["greedy_rows_equal_fast"] == result["greedy_rows_equal_lean"] == "6/6"
+    assert result["settings"]["lora_r"] == 4
     assert result["completion_tokens"]["hf"] == result["completion_tokens"]["fast"] == 36
+    assert result["completion_tokens"]["lean"] == 36
     assert result["speedup"] == pytest.approx(result["seconds"]["hf"] / result["seconds"]["fast"])
+    assert result["lean_over_fast"] == pytest.approx(result["seconds"]["fast"] / result["seconds"]["lean"])
     # 6 rows x 6 tokens: one prefill per prompt, 5 decode steps for every row
     assert result["flops"]["decode_steps"] == 5 and result["bound"]["generation_s"] > 0
     assert "tokens/s" in capsys.readouterr().out and (out / "bench.md").is_file()

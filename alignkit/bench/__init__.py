@@ -361,6 +361,7 @@ def main(argv: list[str]) -> int:
     sample.add_argument("--max-new-tokens", type=int, default=160)
     sample.add_argument("--temperature", type=float, default=0.9, help="0: greedy (also checks equal tokens)")
     sample.add_argument("--repeats", type=int, default=2, help="runs of each sampler; the best is kept")
+    sample.add_argument("--lora-r", type=int, default=0, help="sample through a LoRA adapter of this rank (default 0: none)")
     sample.add_argument("--output-dir", default="runs/bench-sample")
     for name, bench in (("dpo", dpo), ("grpo", grpo)):
         bench.add_argument("--model", default="smollm2-135m")

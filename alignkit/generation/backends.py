@@ -42,6 +42,7 @@ from the weights of this very step; ``metrics``: ``rollout/weights_synced`` and 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,7 +51,7 @@ import torch
 
 from alignkit.config import ConfigError
 from alignkit.generation.sampling import Rollout, sample_completions
-from alignkit.models.modules import unwrap
+from alignkit.models.modules import effective_weight, unwrap
 
 __all__ = [
     "BACKENDS",
@@ -223,11 +224,8 @@ class InferenceCopy:
         except ImportError:  # pragma: no cover - peft is a dependency
             LoraLayer = ()  # noqa: N806
         for name, module in base.named_modules():
-            if isinstance(module, LoraLayer) and not getattr(module, "disable_adapters", False):
-                weight = module.get_base_layer().weight
-                delta = [] if module.merged else [module.get_delta_weight(a) for a in module.active_adapters
-                                                  if a in module.lora_A]
-                target[name + ".weight"].copy_(weight + sum(delta) if delta else weight)
+            if isinstance(module, LoraLayer):
+                target[name + ".weight"].copy_(effective_weight(module))
                 merged.add(name + ".weight")
                 written.add(name + ".weight")
         for name, p in base.named_parameters():
@@ -275,10 +273,14 @@ class HFRolloutBackend:
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                  num_generations: int, seed: int) -> Rollout:
         s = self.settings
-        sampler = self.copy.refresh(model) if self.copy is not None else unwrap(model)
+        if self.copy is None:
+            sampler, how = unwrap(model), "auto"
+        else:  # the copy is merged already: the lean forward's own merged copy would be a third one
+            sampler, how = self.copy.refresh(model), "hf" if os.environ.get("ALIGNKIT_SAMPLER") == "hf" else "fast"
         return sample_completions(
             sampler, prompt_ids, pad_id=s.pad_id, eos_id=list(s.eos_ids), max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature, top_p=s.top_p, num_generations=num_generations, generator_seed=seed)
+            temperature=s.temperature, top_p=s.top_p, num_generations=num_generations, generator_seed=seed,
+            sampler=how)
 
 
 def rollout_from_token_lists(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,

@@ -175,19 +175,26 @@ def decode(
     temperature: float,
     top_p: float,
     generator: torch.Generator | None,
+    lean: bool = False,
 ) -> torch.Tensor:
     """Completions [N·G, C] (C ≤ ``max_new_tokens``) for left-padded prompts ``ids``/``mask`` [N, P];
     rows grouped per prompt (``repeat_interleave`` order). A row is ``pad_id`` after its first EOS
-    token (which is kept); C is the longest completion. ``model`` must be in eval mode.
+    token (which is kept); C is the longest completion. ``model`` must be in eval mode. ``lean``: run
+    the steps through :func:`alignkit.generation.lean.lean_decoder` (the model must support it).
     """
     config = _text_config(model)
+    forward = model
+    if lean:
+        from alignkit.generation.lean import lean_decoder
+
+        forward = lean_decoder(model)
     n, p = ids.shape
     rows = n * num_generations
     device = ids.device
     cache = PreallocatedCache(int(config.num_hidden_layers), p + max_new_tokens)
-    with_cache = {_cache_keyword(model): cache, "use_cache": True}
+    with_cache = {"cache": cache} if lean else {_cache_keyword(model): cache, "use_cache": True}
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **with_cache)
+    out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **with_cache)
     logits = out.logits[:, -1]
     if num_generations > 1:
         cache.repeat_rows(num_generations)
@@ -215,7 +222,7 @@ def decode(
             cache.keep_rows(keep)
             live, token, next_pos, full_mask = live[keep], token[keep], next_pos[keep], full_mask[keep]
             finished = finished[keep]
-        out = model(input_ids=token[:, None], attention_mask=full_mask[:, :p + step + 1],
+        out = forward(input_ids=token[:, None], attention_mask=full_mask[:, :p + step + 1],
                     position_ids=next_pos[:, None], **with_cache)
         logits = out.logits[:, -1]
         next_pos = next_pos + 1

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from alignkit.generation.decode import decode, supports_fast_decode
+from alignkit.generation.lean import supports_lean
 from alignkit.models.modules import eval_mode
 
-SAMPLERS = ("auto", "fast", "hf")
+SAMPLERS = ("auto", "lean", "fast", "hf")
 
 __all__ = ["SAMPLERS", "Generations", "Rollout", "encode_prompt", "generate", "generate_with_ids", "sample_completions"]
 
@@ -149,15 +150,17 @@ def sample_completions(
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "auto":
-        sampler = os.environ.get("ALIGNKIT_SAMPLER", "fast")
-    if sampler == "fast" and supports_fast_decode(model):
+        sampler = os.environ.get("ALIGNKIT_SAMPLER", "lean")
+    if sampler in ("lean", "fast") and supports_fast_decode(model):
+        lean = sampler == "lean" and supports_lean(model)
         generator = None
         if generator_seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(generator_seed))
         with eval_mode(model):
             completions = decode(model, ids, mask, num_generations=num_generations,
                                  max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
-                                 temperature=float(temperature), top_p=float(top_p), generator=generator)
+                                 temperature=float(temperature), top_p=float(top_p), generator=generator,
+                                 lean=lean)
         mask = mask.repeat_interleave(num_generations, dim=0)
         prompts = ids.repeat_interleave(num_generations, dim=0)
         return _rollout(prompts, mask, completions, eos_ids, pad_id, num_generations)

@@ -36,3 +36,24 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def effective_weight(module: torch.nn.Module) -> torch.Tensor:
+    """The weight ``module`` computes with right now (detached): a peft LoRA layer's base weight plus
+    (α/r)·BA of each active adapter (nothing added while adapters are disabled or already merged);
+    any other module's own ``weight``."""
+    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    weight = base.weight.detach()
+    if getattr(module, "disable_adapters", False) or getattr(module, "merged", False):
+        return weight
+    lora_a = getattr(module, "lora_A", None) or getattr(module, "lora_embedding_A", None) or {}
+    deltas = [module.get_delta_weight(a) for a in getattr(module, "active_adapters", ()) if a in lora_a]
+    return weight + sum(deltas) if deltas else weight
+
+
+def adapter_state(model: torch.nn.Module) -> tuple:
+    """Which adapters each peft layer of ``model`` applies now (disabled, merged, active names): a
+    weight fingerprint must change when ``disable_adapter()`` switches them off."""
+    return tuple((bool(getattr(m, "disable_adapters", False)), bool(getattr(m, "merged", False)),
+                  tuple(getattr(m, "active_adapters", ())))
+                 for m in model.modules() if hasattr(m, "disable_adapters") and hasattr(m, "get_base_layer"))

@@ -1,0 +1,214 @@
+"""A lean inference forward for Llama-architecture decoders: what the decode loop runs by default.
+
+Why: a decode step multiplies a few rows by every weight matrix. Through a peft LoRA model and HF's
+Llama forward that is 7 base products, 14 low-rank products and their adds per layer, plus the
+forward's own Python (mask building, cache bookkeeping, peft dispatch). This module keeps a
+generation-only copy of each layer's weights with any LoRA adapters merged in (W + (α/r)·BA) and the
+projections that share an input fused into one matrix (q|k|v and gate|up), stored [in, out]: 4 products
+per layer. Measured (SmolLM2-135M, LoRA r=16, 2 prompts x 4 samples x 32 tokens, float32, 2 cores,
+2026-12-06, five interleaved runs): HF forward 3.48 s median, this forward 2.81 s. What is left is the
+matrix products themselves: at 8 rows MKL streams the weights at ~11-14 GB/s here whatever their layout.
+
+The arithmetic is the model's own: RMSNorm in float32 (``w · x / sqrt(mean(x²) + ε)``), rotary
+embeddings from the model's rotary module, grouped-query ``scaled_dot_product_attention``, SiLU MLP,
+the tied or untied head on the kept positions only. Only the order of floating-point additions inside a
+product differs from HF's forward (fused, merged matrices): logits agree to ~1e-5 in float32, and
+greedy tokens agree except at near-ties.
+
+The copy is refreshed in place when the model's weights change (a fingerprint of every parameter's
+storage and autograd version counter, which every optimizer step and ``load_state_dict`` bump, plus
+which adapters are active), so a training loop that samples after each step gets the current weights
+and an eval that samples many batches from one model builds it once. A write through ``param.data``
+bypasses the version counter: code that does so must call :meth:`LeanDecoder.refresh` itself or
+sample with ``sampler="fast"``. It costs one more copy of the decoder layers' weights (the embedding
+and a tied head are shared, not copied); ``ALIGNKIT_SAMPLER=fast`` turns it off.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignkit.models.modules import adapter_state, base_module, effective_weight
+
+__all__ = ["LeanDecoder", "lean_decoder", "supports_lean"]
+
+
+def _llama(model: nn.Module) -> nn.Module | None:
+    """The ``LlamaForCausalLM`` under the wrappers, or None."""
+    inner = base_module(model)
+    config = getattr(inner, "config", None)
+    if getattr(config, "model_type", None) != "llama" or not hasattr(inner, "model"):
+        return None
+    return inner
+
+
+def supports_lean(model: nn.Module) -> bool:
+    """Whether :class:`LeanDecoder` reproduces ``model``'s forward: a Llama causal LM with SiLU MLP, no
+    biases, one tensor-parallel slice, floating-point (unquantized) weights, and no forward hooks on any
+    module (the lean forward calls no module, so a hook would silently not run)."""
+    inner = _llama(model)
+    if inner is None:
+        return False
+    c = inner.config
+    if getattr(c, "hidden_act", None) != "silu" or getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
+        return False
+    if getattr(c, "pretraining_tp", 1) != 1:
+        return False
+    if any(m._forward_hooks or m._forward_pre_hooks for m in inner.modules()):
+        return False
+    return all(p.dtype.is_floating_point for p in inner.parameters())
+
+
+@dataclass
+class _Layer:
+    qkv: torch.Tensor      # [hidden, (H + 2·KVH)·D]
+    o: torch.Tensor        # [H·D, hidden]
+    gate_up: torch.Tensor  # [hidden, 2·intermediate]
+    down: torch.Tensor     # [intermediate, hidden]
+    norm_attn: torch.Tensor
+    norm_mlp: torch.Tensor
+
+
+def _base_weight(module: nn.Module) -> torch.Tensor:
+    return (module.get_base_layer() if hasattr(module, "get_base_layer") else module).weight
+
+
+def _write_transposed(out: torch.Tensor, module: nn.Module) -> None:
+    """``out`` [in, out] = the transpose of ``module``'s effective weight: the base weight, plus
+    (α/r)·AᵀBᵀ per active plain LoRA adapter added in place (no [out, in] temporary); any other
+    adapter kind through :func:`effective_weight`."""
+    adapters = [] if getattr(module, "disable_adapters", False) or getattr(module, "merged", False) else [
+        a for a in getattr(module, "active_adapters", ()) if a in getattr(module, "lora_A", {})]
+    plain = not getattr(module, "fan_in_fan_out", False) and not any(
+        getattr(module, "use_dora", {}).get(a, False) for a in adapters)
+    if not plain:
+        out.copy_(effective_weight(module).t())
+        return
+    out.copy_(_base_weight(module).detach().t())
+    for a in adapters:
+        out.addmm_(module.lora_A[a].weight.detach().t(), module.lora_B[a].weight.detach().t(),
+                   alpha=module.scaling[a])
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    return tuple((p.data_ptr(), p._version) for p in model.parameters()), adapter_state(model)
+
+
+class LeanDecoder:
+    """Generation-only weights of a Llama causal LM and a forward over them (see the module docstring).
+
+    ``__call__(input_ids [B, T], attention_mask [B, S], position_ids [B, T], cache, logits_to_keep)``
+    has the keyword interface of the HF forward that :func:`alignkit.generation.decode.decode` uses:
+    ``attention_mask`` covers the cached positions and the new ones (S = cached + T, 1 = attend),
+    ``cache`` is a :class:`~alignkit.generation.decode.PreallocatedCache`; it returns an object whose
+    ``logits`` are [B, logits_to_keep or T, V].
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        inner = _llama(model)
+        if inner is None or not supports_lean(model):
+            raise ValueError("LeanDecoder needs a Llama causal LM (see supports_lean)")
+        c = inner.config
+        self.heads = int(c.num_attention_heads)
+        self.kv_heads = int(getattr(c, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // self.heads)
+        self.eps = float(c.rms_norm_eps)
+        self.rotary = inner.model.rotary_emb
+        self.fingerprint: tuple = ()
+        self.layers: list[_Layer] = []
+        self.refresh(model)
+
+    @torch.no_grad()
+    def refresh(self, model: nn.Module) -> LeanDecoder:
+        """Bring the weights up to date with ``model`` if they changed since the last refresh. The
+        buffers are allocated once and overwritten in place (no second copy while refreshing)."""
+        inner = _llama(model)
+        fingerprint = _fingerprint(inner)
+        if fingerprint == self.fingerprint:
+            return self
+        body = inner.model
+        groups = [((a.q_proj, a.k_proj, a.v_proj), (a.o_proj,), (layer.mlp.gate_proj, layer.mlp.up_proj),
+                   (layer.mlp.down_proj,)) for layer in body.layers for a in [layer.self_attn]]
+        if not self.layers:
+            def empty(modules: tuple) -> torch.Tensor:
+                w = [_base_weight(m) for m in modules]
+                return w[0].new_empty((w[0].shape[1], sum(x.shape[0] for x in w)))
+
+            self.layers = [_Layer(*(empty(g) for g in layer_groups), norm_attn=layer.input_layernorm.weight,
+                                  norm_mlp=layer.post_attention_layernorm.weight)
+                           for layer_groups, layer in zip(groups, body.layers)]
+        for layer, layer_groups, module in zip(self.layers, groups, body.layers):
+            for buffer, modules in zip((layer.qkv, layer.o, layer.gate_up, layer.down), layer_groups):
+                column = 0
+                for m in modules:
+                    width = _base_weight(m).shape[0]
+                    _write_transposed(buffer[:, column:column + width], m)
+                    column += width
+            layer.norm_attn = module.input_layernorm.weight.detach()
+            layer.norm_mlp = module.post_attention_layernorm.weight.detach()
+        self.embed = effective_weight(body.embed_tokens)
+        self.norm = body.norm.weight.detach()
+        self.head = effective_weight(inner.lm_head)
+        self.fingerprint = fingerprint
+        return self
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    @staticmethod
+    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 cache, logits_to_keep: int = 0, **_: object):
+        b, t = input_ids.shape
+        x = F.embedding(input_ids, self.embed)
+        cos, sin = self.rotary(x, position_ids)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, T, D]: broadcast over heads
+        keys = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+        if t > 1:  # prefill: causal within the new tokens; a padding query attends to itself (no NaN row)
+            s = attention_mask.shape[1]
+            causal = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(s - t)
+            eye = torch.zeros(t, s, dtype=torch.bool, device=x.device)
+            eye[:, s - t:] = torch.eye(t, dtype=torch.bool, device=x.device)
+            keys = (keys & causal) | eye
+        h, kvh, d = self.heads, self.kv_heads, self.head_dim
+        for i, layer in enumerate(self.layers):
+            qkv = self._rms(x, layer.norm_attn) @ layer.qkv
+            q, k, v = qkv.split((h * d, kvh * d, kvh * d), dim=-1)
+            q = self._rope(q.view(b, t, h, d).transpose(1, 2), cos, sin)
+            k = self._rope(k.view(b, t, kvh, d).transpose(1, 2), cos, sin)
+            k, v = cache.layers[i].update(k, v.view(b, t, kvh, d).transpose(1, 2))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys, enable_gqa=kvh != h)
+            x = x + a.transpose(1, 2).reshape(b, t, h * d) @ layer.o
+            gate, up = (self._rms(x, layer.norm_mlp) @ layer.gate_up).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ layer.down
+        kept = x[:, -logits_to_keep:] if logits_to_keep else x
+        return _Output(F.linear(self._rms(kept, self.norm), self.head))
+
+
+@dataclass
+class _Output:
+    logits: torch.Tensor
+
+
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lean_decoder(model: nn.Module) -> LeanDecoder:
+    """The :class:`LeanDecoder` of ``model``, built once per model and refreshed when its weights change."""
+    inner = _llama(model)
+    decoder = _DECODERS.get(inner)
+    if decoder is None:
+        decoder = _DECODERS[inner] = LeanDecoder(model)
+    return decoder.refresh(model)

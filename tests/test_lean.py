@@ -1,0 +1,142 @@
+"""The lean Llama decode forward (alignkit.generation.lean) against the model's own forward and HF generate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignkit.config import LoraSettings
+from alignkit.generation import sample_completions
+from alignkit.generation.decode import PreallocatedCache
+from alignkit.generation.lean import LeanDecoder, lean_decoder, supports_lean
+from alignkit.models.loading import apply_lora
+from tests.helpers import scrambled_tiny_random
+
+PROMPT_IDS = [[5, 17, 9, 33, 2, 8, 41], [12, 7], [3, 3, 90, 14], [60]]
+
+
+@pytest.fixture()
+def scrambled():
+    return scrambled_tiny_random(3)
+
+
+def _lora(model, seed=0):
+    model = apply_lora(model, LoraSettings(r=4, alpha=8)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return model
+
+
+def _lean_logits(model, ids, mask):
+    """Prefill logits of every position through LeanDecoder, left-padded like the decode loop."""
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    cache = PreallocatedCache(model.config.num_hidden_layers, ids.shape[1])
+    return LeanDecoder(model)(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache).logits
+
+
+def _padded(prompts):
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, mask
+
+
+def test_prefill_logits_equal_the_model_forward_with_left_padding(scrambled):
+    ids, mask = _padded(PROMPT_IDS)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = scrambled(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    got = _lean_logits(scrambled, ids, mask)
+    real = mask.bool()
+    assert torch.allclose(got[real], want[real], atol=1e-4, rtol=1e-4)
+    assert not torch.isnan(got).any()  # padding queries attend to themselves, never to nothing
+
+
+def test_greedy_tokens_equal_hf_generate_with_padding_groups_and_early_stops(scrambled):
+    kw = dict(pad_id=0, eos_id=1, max_new_tokens=12, temperature=0, num_generations=2)
+    lean = sample_completions(scrambled, PROMPT_IDS, sampler="lean", **kw)
+    hf = sample_completions(scrambled, PROMPT_IDS, sampler="hf", **kw)
+    assert lean.completion_ids == hf.completion_ids
+    assert torch.equal(lean.sequences, hf.sequences)
+    eos = hf.completion_ids[0][2]  # row 0 stops at its third token: rows leave the batch
+    kw["eos_id"] = [1, eos]
+    lean = sample_completions(scrambled, PROMPT_IDS, sampler="lean", **kw)
+    hf = sample_completions(scrambled, PROMPT_IDS, sampler="hf", **kw)
+    assert lean.completion_ids == hf.completion_ids
+    assert len(lean.completion_ids[0]) == 3 and max(map(len, lean.completion_ids)) > 3
+
+
+def test_lora_adapters_are_merged_and_follow_training_steps(scrambled):
+    model = _lora(scrambled)
+    ids, mask = _padded(PROMPT_IDS)
+    real = mask.bool()
+
+    def model_logits():
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+
+    decoder = lean_decoder(model)
+    cache = PreallocatedCache(model.config.num_hidden_layers, ids.shape[1])
+    before = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache).logits
+    assert torch.allclose(before[real], model_logits()[real], atol=1e-4, rtol=1e-4)
+
+    # an optimizer step on the adapters: the cached decoder must notice and rebuild its weights
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model.train()
+    model(input_ids=ids, attention_mask=mask).logits.pow(2).mean().backward()
+    optimizer.step()
+    model.eval()
+    assert lean_decoder(model) is decoder  # one decoder per model, refreshed in place
+    cache = PreallocatedCache(model.config.num_hidden_layers, ids.shape[1])
+    after = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache).logits
+    assert not torch.allclose(after[real], before[real], atol=1e-3)
+    assert torch.allclose(after[real], model_logits()[real], atol=1e-4, rtol=1e-4)
+
+    with model.disable_adapter():  # the reference view: base weights only
+        cache = PreallocatedCache(model.config.num_hidden_layers, ids.shape[1])
+        base = lean_decoder(model)(input_ids=ids, attention_mask=mask,
+                                   position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache).logits
+        assert torch.allclose(base[real], model_logits()[real], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(base[real], after[real], atol=1e-3)
+
+
+def test_lora_greedy_tokens_equal_hf_generate(scrambled):
+    model = _lora(scrambled, seed=1)
+    kw = dict(pad_id=0, eos_id=1, max_new_tokens=10, temperature=0)
+    assert (sample_completions(model, PROMPT_IDS, sampler="lean", **kw).completion_ids
+            == sample_completions(model, PROMPT_IDS, sampler="hf", **kw).completion_ids)
+
+
+def test_which_models_it_runs_and_the_fallback(scrambled, monkeypatch):
+    assert supports_lean(scrambled) and supports_lean(_lora(scrambled_tiny_random(4)))
+    scrambled.config.mlp_bias = True
+    assert not supports_lean(scrambled)
+    scrambled.config.mlp_bias = False
+    scrambled.config.model_type = "mistral"
+    assert not supports_lean(scrambled)
+    scrambled.config.model_type = "llama"
+    handle = scrambled.lm_head.register_forward_hook(lambda *args: None)  # a hook the lean forward would skip
+    assert not supports_lean(scrambled)
+    handle.remove()
+    scrambled.config.model_type = "mistral"
+    # auto picks lean where supported and the plain decode loop elsewhere, with the same greedy tokens
+    from alignkit.generation import decode as decode_module
+
+    seen = []
+    real_decode = decode_module.decode
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["lean"])
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr("alignkit.generation.sampling.decode", spy)
+    monkeypatch.delenv("ALIGNKIT_SAMPLER", raising=False)
+    kw = dict(pad_id=0, eos_id=1, max_new_tokens=6, temperature=0)
+    plain = sample_completions(scrambled, PROMPT_IDS, **kw)
+    scrambled.config.model_type = "llama"
+    lean = sample_completions(scrambled, PROMPT_IDS, **kw)
+    assert seen == [False, True]
+    assert plain.completion_ids == lean.completion_ids
