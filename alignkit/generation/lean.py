@@ -49,8 +49,9 @@ def _llama(model: nn.Module) -> nn.Module | None:
 
 def supports_lean(model: nn.Module) -> bool:
     """Whether :class:`LeanDecoder` reproduces ``model``'s forward: a Llama causal LM with SiLU MLP, no
-    biases, one tensor-parallel slice, floating-point (unquantized) weights, and no forward hooks on any
-    module (the lean forward calls no module, so a hook would silently not run)."""
+    biases, one tensor-parallel slice, floating-point weights that are neither quantized nor sharded
+    (FSDP), and no forward hooks on any module (the lean forward calls no module, so a hook would
+    silently not run)."""
     inner = _llama(model)
     if inner is None:
         return False
@@ -61,7 +62,8 @@ def supports_lean(model: nn.Module) -> bool:
         return False
     if any(m._forward_hooks or m._forward_pre_hooks for m in inner.modules()):
         return False
-    return all(p.dtype.is_floating_point for p in inner.parameters())
+    # sharded (FSDP2 DTensor) or quantized parameters: the model's own forward knows how to use them
+    return all(p.dtype.is_floating_point and type(p.data).__name__ != "DTensor" for p in inner.parameters())
 
 
 @dataclass
