@@ -44,6 +44,7 @@ from transformers import (
 
 from alignkit.config import LoraSettings
 from alignkit.hub import MODEL_FILES, HubUnavailable, is_hub_name, snapshot
+from alignkit.models.fused_lora import fuse_lora_linears
 from alignkit.models.modules import is_peft
 from alignkit.models.tokenizer import (
     ModelLoadError,
@@ -423,7 +424,8 @@ def load_quantized(name: str | os.PathLike, quantize: str, trust_remote_code: bo
 def apply_lora(model: PreTrainedModel, lora: LoraSettings):
     """Wrap ``model`` in a peft ``PeftModel`` with a LoRA adapter; only adapter weights stay trainable.
 
-    ``target_modules="all-linear"`` (default) targets every linear layer except the output head.
+    ``target_modules="all-linear"`` (default) targets every linear layer except the output head. Plain
+    LoRA linears compute their scaled sum inside one GEMM (:mod:`alignkit.models.fused_lora`).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -436,7 +438,9 @@ def apply_lora(model: PreTrainedModel, lora: LoraSettings):
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    fuse_lora_linears(model)
+    return model
 
 
 def _base_record(base_name: str) -> str:
