@@ -112,8 +112,10 @@ def sample_completions(
 
     ``sampler``: ``fast`` is alignkit's decode loop (:mod:`alignkit.generation.decode`: preallocated
     KV cache, one prefill per distinct prompt, finished rows dropped, inverse-CDF draws; models it
-    cannot run use ``model.generate``); ``hf`` is ``model.generate``; ``auto`` (default) is
-    ``$ALIGNKIT_SAMPLER`` or ``fast``. Greedy tokens are the same either way; sampled draws follow the
+    cannot run use ``model.generate``) over the model's own forward; ``lean`` is the same loop over
+    :mod:`alignkit.generation.lean` (merged LoRA, fused projections) where the model supports it, else
+    ``fast``; ``hf`` is ``model.generate``; ``auto`` (default) is ``$ALIGNKIT_SAMPLER`` or ``lean``.
+    Greedy tokens are the same (``lean``: up to float rounding at near-ties); sampled draws follow the
     same distribution but differ draw by draw for one seed.
     """
     if not prompt_ids:
