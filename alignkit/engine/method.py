@@ -90,7 +90,10 @@ class Method:
             model = models.load_quantized(cfg.model, cfg.lora.quantize, trust_remote_code=cfg.trust_remote_code)
         else:
             model = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        models.enable_checkpointing(model, cfg.gradient_checkpointing)
+        if models.enable_checkpointing(model, cfg.gradient_checkpointing) is None:
+            # without checkpointing: cheap activations are recomputed in backward (checkpointing's own saved-tensor
+            # hooks must not be nested under this one's, so not with it)
+            models.recompute_cheap_activations(model)
         if cfg.lora.enabled:
             model = models.apply_lora(model, cfg.lora)
         return model

@@ -22,9 +22,11 @@ from alignkit.models.loading import (
     save_model,
 )
 from alignkit.models.modules import eval_mode
+from alignkit.models.recompute import recompute_cheap_activations
 from alignkit.models.tokenizer import ModelLoadError, embedded_gguf_path, load_smollm2_tokenizer
 
 __all__ = [
+    "recompute_cheap_activations",
     "EMBEDDED_NAME",
     "TINY_NAME",
     "ModelLoadError",
