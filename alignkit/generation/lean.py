@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignkit.models.modules import adapter_state, base_module, effective_weight
+from alignkit.models.modules import active_lora_adapters, adapter_state, base_module, effective_weight
 
 __all__ = ["LeanDecoder", "lean_decoder", "supports_lean"]
 
@@ -84,8 +84,7 @@ def _write_transposed(out: torch.Tensor, module: nn.Module) -> None:
     """``out`` [in, out] = the transpose of ``module``'s effective weight: the base weight, plus
     (α/r)·AᵀBᵀ per active plain LoRA adapter added in place (no [out, in] temporary); any other
     adapter kind through :func:`effective_weight`."""
-    adapters = [] if getattr(module, "disable_adapters", False) or getattr(module, "merged", False) else [
-        a for a in getattr(module, "active_adapters", ()) if a in getattr(module, "lora_A", {})]
+    adapters = active_lora_adapters(module)
     plain = not getattr(module, "fan_in_fan_out", False) and not any(
         getattr(module, "use_dora", {}).get(a, False) for a in adapters)
     if not plain:

@@ -44,11 +44,17 @@ def effective_weight(module: torch.nn.Module) -> torch.Tensor:
     any other module's own ``weight``."""
     base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
     weight = base.weight.detach()
-    if getattr(module, "disable_adapters", False) or getattr(module, "merged", False):
-        return weight
-    lora_a = getattr(module, "lora_A", None) or getattr(module, "lora_embedding_A", None) or {}
-    deltas = [module.get_delta_weight(a) for a in getattr(module, "active_adapters", ()) if a in lora_a]
+    deltas = [module.get_delta_weight(a) for a in active_lora_adapters(module)]
     return weight + sum(deltas) if deltas else weight
+
+
+def active_lora_adapters(module: torch.nn.Module) -> list[str]:
+    """The LoRA adapters a peft layer adds to its base output now: its active adapters that it holds,
+    none while adapters are disabled or already merged into the base weight (or for a plain module)."""
+    if getattr(module, "disable_adapters", False) or getattr(module, "merged", False):
+        return []
+    lora_a = getattr(module, "lora_A", None) or getattr(module, "lora_embedding_A", None) or {}
+    return [a for a in getattr(module, "active_adapters", ()) if a in lora_a]
 
 
 def adapter_state(model: torch.nn.Module) -> tuple:
