@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignkit.models.modules import active_lora_adapters
+
 __all__ = ["fuse_lora_linears"]
 
 _FUSED: dict[type, type] = {}
@@ -32,10 +34,11 @@ _FUSED: dict[type, type] = {}
 
 def _plain_adapter(layer: Any, x: torch.Tensor) -> str | None:
     """The one adapter the fused forward can compute for ``layer`` on input ``x``, or None."""
-    if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+    adapters = active_lora_adapters(layer)
+    if len(adapters) != 1:
         return None
-    name = layer.active_adapters[0]
-    if name not in layer.lora_A or name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
+    name = adapters[0]
+    if name in layer.lora_variant or not isinstance(layer.lora_dropout[name], nn.Identity):
         return None
     base, a, b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
     if type(base) is not nn.Linear or base.bias is not None or b.bias is not None:
