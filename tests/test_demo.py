@@ -152,11 +152,18 @@ def _check_pairs_read_back(out_dir) -> None:
     eos = load_tokenizer("tiny-random").eos_token_id
     assert len(examples) == len(pairs)
     seen: dict[str, int] = {}
+    fixes: dict[str, int] = {}
     for pair, ex in zip(pairs, examples):
         sample = samples[pair["id"]]
-        j = seen[pair["id"]] = seen.get(pair["id"], -1) + 1  # the j-th pair of this prompt
         assert ex["prompt_ids"] == sample["prompt_ids"]
-        for side, index in zip(("chosen", "rejected"), sample["pairs"][j]):
+        if pair.get("repaired"):  # only the rejected side was sampled; the chosen side is its edit
+            j = fixes[pair["id"]] = fixes.get(pair["id"], -1) + 1
+            sides = [("rejected", sample["repairs"][j]["of"])]
+            assert sample["repairs"][j]["text"] == pair["chosen"][-1]["content"]
+        else:
+            j = seen[pair["id"]] = seen.get(pair["id"], -1) + 1  # the j-th pair of this prompt
+            sides = list(zip(("chosen", "rejected"), sample["pairs"][j]))
+        for side, index in sides:
             cand = sample["candidates"][index]
             assert cand["exact"]
             assert ex[f"{side}_ids"] == cand["ids"] + ([eos] if cand["truncated"] else [])
@@ -196,6 +203,43 @@ def test_demo_several_pairs_per_prompt_and_rpo(tmp_path, capsys, monkeypatch):
     assert "rpo_alpha: 0.5" in (out_dir / "config.yaml").read_text()
     assert main(TINY + ["--output-dir", str(tmp_path / "x"), "--pairs-per-prompt", "0"]) == 2
     assert main(TINY + ["--output-dir", str(tmp_path / "x"), "--min-margin", "-1"]) == 2
+
+
+def test_repair_pairs_pick_the_best_repairable_samples():
+    from alignkit.pipelines.demo.pairs import repair_pairs
+
+    cons = [{"type": "lowercase"}]
+    pool = {"texts": ["Hello there.", "Good day. And", "", "Bye now.", "Fine."], "rewards": [0.0] * 5,
+            "truncated": [False, True, False, False, False], "exact": [True, True, True, True, False]}
+    # equal rewards: untruncated first, then by index; the blank and the not-read-back candidates take no part
+    assert repair_pairs(pool, cons, 2) == [(0, "hello there."), (3, "bye now.")]
+    assert repair_pairs(pool, cons, 3) == [(0, "hello there."), (3, "bye now."), (1, "good day.")]
+    assert repair_pairs(pool, cons, 0) == []
+    # a prompt with a passing sample gets no repairs (its own best-vs-worst pair carries the signal)
+    assert repair_pairs({**pool, "rewards": [0.0, 0.0, 0.0, 1.0, 0.0]}, cons, 2) == []
+    # nothing repairable: no pair
+    assert repair_pairs(pool, [{"type": "min_words", "min": 50}], 2) == []
+
+
+def test_demo_with_repairs_trains_on_edited_answers_that_pass(tmp_path, capsys, monkeypatch):
+    import alignkit.evaluation.constraints as constraints
+    from alignkit.commands.demo import main
+    from alignkit.evaluation.constraints import check_constraint
+
+    monkeypatch.setattr(constraints, "constraint_reward", lambda prompts, completions, **kw: [0.0] * len(completions))
+    out_dir = tmp_path / "demo"
+    assert main(TINY + ["--output-dir", str(out_dir), "--repairs", "1"]) == 0
+    summary = _check_run(out_dir, capsys.readouterr().out, "dpo")
+    pairs = [json.loads(line) for line in (out_dir / "pairs.jsonl").read_text().splitlines()]
+    samples = {s["id"]: s for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())}
+    # every sample scores 0 here, so there are no best-vs-worst pairs: every pair is a repair
+    assert pairs and all(p["repaired"] for p in pairs) and summary["pairs"]["repair_pairs"] == len(pairs)
+    for p in pairs:
+        sample = samples[p["id"]]
+        chosen, rejected = p["chosen"][-1]["content"], p["rejected"][-1]["content"]
+        assert all(check_constraint(chosen, c) for c in sample["constraints"])
+        assert rejected in [c["text"] for c in sample["candidates"]] and chosen != rejected
+    assert main(TINY + ["--output-dir", str(tmp_path / "x"), "--repairs", "-1"]) == 2
 
 
 @pytest.mark.slow

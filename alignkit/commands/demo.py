@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="disjoint pairs per prompt: j-th best against j-th worst" + d("pairs_per_prompt"))
     adv.add_argument("--min-margin", type=float, default=None, metavar="M",
                      help="a pair's reward gap must exceed M" + d("min_margin"))
+    adv.add_argument("--repairs", type=int, default=None, metavar="K",
+                     help="for a train prompt none of whose samples passes, up to K pairs of (a sample edited by "
+                          "code to pass, the sample as it was); 0: off" + d("repairs"))
     adv.add_argument("--rpo-alpha", type=float, default=None, metavar="A",
                      help="DPO/KTO: add A x the chosen answers' NLL (RPO); 0: off" + d("rpo_alpha"))
     adv.add_argument("--lora-r", type=int, default=None, metavar="R", help="LoRA rank" + d("lora_r"))
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_max_new_tokens=args.max_new_tokens, sample_max_new_tokens=args.max_new_tokens,
         candidates=args.candidates, temperature=args.temperature, rounds=args.rounds, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, beta=args.beta, iterations=args.iterations, seeds=args.seeds,
-        pairs_per_prompt=args.pairs_per_prompt, min_margin=args.min_margin, rpo_alpha=args.rpo_alpha,
+        pairs_per_prompt=args.pairs_per_prompt, min_margin=args.min_margin, repairs=args.repairs,
+        rpo_alpha=args.rpo_alpha,
         lora_r=args.lora_r,
     )
     try:

@@ -48,6 +48,28 @@ def _pairs_of(pool: dict[str, list], k: int = 1, min_margin: float = 0.0) -> lis
     return choose_pairs(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"], k, min_margin)
 
 
+def repair_pairs(pool: dict[str, list], constraints: list[dict], k: int) -> list[tuple[int, str]]:
+    """Up to ``k`` ``(candidate index, repaired text)`` for a prompt none of whose samples passes every
+    constraint: the highest-reward usable candidates first (ties: ones that ended on their own), each
+    edited by :func:`alignkit.evaluation.repair.repair`; candidates with no repair are skipped. The pair
+    is (repaired text, the candidate as sampled): a minimal edit, so the preference falls on the tokens
+    that decide the constraints. Empty when some sample already passes (its own pairs carry that)."""
+    from alignkit.evaluation.repair import repair
+
+    if k <= 0 or any(r >= 1.0 for r in pool["rewards"]):
+        return []
+    order = sorted((i for i, t in enumerate(pool["texts"]) if t.strip() and pool["exact"][i]),
+                   key=lambda i: (-pool["rewards"][i], pool["truncated"][i], i))
+    out: list[tuple[int, str]] = []
+    for i in order:
+        fixed = repair(pool["texts"][i], constraints, truncated=pool["truncated"][i])
+        if fixed is not None and fixed.strip() != pool["texts"][i].strip():
+            out.append((i, fixed))
+            if len(out) == k:
+                break
+    return out
+
+
 def reads_back(tokenizer: Any, asked: Any, text: str, completion_ids: list[int], truncated: bool) -> bool:
     """Whether a preference row holding ``(asked, text)`` tokenises to the sampled prompt and completion
     ids (a truncated answer gets the end-of-turn token a row always ends with). False for the rare
@@ -70,10 +92,12 @@ def mean_or_nan(xs: list[float]) -> float:
 
 def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: int, temperature: float,
                 top_p: float, max_new_tokens: int, rounds: int, seed: int, gen_batch_size: int,
-                pairs_per_prompt: int = 1, min_margin: float = 0.0, say: Say | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
+                pairs_per_prompt: int = 1, min_margin: float = 0.0, repairs: int = 0,
+                say: Say | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Sample ``candidates`` answers per prompt, score them with the constraint reward and pair the best
     with the worst, up to ``pairs_per_prompt`` disjoint pairs per prompt whose reward gap exceeds
-    ``min_margin`` (see :func:`choose_pairs`). Returns ``(pairs, samples, stats)``: ``pairs`` are
+    ``min_margin`` (see :func:`choose_pairs`). ``repairs`` > 0: a prompt none of whose samples passes
+    every constraint also gets up to that many minimal-edit pairs (:func:`repair_pairs`). Returns ``(pairs, samples, stats)``: ``pairs`` are
     preference rows (``prompt``, ``chosen``, ``rejected`` and bookkeeping fields), ``samples`` one row
     per prompt with every candidate and its reward."""
     from alignkit.data.render import conversational_row, request_prompt
@@ -137,6 +161,13 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
             "chosen": picked[0] if picked else None, "rejected": picked[1] if picked else None,
             "pairs": [list(pc) for pc in picked_all],
         })
+        fixes = repair_pairs(pool, ins.constraints, repairs) if repairs else []
+        samples[-1]["repairs"] = [{"of": i, "text": t} for i, t in fixes]
+        for i, text in fixes:
+            prompt, chosen = conversational_row(asked[ins.id], text)
+            _, rejected = conversational_row(asked[ins.id], pool["texts"][i])
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "id": ins.id,
+                          "chosen_reward": 1.0, "rejected_reward": pool["rewards"][i], "repaired": True})
         if picked is None:
             rewards = pool["rewards"]
             if rewards and min(rewards) == 1.0:
@@ -162,7 +193,8 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
         "truncated_rate": mean_or_nan([float(t) for pool in pools.values() for t in pool["truncated"]]),
         "not_read_back": sum(not e for pool in pools.values() for e in pool["exact"]),
         "pairs": len(pairs),
-        "prompts_with_pairs": sum(1 for row in samples if row["pairs"]),
+        "repair_pairs": sum(1 for p in pairs if p.get("repaired")),
+        "prompts_with_pairs": sum(1 for row in samples if row["pairs"] or row.get("repairs")),
         "no_pair_all_pass": all_pass,
         "no_pair_all_fail": all_fail,
         "no_pair_other_tie": other_ties,

@@ -33,6 +33,7 @@ class DemoSettings:
     sample_max_new_tokens: int = 160
     pairs_per_prompt: int = 1  # disjoint pairs per prompt (j-th best vs j-th worst)
     min_margin: float = 0.0  # a pair's reward gap must exceed this
+    repairs: int = 0  # minimal-edit pairs per prompt with no passing sample (alignkit.evaluation.repair)
     rounds: int = 1  # sampling rounds within an iteration (prompts left without a pair are resampled)
     iterations: int = 1  # on-policy iterations: iteration k samples from the iteration k-1 model
     seeds: int = 1  # repeat the iterations with seeds seed, seed+1, ... and report mean and spread
@@ -65,6 +66,8 @@ class DemoSettings:
             raise DemoError("--temperature must be > 0 (pairs need varied samples)")
         if not 0 < self.top_p <= 1:
             raise DemoError("--top-p must be in (0, 1]")
+        if self.repairs < 0:
+            raise DemoError("--repairs must be 0 (off) or more")
         if self.min_margin < 0 or self.rpo_alpha < 0:
             raise DemoError("--min-margin and --rpo-alpha must be >= 0")
         if not (self.lr > 0 and self.beta > 0):
@@ -76,7 +79,7 @@ FULL: dict[str, Any] = {f.name: f.default for f in fields(DemoSettings)
                         if f.name in ("eval_prompts", "eval_max_new_tokens", "train_prompts", "candidates",
                                       "temperature", "sample_max_new_tokens", "rounds", "steps",
                                       "batch_size", "lr", "beta", "iterations", "pairs_per_prompt",
-                                      "min_margin", "rpo_alpha", "lora_r")}
+                                      "min_margin", "repairs", "rpo_alpha", "lora_r")}
 QUICK: dict[str, Any] = {**FULL, "eval_prompts": 16, "eval_max_new_tokens": 96, "train_prompts": 16,
                          "candidates": 4, "sample_max_new_tokens": 96, "steps": 6}
 

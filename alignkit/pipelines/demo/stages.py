@@ -118,16 +118,21 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
                                              temperature=s.temperature, top_p=s.top_p,
                                              max_new_tokens=s.sample_max_new_tokens, rounds=s.rounds,
                                              seed=seed + 1000 * (k - 1), gen_batch_size=s.gen_batch_size,
-                                             pairs_per_prompt=s.pairs_per_prompt, min_margin=s.min_margin, say=say)
+                                             pairs_per_prompt=s.pairs_per_prompt, min_margin=s.min_margin,
+                                             repairs=s.repairs, say=say)
         files.write_jsonl(run_dir / "samples.jsonl", samples)
         data = files.write_jsonl(run_dir / "pairs.jsonl", pairs)
-        say(f"    {pstats['pairs']} pairs from {pstats['prompts']} prompts; no pair (all samples scored alike): "
+        fixed = f" ({pstats['repair_pairs']} of them repaired answers)" if s.repairs else ""
+        say(f"    {pstats['pairs']} pairs{fixed} from {pstats['prompts']} prompts; no pair (all samples scored alike): "
             f"{pstats['no_pair_all_pass']} all passed, {pstats['no_pair_all_fail']} all failed, "
             f"{pstats['no_pair_other_tie']} other ties; samples fully passing: "
             f"{100 * pstats['sample_pass_rate']:.0f}% ({clock.elapsed():.0f} s)")
         if not pairs:
             raise DemoError("no preference pairs: every prompt's samples scored the same; try more --candidates, "
                             "--rounds or a higher --temperature")
+        longest = max((len(tok(p["chosen"][-1]["content"], add_special_tokens=False).input_ids)
+                       for p in pairs if p.get("repaired")), default=0)
+        max_length = max(max_length, prompt_tokens + longest + 8)  # an edit can be longer than any sample
         batch_size = min(s.batch_size, len(pairs))
         if batch_size < s.batch_size:
             say(f"    note: only {len(pairs)} pairs, so batch size {batch_size} instead of {s.batch_size}")
