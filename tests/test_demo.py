@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from alignkit.pipelines.demo.pairs import choose_pair, spread
+from alignkit.pipelines.demo.pairs import choose_pair, passing_answers, spread
 from alignkit.pipelines.demo.run import prepare_output_dir
 from alignkit.pipelines.demo.settings import MARKER, QUICK, DemoError, settings_for
 
-TINY = ["--model", "tiny-random", "--eval-prompts", "4", "--train-prompts", "16", "--max-new-tokens", "8",
+TINY = ["--model", "tiny-random", "--method", "dpo", "--eval-prompts", "4", "--train-prompts", "16", "--max-new-tokens", "8",
         "--candidates", "4", "--temperature", "1.0", "--steps", "2", "--batch-size", "2", "--threads", "1"]
 
 
@@ -61,8 +61,21 @@ def test_quick_preset_is_smaller_and_explicit_values_win():
     assert settings_for(True, candidates=None).candidates == QUICK["candidates"]
 
 
+def test_each_method_starts_from_its_own_preset():
+    from alignkit.pipelines.demo.settings import FULL, METHOD_PRESETS
+
+    sft, dpo, grpo = (settings_for(False, method=m) for m in ("sft", "dpo", "grpo"))
+    assert sft.method == settings_for(False).method == "sft"
+    assert (sft.candidates, sft.repairs, sft.lr, sft.train_prompts) == (FULL["candidates"], 1, FULL["lr"], 0)
+    assert (dpo.candidates, dpo.steps, dpo.lr) == (4, 40, 2e-4) and dpo.repairs == FULL["repairs"]
+    assert (grpo.candidates, grpo.repairs) == (METHOD_PRESETS["grpo"]["candidates"], 0)
+    assert settings_for(False, method="dpo", lr=5e-4, candidates=2).lr == 5e-4  # a given value wins
+    assert settings_for(True, method="grpo").candidates >= 2
+
+
 def test_bad_settings_are_errors():
-    for kwargs in ({"method": "ppo"}, {"candidates": 1}, {"temperature": 0.0}, {"threads": 0}, {"steps": 0}):
+    for kwargs in ({"method": "ppo"}, {"candidates": 1, "repairs": 0}, {"method": "grpo", "candidates": 1},
+                   {"repairs": -1}, {"temperature": 0.0}, {"threads": 0}, {"steps": 0}):
         with pytest.raises(DemoError):
             settings_for(True, **kwargs).check()
 
@@ -251,20 +264,57 @@ def test_demo_pipeline_ift_on_tiny_random(tmp_path, capsys):
     _check_run(out_dir, capsys.readouterr().out, "ift")
 
 
-@pytest.mark.parametrize("method, expect", [("sft", (0.0, 0.0)), ("ift", (0.2, 0.95))])
-def test_demo_sft_is_ift_with_lambda_and_gamma_zero(tmp_path, monkeypatch, method, expect):
+def test_demo_sft_is_the_sft_method_and_ift_is_ift(tmp_path, monkeypatch):
     import alignkit.engine.trainer as trainer
     from alignkit.methods.ift import IFT
+    from alignkit.methods.sft import SFT
     from alignkit.pipelines.demo.stages import train_on_pairs
 
     seen = {}
     monkeypatch.setattr(trainer, "train", lambda cls, config: seen.update(cls=cls, config=config) or "ran")
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
-    result, config = train_on_pairs(settings_for(True, model="tiny-random", method=method), data, tmp_path / "run",
-                                    max_length=64, batch_size=1)
-    assert result == "ran" and seen["cls"] is IFT
-    assert (config.ift_lambda, config.drp_gamma) == expect
+    for method, cls in (("sft", SFT), ("ift", IFT)):
+        result, config = train_on_pairs(settings_for(True, model="tiny-random", method=method), data,
+                                        tmp_path / "run", max_length=64, batch_size=1)
+        assert result == "ran" and seen["cls"] is cls and type(config).__name__ == f"{method.upper()}Config"
+    assert (seen["config"].ift_lambda, seen["config"].drp_gamma) == (0.2, 0.95)
+
+
+def test_passing_answers_prefer_a_sampled_pass_then_a_repair():
+    def cand(text, reward, exact=True, truncated=False):
+        return {"text": text, "reward": reward, "exact": exact, "truncated": truncated}
+
+    rows = [
+        {"id": "a", "candidates": [cand("cut", 1.0, truncated=True), cand("whole", 1.0)], "repairs": []},
+        {"id": "b", "candidates": [cand("x", 0.5), cand("y", 1.0, exact=False)], "repairs": []},
+        {"id": "c", "candidates": [cand("z", 0.0)], "repairs": [{"of": 0, "text": "fixed z"}]},
+        {"id": "d", "candidates": [cand("w", 0.0)]},
+    ]
+    assert [(r["id"], t) for r, t in passing_answers(rows)] == [("a", "whole"), ("c", "fixed z")]
+
+
+def test_demo_sft_with_repairs_and_one_candidate(tmp_path, capsys, monkeypatch):
+    import alignkit.evaluation.constraints as constraints
+    from alignkit.commands.demo import main
+    from alignkit.evaluation.constraints import check_constraint
+
+    monkeypatch.setattr(constraints, "constraint_reward", lambda prompts, completions, **kw: [0.0] * len(completions))
+    out_dir = tmp_path / "demo"
+    args = [a for a in TINY if a not in ("--candidates", "4")]
+    assert main(args + ["--candidates", "1", "--repairs", "1", "--method", "sft", "--output-dir", str(out_dir)]) == 0
+    stdout = capsys.readouterr().out
+    assert "SFT on" in stdout and "repaired" in stdout
+    rows = [json.loads(line) for line in (out_dir / "sft.jsonl").read_text().splitlines()]
+    samples = {s["id"]: s for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())}
+    summary = json.loads((out_dir / "demo.json").read_text())
+    assert rows and len(rows) == summary["pairs"]["sft_answers"] == summary["pairs"]["sft_repaired"]
+    by_text = {s["repairs"][0]["text"]: s for s in samples.values() if s["repairs"]}
+    for row in rows:  # each SFT answer is a repair that passes its prompt's constraints
+        sample = by_text[row["completion"][-1]["content"]]
+        assert all(check_constraint(row["completion"][-1]["content"], c) for c in sample["constraints"])
+    assert "SFTConfig" not in (out_dir / "config.yaml").read_text() and (out_dir / "final").is_dir()
+    assert main(args + ["--candidates", "1", "--output-dir", str(tmp_path / "x")]) == 2  # 1 needs --repairs
 
 
 def test_demo_iterations_seeds_and_bootstrap_on_tiny_random(tmp_path, capsys, monkeypatch):

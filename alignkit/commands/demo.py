@@ -28,10 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the 2-minute version (fewer prompts, samples, steps)")
-    p.add_argument("--method", choices=["dpo", "ift", "sft", "kto", "grpo"], default="dpo",
-                   help="dpo: DPO on the pairs (default); ift: Intuitive Fine-Tuning on the chosen answers; "
-                        "sft: plain SFT on the chosen answers; kto: KTO on the pairs as unpaired rows; "
-                        "grpo: GRPO on the train prompts with the constraint reward (no pairs)")
+    p.add_argument("--method", choices=["dpo", "ift", "sft", "kto", "grpo"], default="sft",
+                   help="sft (default): SFT on one passing answer per train prompt (a passing sample, else one "
+                        "repaired by code); dpo: DPO on the pairs; ift: Intuitive Fine-Tuning on the chosen "
+                        "answers; kto: KTO on the pairs as unpaired rows; grpo: GRPO on the train prompts with "
+                        "the constraint reward (no pairs). Each method has its own default prompts, samples, "
+                        "steps and lr (see README); the defaults below are SFT's")
     p.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--model", default="smollm2-135m",
                    help="model to align (default: the embedded smollm2-135m; tiny-random for a smoke test)")

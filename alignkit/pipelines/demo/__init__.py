@@ -14,8 +14,10 @@ Stages (each prints a stage line, shows a progress bar on a terminal and logs pr
    sampling order; empty samples are never used. With ``rounds > 1`` the prompts left without a pair
    are sampled again and their pools grow. Train and test prompts are checked to be disjoint.
 3. **Train** with LoRA on those pairs: DPO (``loss=sigmoid``) by default, or IFT on the chosen answers
-   (``method="ift"``), or plain SFT on the chosen answers (``method="sft"``: IFT with lambda = 0 and
-   gamma = 0, which is exactly SFT, so the three differ only in the objective), through the same engine as ``alignkit dpo`` / ``alignkit ift``; the output
+   (``method="ift"``), or SFT (``method="sft"``) on one answer per prompt that passes every constraint (a
+   passing sample, else a repaired one: rejection sampling), through the same engine as ``alignkit dpo`` /
+   ``alignkit sft``; with ``repairs`` > 0 a prompt with no passing sample also gets pairs of (the sample
+   edited by code to pass, the sample as it was), :mod:`alignkit.evaluation.repair`; the output
    directory is an ordinary run directory (``config.yaml``, ``metrics.jsonl``, ``final/``, ...).
 4. **Evaluate the trained model** on the same held-out prompts with the same settings.
 5. **Report**: a before/after table, ``results.json`` / ``results.md`` / ``completions-*.jsonl``

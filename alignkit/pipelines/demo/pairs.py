@@ -70,6 +70,21 @@ def repair_pairs(pool: dict[str, list], constraints: list[dict], k: int) -> list
     return out
 
 
+def passing_answers(samples: list[dict]) -> list[tuple[dict, str]]:
+    """One answer per prompt that meets every constraint, for SFT (rejection sampling with repairs): a
+    sampled candidate that passes and reads back (ended on its own preferred), else the prompt's first
+    repaired answer; prompts with neither give nothing. Returns ``(sample row, answer text)``."""
+    out = []
+    for row in samples:
+        passing = [c for c in row["candidates"] if c["reward"] >= 1.0 and c["exact"] and c["text"].strip()]
+        passing.sort(key=lambda c: c["truncated"])
+        if passing:
+            out.append((row, passing[0]["text"]))
+        elif row.get("repairs"):
+            out.append((row, row["repairs"][0]["text"]))
+    return out
+
+
 def reads_back(tokenizer: Any, asked: Any, text: str, completion_ids: list[int], truncated: bool) -> bool:
     """Whether a preference row holding ``(asked, text)`` tokenises to the sampled prompt and completion
     ids (a truncated answer gets the end-of-turn token a row always ends with). False for the rare

@@ -10,7 +10,7 @@ from typing import Any
 
 from alignkit import files
 from alignkit.pipelines.demo.console import Clock, Progress, Say
-from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan
+from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan, passing_answers
 from alignkit.pipelines.demo.settings import DemoError, DemoSettings
 
 
@@ -79,11 +79,15 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
         method_cls, config = GRPO, load_config(GRPOConfig, None, overrides + [
             "reward=alignkit.evaluation.constraints:constraint_reward", f"num_generations={s.candidates}",
             f"max_new_tokens={s.sample_max_new_tokens}", f"temperature={s.temperature}", f"top_p={s.top_p}"])
+    elif s.method == "sft":
+        from alignkit.config import SFTConfig
+        from alignkit.methods.sft import SFT
+
+        method_cls, config = SFT, load_config(SFTConfig, None, overrides)
     else:
         from alignkit.methods.ift import IFT, IFTConfig
 
-        plain = ["ift_lambda=0", "drp_gamma=0"] if s.method == "sft" else []  # lambda = gamma = 0 is SFT
-        method_cls, config = IFT, load_config(IFTConfig, None, overrides + plain)
+        method_cls, config = IFT, load_config(IFTConfig, None, overrides)
     return train(method_cls, config), config
 
 
@@ -92,7 +96,7 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
     """One on-policy iteration from the model ``current``: sample and pair (or, for GRPO, write the
     prompts), train into ``run_dir``, evaluate the result on the held-out prompts."""
     from alignkit import models
-    from alignkit.data.render import request_prompt
+    from alignkit.data.render import conversational_row, request_prompt
     from alignkit.generation import encode_prompt
 
     eval_bs = s.eval_batch_size
@@ -122,28 +126,40 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
                                              repairs=s.repairs, say=say)
         files.write_jsonl(run_dir / "samples.jsonl", samples)
         data = files.write_jsonl(run_dir / "pairs.jsonl", pairs)
+        if s.method == "sft":  # SFT trains on answers that pass (sampled, else repaired), one per prompt
+            good = passing_answers(samples)
+            pstats["sft_answers"] = len(good)
+            pstats["sft_repaired"] = sum(1 for row, _ in good if row.get("repairs"))
+            data = files.write_jsonl(run_dir / "sft.jsonl", [
+                dict(zip(("prompt", "completion"), conversational_row(request_prompt(tok, row["prompt"]), text)))
+                for row, text in good])
+            say(f"    SFT on {len(good)} answers that pass every constraint ({pstats['sft_repaired']} repaired)")
+            if not good:
+                raise DemoError("no answer passes its constraints (none sampled, none repaired): nothing to train "
+                                "SFT on; try --repairs 1 or more --candidates")
         fixed = f" ({pstats['repair_pairs']} of them repaired answers)" if s.repairs else ""
         say(f"    {pstats['pairs']} pairs{fixed} from {pstats['prompts']} prompts; no pair (all samples scored alike): "
             f"{pstats['no_pair_all_pass']} all passed, {pstats['no_pair_all_fail']} all failed, "
             f"{pstats['no_pair_other_tie']} other ties; samples fully passing: "
             f"{100 * pstats['sample_pass_rate']:.0f}% ({clock.elapsed():.0f} s)")
-        if not pairs:
+        if not pairs and s.method != "sft":
             raise DemoError("no preference pairs: every prompt's samples scored the same; try more --candidates, "
                             "--rounds or a higher --temperature")
         longest = max((len(tok(p["chosen"][-1]["content"], add_special_tokens=False).input_ids)
                        for p in pairs if p.get("repaired")), default=0)
+        n_examples = pstats.get("sft_answers", len(pairs))
         max_length = max(max_length, prompt_tokens + longest + 8)  # an edit can be longer than any sample
-        batch_size = min(s.batch_size, len(pairs))
+        batch_size = min(s.batch_size, n_examples)
         if batch_size < s.batch_size:
-            say(f"    note: only {len(pairs)} pairs, so batch size {batch_size} instead of {s.batch_size}")
+            say(f"    note: only {n_examples} examples, so batch size {batch_size} instead of {s.batch_size}")
     del model
     gc.collect()
     clock.stop(f"2_pairs{tag}")
 
     what = {"dpo": f"DPO (sigmoid loss, beta {s.beta})", "kto": f"KTO (beta {s.beta})",
-            "ift": "IFT on the chosen answers", "sft": "SFT on the chosen answers",
+            "ift": "IFT on the chosen answers", "sft": "SFT on the passing answers",
             "grpo": f"GRPO ({s.candidates} samples per prompt, constraint reward)"}[s.method]
-    unit = "prompts" if s.method == "grpo" else "pairs"
+    unit = {"grpo": "prompts", "sft": "answers"}.get(s.method, "pairs")
     say(f"\n[3/5]{tag} training: {what} + LoRA r={s.lora_r}, {s.steps} steps x {batch_size} {unit}, lr {s.lr}, "
         f"from {current}")
     clock.start()
