@@ -209,7 +209,7 @@ def test_demo_several_pairs_per_prompt_and_rpo(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
     out_dir = tmp_path / "demo"
-    assert main(TINY + ["--output-dir", str(out_dir), "--pairs-per-prompt", "2", "--rpo-alpha", "0.5"]) == 0
+    assert main(TINY + ["--output-dir", str(out_dir), "--pairs-per-prompt", "2", "--rpo-alpha", "0.5", "--repairs", "0"]) == 0
     summary = _check_run(out_dir, capsys.readouterr().out, "dpo")
     per_prompt = [len(s["pairs"]) for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())]
     assert max(per_prompt) == 2 and sum(per_prompt) == summary["pairs"]["pairs"]
@@ -290,8 +290,10 @@ def test_passing_answers_prefer_a_sampled_pass_then_a_repair():
         {"id": "b", "candidates": [cand("x", 0.5), cand("y", 1.0, exact=False)], "repairs": []},
         {"id": "c", "candidates": [cand("z", 0.0)], "repairs": [{"of": 0, "text": "fixed z"}]},
         {"id": "d", "candidates": [cand("w", 0.0)]},
+        # only a sample that does not read back could be repaired: good enough for SFT (text only)
+        {"id": "e", "candidates": [cand("v", 0.0, exact=False)], "repairs": [], "spare_repair": {"of": 0, "text": "v!"}},
     ]
-    assert [(r["id"], t) for r, t in passing_answers(rows)] == [("a", "whole"), ("c", "fixed z")]
+    assert [(r["id"], t) for r, t in passing_answers(rows)] == [("a", "whole"), ("c", "fixed z"), ("e", "v!")]
 
 
 def test_demo_sft_with_repairs_and_one_candidate(tmp_path, capsys, monkeypatch):
@@ -301,20 +303,22 @@ def test_demo_sft_with_repairs_and_one_candidate(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(constraints, "constraint_reward", lambda prompts, completions, **kw: [0.0] * len(completions))
     out_dir = tmp_path / "demo"
-    args = [a for a in TINY if a not in ("--candidates", "4")]
-    assert main(args + ["--candidates", "1", "--repairs", "1", "--method", "sft", "--output-dir", str(out_dir)]) == 0
+    args = TINY[:]
+    args[args.index("--candidates") + 1] = "1"
+    assert main(args + ["--repairs", "1", "--method", "sft", "--output-dir", str(out_dir)]) == 0
     stdout = capsys.readouterr().out
     assert "SFT on" in stdout and "repaired" in stdout
     rows = [json.loads(line) for line in (out_dir / "sft.jsonl").read_text().splitlines()]
     samples = {s["id"]: s for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())}
     summary = json.loads((out_dir / "demo.json").read_text())
     assert rows and len(rows) == summary["pairs"]["sft_answers"] == summary["pairs"]["sft_repaired"]
-    by_text = {s["repairs"][0]["text"]: s for s in samples.values() if s["repairs"]}
+    by_text = {(s["repairs"] or [s.get("spare_repair")])[0]["text"]: s for s in samples.values()
+               if s["repairs"] or s.get("spare_repair")}
     for row in rows:  # each SFT answer is a repair that passes its prompt's constraints
         sample = by_text[row["completion"][-1]["content"]]
         assert all(check_constraint(row["completion"][-1]["content"], c) for c in sample["constraints"])
     assert "SFTConfig" not in (out_dir / "config.yaml").read_text() and (out_dir / "final").is_dir()
-    assert main(args + ["--candidates", "1", "--output-dir", str(tmp_path / "x")]) == 2  # 1 needs --repairs
+    assert main(args + ["--repairs", "0", "--output-dir", str(tmp_path / "x")]) == 2  # 1 candidate needs repairs
 
 
 def test_demo_iterations_seeds_and_bootstrap_on_tiny_random(tmp_path, capsys, monkeypatch):

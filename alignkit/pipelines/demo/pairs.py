@@ -48,17 +48,20 @@ def _pairs_of(pool: dict[str, list], k: int = 1, min_margin: float = 0.0) -> lis
     return choose_pairs(pool["rewards"], pool["truncated"], pool["texts"], pool["exact"], k, min_margin)
 
 
-def repair_pairs(pool: dict[str, list], constraints: list[dict], k: int) -> list[tuple[int, str]]:
+def repair_pairs(pool: dict[str, list], constraints: list[dict], k: int,
+                 exact_only: bool = True) -> list[tuple[int, str]]:
     """Up to ``k`` ``(candidate index, repaired text)`` for a prompt none of whose samples passes every
     constraint: the highest-reward usable candidates first (ties: ones that ended on their own), each
     edited by :func:`alignkit.evaluation.repair.repair`; candidates with no repair are skipped. The pair
     is (repaired text, the candidate as sampled): a minimal edit, so the preference falls on the tokens
-    that decide the constraints. Empty when some sample already passes (its own pairs carry that)."""
+    that decide the constraints. Empty when some sample already passes (its own pairs carry that).
+    ``exact_only=False`` also repairs samples that do not read back to their tokens (fine for SFT, which
+    trains on the edited text alone; a pair's rejected side must be the tokens as sampled)."""
     from alignkit.evaluation.repair import repair
 
     if k <= 0 or any(r >= 1.0 for r in pool["rewards"]):
         return []
-    order = sorted((i for i, t in enumerate(pool["texts"]) if t.strip() and pool["exact"][i]),
+    order = sorted((i for i, t in enumerate(pool["texts"]) if t.strip() and (pool["exact"][i] or not exact_only)),
                    key=lambda i: (-pool["rewards"][i], pool["truncated"][i], i))
     out: list[tuple[int, str]] = []
     for i in order:
@@ -73,15 +76,16 @@ def repair_pairs(pool: dict[str, list], constraints: list[dict], k: int) -> list
 def passing_answers(samples: list[dict]) -> list[tuple[dict, str]]:
     """One answer per prompt that meets every constraint, for SFT (rejection sampling with repairs): a
     sampled candidate that passes and reads back (ended on its own preferred), else the prompt's first
-    repaired answer; prompts with neither give nothing. Returns ``(sample row, answer text)``."""
+    repaired answer (a repair of a sample that does not read back, ``spare_repair``, last); prompts with
+    none give nothing. Returns ``(sample row, answer text)``."""
     out = []
     for row in samples:
         passing = [c for c in row["candidates"] if c["reward"] >= 1.0 and c["exact"] and c["text"].strip()]
         passing.sort(key=lambda c: c["truncated"])
         if passing:
             out.append((row, passing[0]["text"]))
-        elif row.get("repairs"):
-            out.append((row, row["repairs"][0]["text"]))
+        elif row.get("repairs") or row.get("spare_repair"):
+            out.append((row, (row.get("repairs") or [row["spare_repair"]])[0]["text"]))
     return out
 
 
@@ -178,6 +182,9 @@ def build_pairs(model: Any, tokenizer: Any, instructions: list, *, candidates: i
         })
         fixes = repair_pairs(pool, ins.constraints, repairs) if repairs else []
         samples[-1]["repairs"] = [{"of": i, "text": t} for i, t in fixes]
+        if repairs and not fixes:  # for SFT only: a repair of a sample that does not read back
+            spare = repair_pairs(pool, ins.constraints, 1, exact_only=False)
+            samples[-1]["spare_repair"] = {"of": spare[0][0], "text": spare[0][1]} if spare else None
         for i, text in fixes:
             prompt, chosen = conversational_row(asked[ins.id], text)
             _, rejected = conversational_row(asked[ins.id], pool["texts"][i])

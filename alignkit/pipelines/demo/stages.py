@@ -129,7 +129,7 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
         if s.method == "sft":  # SFT trains on answers that pass (sampled, else repaired), one per prompt
             good = passing_answers(samples)
             pstats["sft_answers"] = len(good)
-            pstats["sft_repaired"] = sum(1 for row, _ in good if row.get("repairs"))
+            pstats["sft_repaired"] = sum(1 for row, _ in good if row.get("repairs") or row.get("spare_repair"))
             data = files.write_jsonl(run_dir / "sft.jsonl", [
                 dict(zip(("prompt", "completion"), conversational_row(request_prompt(tok, row["prompt"]), text)))
                 for row, text in good])
