@@ -138,9 +138,10 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
                 raise DemoError("no answer passes its constraints (none sampled, none repaired): nothing to train "
                                 "SFT on; try --repairs 1 or more --candidates")
         fixed = f" ({pstats['repair_pairs']} of them repaired answers)" if s.repairs else ""
-        say(f"    {pstats['pairs']} pairs{fixed} from {pstats['prompts']} prompts; no pair (all samples scored alike): "
-            f"{pstats['no_pair_all_pass']} all passed, {pstats['no_pair_all_fail']} all failed, "
-            f"{pstats['no_pair_other_tie']} other ties; samples fully passing: "
+        ties = ("" if s.candidates < 2 else  # one sample per prompt: no sample pairs, so no ties to count
+                f"; no pair (all samples scored alike): {pstats['no_pair_all_pass']} all passed, "
+                f"{pstats['no_pair_all_fail']} all failed, {pstats['no_pair_other_tie']} other ties")
+        say(f"    {pstats['pairs']} pairs{fixed} from {pstats['prompts']} prompts{ties}; samples fully passing: "
             f"{100 * pstats['sample_pass_rate']:.0f}% ({clock.elapsed():.0f} s)")
         if not pairs and s.method != "sft":
             raise DemoError("no preference pairs: every prompt's samples scored the same; try more --candidates, "
