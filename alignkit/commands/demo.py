@@ -3,15 +3,16 @@
   1. evaluate the base model on held-out prompts (the 'test' split of the shipped instruction set:
      verifiable constraints such as word limits, keywords, lowercase, JSON, bullets) -> gold strict
      pass rates, prompt-level and instruction-level;
-  2. build preference pairs from the model's own samples on the 'train' split prompts: k samples per
-     prompt, each scored by the fraction of its constraints met; chosen = best, rejected = worst,
-     ties dropped;
-  3. train on those pairs with DPO + LoRA (or IFT / plain SFT on the chosen answers: --method ift|sft);
+  2. sample the model's own answers to the 'train' split prompts (one each by default) and check their
+     constraints; an answer that fails is repaired by code where an edit exists (lowercase it, cut it to
+     the word limit, append the end phrase, ...; kept only if it then passes every check);
+  3. train with LoRA: SFT on one passing answer per prompt (default), or DPO / KTO / IFT on pairs
+     (best vs worst sample, or repaired vs as sampled), or GRPO with the constraint reward (--method);
   4. evaluate the trained model on the same held-out prompts;
-  5. print a before/after table; write results.json/.md, pairs, samples, demo.json and report.html
-     (training curves and the eval table) into the output directory.
+  5. print a before/after table with 95 % paired-bootstrap intervals; write results.json/.md, pairs,
+     SFT answers, samples, demo.json and report.html into the output directory.
 
-The held-out prompts are never sampled or trained on. The full demo takes about 15 minutes on 2 idle
+The held-out prompts are never sampled or trained on. The full demo takes about 10 minutes on 2 idle
 CPU cores, --quick about 2 minutes (fewer prompts, samples, tokens and steps; its before/after is on
 16 prompts and noisier). The output directory is cleared and rewritten on each run (only one the demo
 made itself). --threads sets torch's CPU threads (default: torch's own choice, one per core); on a
