@@ -307,7 +307,7 @@ def test_demo_sft_with_repairs_and_one_candidate(tmp_path, capsys, monkeypatch):
     args[args.index("--candidates") + 1] = "1"
     assert main(args + ["--repairs", "1", "--method", "sft", "--output-dir", str(out_dir)]) == 0
     stdout = capsys.readouterr().out
-    assert "SFT on" in stdout and "repaired" in stdout
+    assert "SFT on" in stdout and "repaired" in stdout and "passing answers (" in stdout
     rows = [json.loads(line) for line in (out_dir / "sft.jsonl").read_text().splitlines()]
     samples = {s["id"]: s for s in map(json.loads, (out_dir / "samples.jsonl").read_text().splitlines())}
     summary = json.loads((out_dir / "demo.json").read_text())

@@ -230,7 +230,12 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     if seeds_summary:
         say(f"  over {s.seeds} seeds: change {100 * seeds_summary['mean']:+.1f} pts on average, sd "
             f"{100 * seeds_summary['sd']:.1f} pts ({', '.join(f'{100 * g:+.1f}' for g in gains)})")
-    if s.method != "grpo":
+    if s.method == "sft":
+        answers = sum(it["pairs"].get("sft_answers", 0) for it in first)
+        repaired = sum(it["pairs"].get("sft_repaired", 0) for it in first)
+        say(f"  SFT on {answers} passing answers ({repaired} repaired by code) from {len(train_ins)} train prompts x "
+            f"{s.candidates} sample(s); the held-out prompts were never sampled or trained on")
+    elif s.method != "grpo":
         say(f"  {pair_count} pairs from {len(train_ins)} train prompts x {s.candidates} samples; "
             "the held-out prompts were never sampled or trained on")
     stages = ", ".join(f"{k[2:].replace('_', ' ')} {v['wall_s']:.0f} s" for k, v in timings.items() if k != "total")
