@@ -22,6 +22,7 @@ from typing import Any
 
 from alignkit.evaluation.constraints import (
     _WORD,
+    _phrase_pattern,
     check_constraint,
     count_words,
     sentences,
@@ -81,7 +82,7 @@ def number_words(n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the repairs
-# Each takes (text, **constraint params, prompt=...) and returns the edited text, or None when it has no
+# Each takes (text, **constraint params) and returns the edited text, or None when it has no
 # edit. They are applied in REPAIRS' order: cut first, then restructure, then add, then change
 # characters, then wrap, so that a later edit does not undo an earlier one.
 Repair = Callable[..., "str | None"]
@@ -98,15 +99,15 @@ def _drop_sentences(text: str, bad: Callable[[str], bool]) -> str | None:
 
 
 def _forbidden_words(text: str, words: list[str], **_: Any) -> str | None:
-    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w.strip()) for w in words) + r")(?!\w)", re.I)
-    return _drop_sentences(text, lambda s: pattern.search(s) is not None)
+    patterns = [_phrase_pattern(w) for w in words]
+    return _drop_sentences(text, lambda s: any(p.search(s) for p in patterns))
 
 
 def _keyword_frequency(text: str, keyword: str, min: int | None = None, max: int | None = None,
                        **_: Any) -> str | None:
     if max is None:
         return text
-    pattern = re.compile(r"(?<!\w)" + re.escape(keyword.strip()) + r"(?!\w)", re.I)
+    pattern = _phrase_pattern(keyword)
     kept, seen = [], 0
     for s in _plain_sentences(text):
         n = len(pattern.findall(s))
@@ -150,14 +151,18 @@ def _joined(text: str, n: int, render: Callable[[int, list[str]], str], sep: str
     return None if groups is None else sep.join(render(i, g) for i, g in enumerate(groups, 1))
 
 
-def _bullet_count(text: str, count: int, marker: str = "*", **_: Any) -> str | None:
+def _listed(text: str, count: int, mark: Callable[[int], str]) -> str | None:
+    """The first ``count`` sentences, one per line, each after ``mark(i)`` (None if too few)."""
     items = _plain_sentences(text)
-    return None if len(items) < count else "\n".join(f"{marker.strip()} {s}" for s in items[:count])
+    return None if len(items) < count else "\n".join(f"{mark(i)} {s}" for i, s in enumerate(items[:count], 1))
+
+
+def _bullet_count(text: str, count: int, marker: str = "*", **_: Any) -> str | None:
+    return _listed(text, count, lambda i: marker.strip())
 
 
 def _numbered_list(text: str, count: int, **_: Any) -> str | None:
-    items = _plain_sentences(text)
-    return None if len(items) < count else "\n".join(f"{i}. {s}" for i, s in enumerate(items[:count], 1))
+    return _listed(text, count, lambda i: f"{i}.")
 
 
 def _paragraph_count(text: str, count: int, **_: Any) -> str | None:
@@ -187,8 +192,9 @@ def _highlighted_sections(text: str, min: int, **_: Any) -> str | None:
     return out if len(done) >= min else None
 
 
-def _title(text: str, prompt: str = "", **_: Any) -> str | None:
-    first = _WORD.findall(_plain_sentences(text)[0] if _plain_sentences(text) else text)[:4]
+def _title(text: str, **_: Any) -> str | None:
+    found = _plain_sentences(text)
+    first = _WORD.findall(found[0] if found else text)[:4]
     if not first:
         return None
     return "<<" + " ".join(w.capitalize() for w in first) + ">>\n\n" + text.strip()
@@ -225,7 +231,7 @@ def _placeholder_count(text: str, min: int, **_: Any) -> str | None:
 
 
 def _include_keywords(text: str, keywords: list[str], **_: Any) -> str | None:
-    missing = [k for k in keywords if not re.search(r"(?<!\w)" + re.escape(k.strip()) + r"(?!\w)", text, re.I)]
+    missing = [k for k in keywords if not _phrase_pattern(k).search(text)]
     if not missing:
         return text
     return text.strip() + " Keep in mind: " + " and ".join(missing) + "."

@@ -94,10 +94,15 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "ift": {"train_prompts": 128, "candidates": 4, "steps": 40, "lr": 2e-4},
     "grpo": {"train_prompts": 32, "candidates": 8, "steps": 15, "lr": 2e-4, "repairs": 0},
 }
-QUICK_METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "sft": {}, "dpo": {"candidates": 4, "lr": 2e-4}, "kto": {"candidates": 4, "lr": 2e-4},
-    "ift": {"candidates": 4, "lr": 2e-4}, "grpo": {"candidates": 4, "lr": 2e-4, "repairs": 0},
-}
+
+
+def _quick_method_preset(method: str) -> dict[str, Any]:
+    """--quick keeps a method's lr and repairs, and at most 4 samples per prompt."""
+    preset = METHOD_PRESETS.get(method, {})
+    out = {k: preset[k] for k in ("lr", "repairs") if k in preset}
+    if "candidates" in preset:
+        out["candidates"] = min(4, preset["candidates"])
+    return out
 
 
 def settings_for(quick: bool = False, **given: Any) -> DemoSettings:
@@ -105,6 +110,6 @@ def settings_for(quick: bool = False, **given: Any) -> DemoSettings:
     top."""
     values = dict(QUICK if quick else FULL)
     method = given.get("method") or DemoSettings.method
-    values.update((QUICK_METHOD_PRESETS if quick else METHOD_PRESETS).get(method, {}))
+    values.update(_quick_method_preset(method) if quick else METHOD_PRESETS.get(method, {}))
     values.update({k: v for k, v in given.items() if v is not None})
     return DemoSettings(quick=quick, **values)

@@ -133,10 +133,13 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
             data = files.write_jsonl(run_dir / "sft.jsonl", [
                 dict(zip(("prompt", "completion"), conversational_row(request_prompt(tok, row["prompt"]), text)))
                 for row, text in good])
+            trained_texts = [text for _, text in good]
             say(f"    SFT on {len(good)} answers that pass every constraint ({pstats['sft_repaired']} repaired)")
             if not good:
                 raise DemoError("no answer passes its constraints (none sampled, none repaired): nothing to train "
                                 "SFT on; try --repairs 1 or more --candidates")
+        else:
+            trained_texts = [p["chosen"][-1]["content"] for p in pairs if p.get("repaired")]
         fixed = f" ({pstats['repair_pairs']} of them repaired answers)" if s.repairs else ""
         ties = ("" if s.candidates < 2 else  # one sample per prompt: no sample pairs, so no ties to count
                 f"; no pair (all samples scored alike): {pstats['no_pair_all_pass']} all passed, "
@@ -146,10 +149,10 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
         if not pairs and s.method != "sft":
             raise DemoError("no preference pairs: every prompt's samples scored the same; try more --candidates, "
                             "--rounds or a higher --temperature")
-        longest = max((len(tok(p["chosen"][-1]["content"], add_special_tokens=False).input_ids)
-                       for p in pairs if p.get("repaired")), default=0)
+        # an edit can be longer than any sample: size max_length by the texts this run trains on
+        longest = max((len(tok(t, add_special_tokens=False).input_ids) for t in trained_texts), default=0)
         n_examples = pstats.get("sft_answers", len(pairs))
-        max_length = max(max_length, prompt_tokens + longest + 8)  # an edit can be longer than any sample
+        max_length = max(max_length, prompt_tokens + longest + 8)
         batch_size = min(s.batch_size, n_examples)
         if batch_size < s.batch_size:
             say(f"    note: only {n_examples} examples, so batch size {batch_size} instead of {s.batch_size}")
