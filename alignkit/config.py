@@ -58,6 +58,9 @@ class LoraSettings(StrictModel):
     merge_on_save: bool = False
     quantize: Literal["4bit", "8bit"] | None = Field(None, description="QLoRA: load the frozen base in 4-bit (NF4) "
                                                       "or 8-bit with bitsandbytes (needs CUDA); needs r > 0")
+    base_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="dtype of the frozen base weights under the LoRA linears; bfloat16: those layers "
+        "compute in bfloat16 (adapters stay float32), ~1.5x faster steps on a CPU with AMX; needs r > 0")
 
     @property
     def enabled(self) -> bool:
@@ -67,6 +70,9 @@ class LoraSettings(StrictModel):
     def _check_quantize(self) -> LoraSettings:
         if self.quantize is not None and self.r <= 0:
             raise ValueError("lora.quantize (QLoRA) trains LoRA adapters on a quantized base: set lora.r > 0 too")
+        if self.base_dtype != "float32" and (self.r <= 0 or self.quantize is not None):
+            raise ValueError("lora.base_dtype sets the dtype of the frozen base under LoRA adapters: it needs "
+                             "lora.r > 0 and no lora.quantize")
         return self
 
 

@@ -73,9 +73,46 @@ def test_each_method_starts_from_its_own_preset():
     assert settings_for(True, method="grpo").candidates >= 2
 
 
+def test_stages_each_take_their_method_preset_and_given_values_win():
+    from alignkit.pipelines.demo.settings import FULL, METHOD_PRESETS, stage_settings
+
+    sft, dpo = stage_settings(settings_for(False, method="sft+dpo"))
+    assert (sft.method, dpo.method) == ("sft", "dpo")
+    assert (sft.candidates, sft.steps, sft.lr, sft.train_prompts) == (FULL["candidates"], FULL["steps"], FULL["lr"], 0)
+    want = METHOD_PRESETS["dpo"]
+    assert (dpo.candidates, dpo.steps, dpo.lr, dpo.train_prompts) == (want["candidates"], want["steps"], want["lr"],
+                                                                      want["train_prompts"])
+    sft, dpo = stage_settings(settings_for(False, method="sft+dpo", lr=5e-4, steps=None))
+    assert sft.lr == dpo.lr == 5e-4 and dpo.steps == want["steps"]  # given: every stage; not given: the preset
+    assert stage_settings(settings_for(False)) == [settings_for(False)]
+
+
+def test_work_dtype_follows_the_cpu(monkeypatch):
+    import alignkit.hardware as hardware
+    from alignkit.pipelines.demo.settings import work_dtype
+
+    for fast, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(hardware, "fast_bf16", lambda fast=fast: fast)
+        assert work_dtype(settings_for(False)) == want
+        assert work_dtype(settings_for(False, train_dtype="float32")) == "float32"
+
+
+def test_fast_bf16_reads_the_cpu_flags(monkeypatch):
+    import alignkit.hardware as hardware
+
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    for flags, want in (("avx2 fma avx512f amx_tile amx_bf16", True), ("avx2 avx512f avx512_bf16", True),
+                        ("avx2 fma", False)):
+        info = hardware.parse_cpuinfo(f"processor : 0\nmodel name : X\nflags : {flags}\n")
+        monkeypatch.setattr(hardware, "read_cpu_info", lambda info=info: info)
+        assert hardware.fast_bf16() is want
+
+
 def test_bad_settings_are_errors():
     for kwargs in ({"method": "ppo"}, {"candidates": 1, "repairs": 0}, {"method": "grpo", "candidates": 1},
-                   {"repairs": -1}, {"temperature": 0.0}, {"threads": 0}, {"steps": 0}):
+                   {"repairs": -1}, {"temperature": 0.0}, {"threads": 0}, {"steps": 0}, {"method": "sft+ppo"},
+                   {"method": "sft+dpo", "iterations": 2}, {"method": "sft+grpo", "candidates": 1},
+                   {"train_dtype": "float16"}):
         with pytest.raises(DemoError):
             settings_for(True, **kwargs).check()
 
@@ -378,3 +415,30 @@ def test_change_by_held_out_group_by_hand():
     assert (fam["n"], fam["delta"], fam["low"], fam["high"]) == (2, 0.5, 0.0, 1.0)
     assert change_with_interval(base, trained, "kind")["delta"] == -1.0
     assert change_with_interval(base, trained, "other")["n"] == 0
+
+
+def test_demo_sft_then_dpo_stages_on_tiny_random(tmp_path, capsys, monkeypatch):
+    """--method sft+dpo: SFT on repaired answers, then DPO from the SFT model on its own samples, with each
+    stage's preset except the given values; only the last stage is evaluated; the LoRA base and the
+    sampling in bfloat16 (--train-dtype), the evaluation in float32."""
+    import alignkit.evaluation.constraints as constraints
+    from alignkit.commands.demo import main
+
+    monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
+    out_dir = tmp_path / "demo"
+    args = TINY + ["--method", "sft+dpo", "--repairs", "1", "--train-dtype", "bfloat16", "--output-dir", str(out_dir)]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "stage 1/2 (sft)" in stdout and "stage 2/2 (dpo)" in stdout and "[4/5] stage 1/2" not in stdout
+    summary = json.loads((out_dir / "demo.json").read_text())
+    first, second = summary["iterations"]
+    assert (first["method"], second["method"]) == ("sft", "dpo")
+    assert "change" not in first and second["change"]["n"] == 4
+    assert (out_dir / "sft.jsonl").is_file() and (out_dir / "iter-2" / "pairs.jsonl").is_file()
+    sft_cfg, dpo_cfg = (out_dir / "config.yaml").read_text(), (out_dir / "iter-2" / "config.yaml").read_text()
+    assert "\nbeta:" in dpo_cfg and "\nbeta:" not in sft_cfg
+    assert f"model: {out_dir / 'final'}" in dpo_cfg  # DPO starts from the SFT model
+    assert "base_dtype: bfloat16" in sft_cfg and "base_dtype: bfloat16" in dpo_cfg
+    assert summary["settings"]["work_dtype"] == "bfloat16"
+    results = json.loads((out_dir / "results.json").read_text())
+    assert len(results["models"]) == 2 and len(list(out_dir.glob("completions-*.jsonl"))) == 2

@@ -187,11 +187,13 @@ def test_one_dpo_step_raises_the_margin(pref_data, tokenizer):
     assert float(after.loss_sum) / 4 < math.log(2)
 
 
-def test_training_raises_margins_and_accuracy_lora(pref_data, tmp_path, capsys):
-    """Ten steps at a high lr on the toy set, LoRA with the adapters-disabled reference (no precompute)."""
+@pytest.mark.parametrize("base_dtype", ["float32", "bfloat16"])
+def test_training_raises_margins_and_accuracy_lora(base_dtype, pref_data, tmp_path, capsys):
+    """Ten steps at a high lr on the toy set, LoRA with the adapters-disabled reference (no precompute);
+    also with the frozen base stored and computed in bfloat16 (lora.base_dtype)."""
     out = tmp_path / "run"
     assert _run(f"data={pref_data}", f"output_dir={out}", "max_steps=10", "batch_size=4", "lr=1e-2",
-                "lora.r=8", "lora.alpha=16", "precompute_ref_log_probs=false") == 0
+                "lora.r=8", "lora.alpha=16", "precompute_ref_log_probs=false", f"lora.base_dtype={base_dtype}") == 0
     assert "adapters disabled" in capsys.readouterr().err
     rows = read_metrics(out)
     margins = [r["rewards/margins"] for r in rows]

@@ -269,11 +269,14 @@ def test_grpo_learns_and_writes_run_directory(prompt_data, tmp_path, monkeypatch
     assert {"prompt", "completion", "reward", "rewards", "advantage"} <= set(logged[0])
 
 
-def test_lora_with_kl_reference_and_eval(prompt_data, tmp_path, capsys):
+@pytest.mark.parametrize("base_dtype", ["float32", "bfloat16"])
+def test_lora_with_kl_reference_and_eval(base_dtype, prompt_data, tmp_path, capsys):
+    """LoRA GRPO with the adapters-disabled reference; also with the frozen base in bfloat16 (the lean
+    sampler then runs in float32 on the bf16-rounded weights)."""
     out = tmp_path / "lora"
     assert _grpo(f"data={prompt_data}", f"eval_data={prompt_data}", f"output_dir={out}", *LEARN,
                  "lora.r=4", "beta=0.5", "max_steps=2", "batch_size=2", "max_new_tokens=4",
-                 "loss_type=grpo", "advantage=rloo") == 0
+                 "loss_type=grpo", "advantage=rloo", f"lora.base_dtype={base_dtype}") == 0
     assert "reference = the policy with its LoRA adapters disabled" in capsys.readouterr().err
     rows = read_metrics(out)
     train = [r for r in rows if "kl" in r]

@@ -40,62 +40,14 @@ sequence, the last position of a prefill, one per decode step):
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-             "amx_int8", "neon", "asimd", "sve", "sve2", "bf16")
-
-
-# ----------------------------------------------------------------------------- CPU
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    """The CPU model, its logical CPU count and the ISA flags (of :data:`ISA_FLAGS`) it reports."""
-
-    model: str
-    cpus: int
-    flags: tuple[str, ...]
-
-    def describe(self) -> str:
-        return f"{self.model}, {self.cpus} CPUs; ISA: {' '.join(self.flags) or 'none of ' + ', '.join(ISA_FLAGS[:8])}"
-
-
-def parse_cpuinfo(text: str) -> CpuInfo:
-    """Read ``/proc/cpuinfo`` text: ``model name`` (x86) or ``Hardware`` / ``CPU part`` (ARM), the
-    number of ``processor`` entries, and which of :data:`ISA_FLAGS` its ``flags`` (``Features`` on ARM)
-    line lists."""
-    model, cpus, flags = "", 0, set()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = key.strip().lower(), value.strip()
-        if key == "processor":
-            cpus += 1
-        elif key in ("model name", "hardware", "cpu part") and not model:
-            model = value
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return CpuInfo(model=model or platform.processor() or "unknown CPU", cpus=max(cpus, 1),
-                   flags=tuple(f for f in ISA_FLAGS if f in flags))
-
-
-def read_cpu_info(path: str | Path = "/proc/cpuinfo") -> CpuInfo:
-    """:func:`parse_cpuinfo` of this machine (``platform`` names only, where there is no such file)."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        text = ""
-    return parse_cpuinfo(text)
-
+from alignkit.hardware import ISA_FLAGS, CpuInfo, parse_cpuinfo, read_cpu_info  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------- model shape
 

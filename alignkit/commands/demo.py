@@ -29,12 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the 2-minute version (fewer prompts, samples, steps)")
-    p.add_argument("--method", choices=["dpo", "ift", "sft", "kto", "grpo"], default="sft",
+    p.add_argument("--method", default="sft", metavar="METHOD",
                    help="sft (default): SFT on one passing answer per train prompt (a passing sample, else one "
                         "repaired by code); dpo: DPO on the pairs; ift: Intuitive Fine-Tuning on the chosen "
                         "answers; kto: KTO on the pairs as unpaired rows; grpo: GRPO on the train prompts with "
-                        "the constraint reward (no pairs). Each method has its own default prompts, samples, "
-                        "steps and lr (see README); the defaults below are SFT's")
+                        "the constraint reward (no pairs); or stages joined by '+', e.g. sft+dpo: SFT, then DPO "
+                        "on the SFT model's own samples (only the last stage is evaluated). Each method has its "
+                        "own default prompts, samples, steps and lr (see README); the defaults below are SFT's")
     p.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--model", default="smollm2-135m",
                    help="model to align (default: the embedded smollm2-135m; tiny-random for a smoke test)")
@@ -79,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                           "code to pass, the sample as it was); 0: off" + d("repairs"))
     adv.add_argument("--rpo-alpha", type=float, default=None, metavar="A",
                      help="DPO/KTO: add A x the chosen answers' NLL (RPO); 0: off" + d("rpo_alpha"))
+    adv.add_argument("--train-dtype", choices=["auto", "float32", "bfloat16"], default=None,
+                     help="dtype of sampling the training answers and of the frozen LoRA base in training (the "
+                          "adapters stay float32; the held-out evaluation is always float32); auto: bfloat16 on a "
+                          "CPU with AMX or AVX-512 BF16 (or a CUDA GPU), else float32 (default auto)")
     adv.add_argument("--lora-r", type=int, default=None, metavar="R", help="LoRA rank" + d("lora_r"))
     return p
 
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates=args.candidates, temperature=args.temperature, rounds=args.rounds, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, beta=args.beta, iterations=args.iterations, seeds=args.seeds,
         pairs_per_prompt=args.pairs_per_prompt, min_margin=args.min_margin, repairs=args.repairs,
-        rpo_alpha=args.rpo_alpha,
+        rpo_alpha=args.rpo_alpha, train_dtype=args.train_dtype,
         lora_r=args.lora_r,
     )
     try:

@@ -136,9 +136,11 @@ class LeanDecoder:
         groups = [((a.q_proj, a.k_proj, a.v_proj), (a.o_proj,), (layer.mlp.gate_proj, layer.mlp.up_proj),
                    (layer.mlp.down_proj,)) for layer in body.layers for a in [layer.self_attn]]
         if not self.layers:
+            dtype = body.embed_tokens.weight.dtype  # the model's compute dtype (lora.base_dtype may store less)
+
             def empty(modules: tuple) -> torch.Tensor:
                 w = [_base_weight(m) for m in modules]
-                return w[0].new_empty((w[0].shape[1], sum(x.shape[0] for x in w)))
+                return w[0].new_empty((w[0].shape[1], sum(x.shape[0] for x in w)), dtype=dtype)
 
             self.layers = [_Layer(*(empty(g) for g in layer_groups), norm_attn=layer.input_layernorm.weight,
                                   norm_mlp=layer.post_attention_layernorm.weight)

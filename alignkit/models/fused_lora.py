@@ -15,6 +15,14 @@ names and gradients (the sums run in a different order: equal to float32 roundin
 forward; the module's state is untouched. The fused path runs only in the plain case (one active
 adapter, no dropout, no DoRA or other variant, no bias on the base or the adapter, matching dtypes, no
 extra forward arguments); anything else takes peft's own forward.
+
+**Base weights in bfloat16** (``lora.base_dtype=bfloat16``, :func:`store_base_in`): the frozen base weight of
+each LoRA linear is stored in bfloat16 and the layer computes in bfloat16: ``x`` and the adapters' float32
+weights are cast (the adapters stay float32 master weights; their gradients come back through the casts),
+the output is cast back to ``x``'s dtype. Everything else (embeddings, norms, attention, the LM head, the
+loss) stays float32. On a CPU with AMX a bfloat16 product is ~4x a float32 one (821 vs 182 GFLOP/s at
+1024x576x1536 on 2 cores, 2026-12-06); half the memory for those weights. Rounding as under bf16 mixed
+precision (autocast), without autocast's per-call cast of every frozen weight.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from torch import nn
 
 from alignkit.models.modules import active_lora_adapters
 
-__all__ = ["fuse_lora_linears"]
+__all__ = ["fuse_lora_linears", "store_base_in"]
 
 _FUSED: dict[type, type] = {}
 
@@ -48,7 +56,27 @@ def _plain_adapter(layer: Any, x: torch.Tensor) -> str | None:
     return name
 
 
+def _forward_in_base_dtype(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """The layer in its (lower-precision) base weight's dtype; see the module docstring."""
+    base = self.base_layer
+    dtype = base.weight.dtype
+    xl = x.to(dtype)
+    out = F.linear(xl, base.weight, None if base.bias is None else base.bias.to(dtype))
+    for name in active_lora_adapters(self):
+        if name in self.lora_variant:
+            raise NotImplementedError("lora.base_dtype=bfloat16 supports plain LoRA adapters (no DoRA or other "
+                                      "variant)")
+        low = F.linear(self.lora_dropout[name](xl), self.lora_A[name].weight.to(dtype))
+        b = self.lora_B[name]
+        out2 = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), b.weight.to(dtype).t(),
+                           alpha=self.scaling[name]).view(out.shape)
+        out = out2 if b.bias is None else out2 + self.scaling[name] * b.bias.to(dtype)
+    return out.to(x.dtype)
+
+
 def _forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    if self.base_layer.weight.dtype != x.dtype and not (args or kwargs) and not torch.is_autocast_enabled():
+        return _forward_in_base_dtype(self, x)
     name = None if args or kwargs else _plain_adapter(self, x)
     if name is None:
         return self._peft_forward(x, *args, **kwargs)
@@ -77,5 +105,22 @@ def fuse_lora_linears(model: nn.Module) -> int:
     for module in model.modules():
         if type(module) is LoraLinear:
             module.__class__ = _fused_class(LoraLinear)
+            count += 1
+    return count
+
+
+def store_base_in(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the frozen base weight (and bias) of every fused LoRA linear of ``model`` in ``dtype``; those
+    layers then compute in ``dtype`` (module docstring). Returns how many layers. Call after
+    :func:`fuse_lora_linears`; a base weight that requires grad is left alone (it is trained)."""
+    count = 0
+    for module in model.modules():
+        if type(module) in _FUSED.values():
+            base = module.base_layer
+            if base.weight.requires_grad:
+                continue
+            base.weight.data = base.weight.data.to(dtype)
+            if base.bias is not None and not base.bias.requires_grad:
+                base.bias.data = base.bias.data.to(dtype)
             count += 1
     return count

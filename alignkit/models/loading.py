@@ -44,7 +44,7 @@ from transformers import (
 
 from alignkit.config import LoraSettings
 from alignkit.hub import MODEL_FILES, HubUnavailable, is_hub_name, snapshot
-from alignkit.models.fused_lora import fuse_lora_linears
+from alignkit.models.fused_lora import fuse_lora_linears, store_base_in
 from alignkit.models.modules import is_peft
 from alignkit.models.tokenizer import (
     ModelLoadError,
@@ -425,7 +425,8 @@ def apply_lora(model: PreTrainedModel, lora: LoraSettings):
     """Wrap ``model`` in a peft ``PeftModel`` with a LoRA adapter; only adapter weights stay trainable.
 
     ``target_modules="all-linear"`` (default) targets every linear layer except the output head. Plain
-    LoRA linears compute their scaled sum inside one GEMM (:mod:`alignkit.models.fused_lora`).
+    LoRA linears compute their scaled sum inside one GEMM (:mod:`alignkit.models.fused_lora`);
+    ``lora.base_dtype=bfloat16`` stores their frozen base weights, and computes them, in bfloat16.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -440,6 +441,8 @@ def apply_lora(model: PreTrainedModel, lora: LoraSettings):
     )
     model = get_peft_model(model, config)
     fuse_lora_linears(model)
+    if lora.base_dtype != "float32":
+        store_base_in(model, getattr(torch, lora.base_dtype))
     return model
 
 

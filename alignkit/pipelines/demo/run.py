@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from alignkit import files
 from alignkit.pipelines.demo.console import Clock, Say
 from alignkit.pipelines.demo.pairs import spread
-from alignkit.pipelines.demo.settings import MARKER, DemoError, DemoSettings
+from alignkit.pipelines.demo.settings import MARKER, DemoError, DemoSettings, stage_settings, work_dtype
 from alignkit.pipelines.demo.stages import evaluate_loaded, iteration
 from alignkit.pipelines.demo.tables import (
     _flips,
@@ -105,8 +105,10 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     say(f"alignkit demo{' --quick' if s.quick else ''}: {s.model}, {label} + LoRA, torch {torch.__version__} "
         f"on {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} thread(s)"
         + (f", load average {load[0]:.1f}" if load else ""))
+    say(f"  sampling and the frozen LoRA base in {work_dtype(s)}, adapters float32, evaluation float32")
     say(f"  held-out: {len(test)} of {n_test_all} 'test' prompts (never sampled or trained on); "
-        f"training prompts: {len(train_ins)} of {n_train_all} 'train' prompts; {s.iterations} iteration(s)"
+        f"training prompts: {len(train_ins)} of {n_train_all} 'train' prompts; "
+        + (f"stages: {' then '.join(s.methods)}" if len(s.methods) > 1 else f"{s.iterations} iteration(s)")
         + (f", {s.seeds} seeds" if s.seeds > 1 else ""))
     say(f"  output: {out_dir}")
 
@@ -127,20 +129,27 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
         f"{100 * bg['instruction_level']:.1f}% ({seconds:.0f} s)")
 
     # -- 2-4. on-policy iterations (per seed) ----------------------------------------------------------
+    # one settings object per iteration: --iterations repeats one method (each evaluated); several methods
+    # (sft+dpo) are stages, each from the previous stage's model, evaluated at the end only
+    stages = stage_settings(s)
+    plan = stages if len(stages) > 1 else [s] * s.iterations
     runs: list[list[dict[str, Any]]] = []
     for si in range(s.seeds):
         seed = s.seed + si
         seed_dir = out_dir if s.seeds == 1 else out_dir / f"seed-{seed}"
         current, its = s.model, []
-        for k in range(1, s.iterations + 1):
+        for k, sk in enumerate(plan, start=1):
             run_dir = seed_dir if k == 1 else seed_dir / f"iter-{k}"
-            tag = "".join([f" iteration {k}/{s.iterations}" if s.iterations > 1 else "",
+            tag = "".join([f" stage {k}/{len(plan)} ({sk.method})" if len(stages) > 1 else
+                           f" iteration {k}/{len(plan)}" if len(plan) > 1 else "",
                            f" seed {seed}" if s.seeds > 1 else ""])
-            it = iteration(s, k, seed, run_dir, current, train_ins, test, say, clock, tag)
-            it["change"] = change_with_interval(base, it["eval"])
-            tg = it["eval"]["gold"]
-            say(f"    {s.method}{tag}: prompt-level {100 * tg['prompt_level']:.1f}%, change "
-                f"{interval_text(it['change'])} (95% paired bootstrap over {len(test)} prompts)")
+            it = iteration(sk, k, seed, run_dir, current, spread(train_ins, sk.train_prompts), test, say, clock, tag,
+                           evaluate=len(stages) == 1 or k == len(plan))
+            if it["eval"] is not None:
+                it["change"] = change_with_interval(base, it["eval"])
+                tg = it["eval"]["gold"]
+                say(f"    {s.method}{tag}: prompt-level {100 * tg['prompt_level']:.1f}%, change "
+                    f"{interval_text(it['change'])} (95% paired bootstrap over {len(test)} prompts)")
             its.append(it)
             current = it["final_dir"]
         runs.append(its)
@@ -168,14 +177,15 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
         "prompts": {"file": s.prompts or DEFAULT_INSTRUCTIONS, "split": "test", "n": len(test)},
         "settings": {"max_new_tokens": s.eval_max_new_tokens, "temperature": 0.0, "batch_size": eval_bs,
                      "seed": 0, "limit": s.eval_prompts or None},
-        "models": [base] + [it["eval"] for it in first],
-        "notes": [f"alignkit demo: {s.method}, {s.iterations} on-policy iteration(s) from the 'train' split "
+        "models": [base] + [it["eval"] for it in first if it["eval"] is not None],
+        "notes": [f"alignkit demo: {s.method}, {len(plan)} on-policy iteration(s) from the 'train' split "
                   f"({pair_count} self-generated pairs in all); evaluated on the 'test' split, never sampled or "
                   "trained on"],
     }
     for its in runs[1:]:  # the other seeds' evaluations keep their completions out of results.json
         for it in its:
-            it["eval"].pop("_completions", None)
+            if it["eval"] is not None:
+                it["eval"].pop("_completions", None)
     write_results(results, out_dir)  # results.json, results.md, completions-*.jsonl (pops _completions)
     report = None
     try:
@@ -189,17 +199,18 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
 
     tg = trained["gold"]
     summary = {
-        "settings": asdict(s),
+        "settings": {**asdict(s), "work_dtype": work_dtype(s)},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                     "load_average_at_start": list(load) if load else None},
         "held_out": {"split": "test", "prompts": [i.id for i in test]},
         "train_prompts": [i.id for i in train_ins],
         "pairs": first[0]["pairs"],
-        "iterations": [{"iteration": it["iteration"], "pairs": it["pairs"], "change": it["change"],
-                        "prompt_level": it["eval"]["gold"]["prompt_level"],
-                        "instruction_level": it["eval"]["gold"]["instruction_level"],
-                        "final_dir": it["final_dir"]} for it in first],
+        "iterations": [{"iteration": it["iteration"], "method": it["method"], "pairs": it["pairs"],
+                        "steps": it["steps"], "final_dir": it["final_dir"],
+                        **({"change": it["change"], "prompt_level": it["eval"]["gold"]["prompt_level"],
+                            "instruction_level": it["eval"]["gold"]["instruction_level"]}
+                           if it["eval"] is not None else {})} for it in first],
         "seeds": seeds_summary,
         "training": {"method": s.method, "steps": first[-1]["steps"], "batch_size": first[-1]["batch_size"],
                      "max_length": first[-1]["max_length"], "run_dir": str(out_dir)},
@@ -224,20 +235,22 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     for name, g in groups.items():
         if g["n"] and g["n"] < ci["n"]:
             say(f"  {name.replace('_', ' ')} prompts ({g['n']}): change {interval_text(g)}")
-    if s.iterations > 1:
+    if len(plan) > 1 and len(stages) == 1:
         say("  per iteration: " + "; ".join(f"{it['iteration']}: {100 * it['eval']['gold']['prompt_level']:.1f}% "
                                              f"({interval_text(it['change'])})" for it in first))
     if seeds_summary:
         say(f"  over {s.seeds} seeds: change {100 * seeds_summary['mean']:+.1f} pts on average, sd "
             f"{100 * seeds_summary['sd']:.1f} pts ({', '.join(f'{100 * g:+.1f}' for g in gains)})")
-    if s.method == "sft":
-        answers = sum(it["pairs"].get("sft_answers", 0) for it in first)
-        repaired = sum(it["pairs"].get("sft_repaired", 0) for it in first)
-        say(f"  SFT on {answers} passing answers ({repaired} repaired by code) from {len(train_ins)} train prompts x "
-            f"{s.candidates} sample(s); the held-out prompts were never sampled or trained on")
-    elif s.method != "grpo":
-        say(f"  {pair_count} pairs from {len(train_ins)} train prompts x {s.candidates} samples; "
-            "the held-out prompts were never sampled or trained on")
+    for it, sk in zip(first, plan):
+        p, where = it["pairs"], f" (stage {it['iteration']})" if len(stages) > 1 else ""
+        prompts = len(spread(train_ins, sk.train_prompts))
+        if sk.method == "sft":
+            say(f"  SFT{where} on {p.get('sft_answers', 0)} passing answers ({p.get('sft_repaired', 0)} repaired by "
+                f"code) from {prompts} train prompts x {sk.candidates} sample(s)")
+        elif sk.method != "grpo":
+            say(f"  {sk.method.upper()}{where}: {p.get('pairs', 0)} pairs from {prompts} train prompts x "
+                f"{sk.candidates} samples")
+    say("  the held-out prompts were never sampled or trained on")
     stages = ", ".join(f"{k[2:].replace('_', ' ')} {v['wall_s']:.0f} s" for k, v in timings.items() if k != "total")
     say(f"  wall time: {stages}; total {timings['total']['wall_s']:.0f} s "
         f"(CPU time of this process: {timings['total']['cpu_s']:.0f} s)")

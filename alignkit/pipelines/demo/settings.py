@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 MARKER = ".alignkit-demo"  # marks a directory the demo made (and may therefore clear on the next run)
@@ -45,12 +45,29 @@ class DemoSettings:
     rpo_alpha: float = 0.0  # DPO: weight of the chosen NLL (RPO); 0 is plain DPO
     lora_r: int = 16
     lora_alpha: float = 32.0
+    train_dtype: str = "auto"  # sampling and the frozen LoRA base: auto (bfloat16 where it is fast), float32, bfloat16
     gen_batch_size: int = 64  # sequences sampled together
     eval_batch_size: int = 64  # held-out prompts answered together (greedy)
+    given: tuple[str, ...] = ()  # the values the user set (they win over each stage's method preset)
+
+    @property
+    def methods(self) -> list[str]:
+        """The training stages: ``method`` is one method or several joined by ``+`` (``sft+dpo``: SFT, then
+        DPO on the SFT model's own samples)."""
+        return self.method.split("+")
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise DemoError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise DemoError(f"--method must be one of {', '.join(METHODS)} or several joined by '+' (e.g. sft+dpo), "
+                            f"got {self.method!r}")
+        if len(self.methods) > 1:
+            if self.iterations > 1:
+                raise DemoError("--iterations repeats one method; with several methods (--method "
+                                f"{self.method}) each stage is one on-policy iteration already")
+            for stage in stage_settings(self):
+                stage.check()
+            return
         for name in ("eval_max_new_tokens", "candidates", "sample_max_new_tokens", "rounds", "steps", "pairs_per_prompt",
                      "batch_size", "lora_r", "gen_batch_size", "eval_batch_size", "iterations", "seeds"):
             if getattr(self, name) < 1:
@@ -61,6 +78,8 @@ class DemoSettings:
         for name in ("eval_prompts", "train_prompts"):
             if getattr(self, name) < 0:
                 raise DemoError(f"{name.replace('_', '-')} must be 0 (all) or more")
+        if self.train_dtype not in ("auto", "float32", "bfloat16"):
+            raise DemoError(f"--train-dtype must be auto, float32 or bfloat16, got {self.train_dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise DemoError("--threads must be at least 1")
         if not self.temperature > 0:
@@ -96,6 +115,17 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def work_dtype(s: DemoSettings) -> str:
+    """The dtype the demo samples training answers in and stores the frozen LoRA base in: ``train_dtype``,
+    with ``auto`` = bfloat16 where bf16 products are native (AMX / AVX-512 BF16 / a CUDA GPU), else float32.
+    The held-out evaluation always runs in float32 (what ``alignkit eval`` does)."""
+    if s.train_dtype != "auto":
+        return s.train_dtype
+    from alignkit.hardware import fast_bf16
+
+    return "bfloat16" if fast_bf16() else "float32"
+
+
 def _quick_method_preset(method: str) -> dict[str, Any]:
     """--quick keeps a method's lr and repairs, and at most 4 samples per prompt."""
     preset = METHOD_PRESETS.get(method, {})
@@ -105,11 +135,25 @@ def _quick_method_preset(method: str) -> dict[str, Any]:
     return out
 
 
+def _preset(method: str, quick: bool) -> dict[str, Any]:
+    return _quick_method_preset(method) if quick else METHOD_PRESETS.get(method, {})
+
+
 def settings_for(quick: bool = False, **given: Any) -> DemoSettings:
     """The preset (full or quick, then the method's own values) with every non-None value of ``given`` on
     top."""
     values = dict(QUICK if quick else FULL)
     method = given.get("method") or DemoSettings.method
-    values.update(_quick_method_preset(method) if quick else METHOD_PRESETS.get(method, {}))
-    values.update({k: v for k, v in given.items() if v is not None})
-    return DemoSettings(quick=quick, **values)
+    values.update(_preset(method, quick))
+    chosen = {k: v for k, v in given.items() if v is not None}
+    values.update(chosen)
+    return DemoSettings(quick=quick, given=tuple(sorted(k for k in chosen if k in FULL)), **values)
+
+
+def stage_settings(s: DemoSettings) -> list[DemoSettings]:
+    """One settings object per training stage of ``s.method``: each stage uses its own method's preset
+    (full or quick), except the values the user gave (``s.given``), which apply to every stage."""
+    if len(s.methods) == 1:
+        return [s]
+    return [replace(s, method=m, **{k: v for k, v in _preset(m, s.quick).items() if k not in s.given})
+            for m in s.methods]

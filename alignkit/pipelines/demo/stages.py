@@ -11,7 +11,7 @@ from typing import Any
 from alignkit import files
 from alignkit.pipelines.demo.console import Clock, Progress, Say
 from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan, passing_answers
-from alignkit.pipelines.demo.settings import DemoError, DemoSettings
+from alignkit.pipelines.demo.settings import DemoError, DemoSettings, work_dtype
 
 
 def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str, name: str,
@@ -62,7 +62,7 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
         f"model={start_model or s.model}", f"data={data}", f"output_dir={output_dir}", f"max_steps={s.steps}",
         f"batch_size={batch_size}", f"lr={s.lr}", f"lora.r={s.lora_r}", f"lora.alpha={s.lora_alpha}",
         f"max_length={max_length}", f"warmup_steps={max(1, s.steps // 10)}", "save_steps=0",
-        f"seed={s.seed if seed is None else seed}",
+        f"seed={s.seed if seed is None else seed}", f"lora.base_dtype={work_dtype(s)}",
     ]
     if s.method == "dpo":
         from alignkit.methods.dpo import DPO, DPOConfig
@@ -78,7 +78,8 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
 
         method_cls, config = GRPO, load_config(GRPOConfig, None, overrides + [
             "reward=alignkit.evaluation.constraints:constraint_reward", f"num_generations={s.candidates}",
-            f"max_new_tokens={s.sample_max_new_tokens}", f"temperature={s.temperature}", f"top_p={s.top_p}"])
+            f"max_new_tokens={s.sample_max_new_tokens}", f"temperature={s.temperature}", f"top_p={s.top_p}"]
+            + (["rollout_dtype=bfloat16"] if work_dtype(s) == "bfloat16" else []))
     elif s.method == "sft":
         from alignkit.config import SFTConfig
         from alignkit.methods.sft import SFT
@@ -92,9 +93,10 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
 
 
 def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, train_ins: list, test: list,
-               say: Say, clock: Clock, tag: str) -> dict[str, Any]:
-    """One on-policy iteration from the model ``current``: sample and pair (or, for GRPO, write the
-    prompts), train into ``run_dir``, evaluate the result on the held-out prompts."""
+               say: Say, clock: Clock, tag: str, evaluate: bool = True) -> dict[str, Any]:
+    """One on-policy iteration (a training stage) from the model ``current``: sample and pair (or, for
+    GRPO, write the prompts), train into ``run_dir`` with ``s.method``, and (``evaluate``) evaluate the
+    result on the held-out prompts (``"eval"`` is None otherwise)."""
     from alignkit import models
     from alignkit.data.render import conversational_row, request_prompt
     from alignkit.generation import encode_prompt
@@ -103,6 +105,10 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
     model, tok = models.load_trained(current)
     if hasattr(model, "merge_and_unload"):  # LoRA merged for generation: same answers, faster
         model = model.merge_and_unload()
+    if work_dtype(s) == "bfloat16":  # training answers sampled in bf16 (~1.65x faster with AMX); eval stays fp32
+        import torch
+
+        model = model.to(torch.bfloat16)
     prompt_tokens = max(len(encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
     max_length = prompt_tokens + s.sample_max_new_tokens + 8
     pstats: dict[str, Any] = {}
@@ -174,6 +180,11 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
         raise DemoError("training was interrupted; nothing to evaluate")
     say(f"    {result.steps} steps, model in {result.final_dir} ({seconds:.0f} s)")
 
+    out = {"iteration": k, "method": s.method, "seed": seed, "pairs": pstats, "eval": None,
+           "final_dir": str(result.final_dir), "steps": result.steps, "batch_size": batch_size,
+           "max_length": config.max_length, "run_dir": str(run_dir)}
+    if not evaluate:
+        return out
     say(f"\n[4/5]{tag} evaluating the trained model on the same {len(test)} held-out prompts")
     clock.start()
     model, tok = models.load_trained(result.final_dir)
@@ -185,8 +196,6 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
     del model
     gc.collect()
     clock.stop(f"4_eval_trained{tag}")
-    return {"iteration": k, "seed": seed, "pairs": pstats, "eval": trained, "final_dir": str(result.final_dir),
-            "steps": result.steps, "batch_size": batch_size, "max_length": config.max_length,
-            "run_dir": str(run_dir)}
+    return {**out, "eval": trained}
 
 
