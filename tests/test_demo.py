@@ -65,7 +65,7 @@ def test_each_method_starts_from_its_own_preset():
     from alignkit.pipelines.demo.settings import FULL, METHOD_PRESETS
 
     sft, dpo, grpo = (settings_for(False, method=m) for m in ("sft", "dpo", "grpo"))
-    assert sft.method == settings_for(False).method == "sft"
+    assert sft.method == "sft" and settings_for(False).method == "sft+dpo"  # the default: SFT, then DPO
     assert (sft.candidates, sft.repairs, sft.lr, sft.train_prompts) == (FULL["candidates"], 1, FULL["lr"], 0)
     assert (dpo.candidates, dpo.steps, dpo.lr) == (4, 40, 2e-4) and dpo.repairs == FULL["repairs"]
     assert (grpo.candidates, grpo.repairs) == (METHOD_PRESETS["grpo"]["candidates"], 0)
@@ -74,17 +74,23 @@ def test_each_method_starts_from_its_own_preset():
 
 
 def test_stages_each_take_their_method_preset_and_given_values_win():
-    from alignkit.pipelines.demo.settings import FULL, METHOD_PRESETS, stage_settings
+    from alignkit.pipelines.demo.settings import FULL, METHOD_PRESETS, PIPELINE_PRESETS, stage_settings
 
     sft, dpo = stage_settings(settings_for(False, method="sft+dpo"))
     assert (sft.method, dpo.method) == ("sft", "dpo")
-    assert (sft.candidates, sft.steps, sft.lr, sft.train_prompts) == (FULL["candidates"], FULL["steps"], FULL["lr"], 0)
-    want = METHOD_PRESETS["dpo"]
+    own = PIPELINE_PRESETS["sft+dpo"]
+    assert (sft.candidates, sft.steps, sft.lr, sft.train_prompts) == (FULL["candidates"],
+                                                                      own[0].get("steps", FULL["steps"]), FULL["lr"], 0)
+    want = {**METHOD_PRESETS["dpo"], **own[1]}
     assert (dpo.candidates, dpo.steps, dpo.lr, dpo.train_prompts) == (want["candidates"], want["steps"], want["lr"],
                                                                       want["train_prompts"])
     sft, dpo = stage_settings(settings_for(False, method="sft+dpo", lr=5e-4, steps=None))
     assert sft.lr == dpo.lr == 5e-4 and dpo.steps == want["steps"]  # given: every stage; not given: the preset
-    assert stage_settings(settings_for(False)) == [settings_for(False)]
+    quick_dpo = stage_settings(settings_for(True))[1]
+    assert quick_dpo.train_prompts == QUICK["train_prompts"] and quick_dpo.candidates == 4
+    assert stage_settings(settings_for(False, method="sft")) == [settings_for(False, method="sft")]
+    dpo_sft = stage_settings(settings_for(False, method="dpo+sft"))  # no pipeline preset: each method's own
+    assert [(x.method, x.steps) for x in dpo_sft] == [("dpo", METHOD_PRESETS["dpo"]["steps"]), ("sft", FULL["steps"])]
 
 
 def test_work_dtype_follows_the_cpu(monkeypatch):

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent / "alignkit"
 
 # lower number = lower layer; a unit may import units of a strictly lower layer (or itself)
 LAYERS = {
-    "__version__": 0, "paths": 0, "config": 0, "files": 0, "hub": 0,
+    "__version__": 0, "paths": 0, "config": 0, "files": 0, "hub": 0, "hardware": 0,
     "data": 1, "httpjson": 1,
     "losses": 2, "models": 2, "logprobs": 2,
     "generation": 3, "reward_model": 3,

@@ -6,15 +6,19 @@
   2. sample the model's own answers to the 'train' split prompts (one each by default) and check their
      constraints; an answer that fails is repaired by code where an edit exists (lowercase it, cut it to
      the word limit, append the end phrase, ...; kept only if it then passes every check);
-  3. train with LoRA: SFT on one passing answer per prompt (default), or DPO / KTO / IFT on pairs
-     (best vs worst sample, or repaired vs as sampled), or GRPO with the constraint reward (--method);
+  3. train with LoRA: SFT on one passing answer per prompt, or DPO / KTO / IFT on pairs (best vs worst
+     sample, or repaired vs as sampled), or GRPO with the constraint reward (--method); the default,
+     sft+dpo, is two stages: SFT as above, then DPO on pairs from 4 samples of the SFT model for 96
+     train prompts;
   4. evaluate the trained model on the same held-out prompts;
   5. print a before/after table with 95 % paired-bootstrap intervals; write results.json/.md, pairs,
      SFT answers, samples, demo.json and report.html into the output directory.
 
-The held-out prompts are never sampled or trained on. The full demo takes about 10 minutes on 2 idle
-CPU cores, --quick about 2 minutes (fewer prompts, samples, tokens and steps; its before/after is on
-16 prompts and noisier). The output directory is cleared and rewritten on each run (only one the demo
+The held-out prompts are never sampled or trained on. Training answers are sampled, and the frozen
+LoRA base trained, in bfloat16 where the CPU does bf16 natively (AMX / AVX-512 BF16; --train-dtype);
+the evaluation is float32. The full demo takes about 10 minutes on 2 idle CPU cores with AMX (longer
+without), --quick about 2 minutes (fewer prompts, samples, tokens and steps; its before/after is on 16
+prompts and noisier). The output directory is cleared and rewritten on each run (only one the demo
 made itself). --threads sets torch's CPU threads (default: torch's own choice, one per core); on a
 machine busy with other work, 1 thread is often faster.
 """
@@ -29,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the 2-minute version (fewer prompts, samples, steps)")
-    p.add_argument("--method", default="sft", metavar="METHOD",
+    p.add_argument("--method", default="sft+dpo", metavar="METHOD",
                    help="sft (default): SFT on one passing answer per train prompt (a passing sample, else one "
                         "repaired by code); dpo: DPO on the pairs; ift: Intuitive Fine-Tuning on the chosen "
                         "answers; kto: KTO on the pairs as unpaired rows; grpo: GRPO on the train prompts with "

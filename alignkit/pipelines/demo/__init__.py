@@ -13,12 +13,14 @@ Stages (each prints a stage line, shows a progress bar on a terminal and logs pr
    are broken towards a sample that ended on its own (was cut off by ``max_new_tokens``), then by
    sampling order; empty samples are never used. With ``rounds > 1`` the prompts left without a pair
    are sampled again and their pools grow. Train and test prompts are checked to be disjoint.
-3. **Train** with LoRA on those pairs: DPO (``loss=sigmoid``) by default, or IFT on the chosen answers
-   (``method="ift"``), or SFT (``method="sft"``) on one answer per prompt that passes every constraint (a
-   passing sample, else a repaired one: rejection sampling), through the same engine as ``alignkit dpo`` /
-   ``alignkit sft``; with ``repairs`` > 0 a prompt with no passing sample also gets pairs of (the sample
-   edited by code to pass, the sample as it was), :mod:`alignkit.evaluation.repair`; the output
-   directory is an ordinary run directory (``config.yaml``, ``metrics.jsonl``, ``final/``, ...).
+3. **Train** with LoRA: SFT (``method="sft"``) on one answer per prompt that passes every constraint (a
+   passing sample, else a repaired one: rejection sampling), DPO (``loss=sigmoid``) on the pairs, IFT on
+   the chosen answers, KTO, or GRPO, through the same engine as ``alignkit sft`` / ``alignkit dpo``; with
+   ``repairs`` > 0 a prompt with no passing sample also gets pairs of (the sample edited by code to pass,
+   the sample as it was), :mod:`alignkit.evaluation.repair`; the output directory is an ordinary run
+   directory (``config.yaml``, ``metrics.jsonl``, ``final/``, ...). Several methods joined by ``+`` are
+   stages (the default ``sft+dpo``): stage k repeats steps 2-3 from the stage k-1 model, with its own
+   method's preset; only the last stage is evaluated.
 4. **Evaluate the trained model** on the same held-out prompts with the same settings.
 5. **Report**: a before/after table, ``results.json`` / ``results.md`` / ``completions-*.jsonl``
    (the ``alignkit eval`` files), ``report.html`` (training curves and the eval table) and

@@ -17,7 +17,7 @@ class DemoError(RuntimeError):
 class DemoSettings:
     model: str = "smollm2-135m"
     output_dir: str = "runs/demo"
-    method: str = "sft"
+    method: str = "sft+dpo"
     quick: bool = False
     threads: int | None = None  # torch intra-op threads; None: torch's default
     seed: int = 0
@@ -113,6 +113,12 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "ift": {"train_prompts": 128, "candidates": 4, "steps": 40, "lr": 2e-4},
     "grpo": {"train_prompts": 32, "candidates": 8, "steps": 15, "lr": 2e-4, "repairs": 0},
 }
+# Stages that have their own preset, per stage, on top of each method's (others: each method's own). The
+# default sft+dpo: SFT as above, then DPO on 96 prompts x 4 samples of the SFT model, 30 steps (smaller than
+# DPO alone, to stay near the 10 minutes; chosen on a validation split, README "The demo").
+PIPELINE_PRESETS: dict[str, list[dict[str, Any]]] = {
+    "sft+dpo": [{}, {"train_prompts": 96, "steps": 30}],
+}
 
 
 def work_dtype(s: DemoSettings) -> str:
@@ -128,6 +134,8 @@ def work_dtype(s: DemoSettings) -> str:
 
 def _quick_method_preset(method: str) -> dict[str, Any]:
     """--quick keeps a method's lr and repairs, and at most 4 samples per prompt."""
+    if "+" in method:
+        return {}  # stages: each stage takes its own method's preset (stage_settings)
     preset = METHOD_PRESETS.get(method, {})
     out = {k: preset[k] for k in ("lr", "repairs") if k in preset}
     if "candidates" in preset:
@@ -155,5 +163,9 @@ def stage_settings(s: DemoSettings) -> list[DemoSettings]:
     (full or quick), except the values the user gave (``s.given``), which apply to every stage."""
     if len(s.methods) == 1:
         return [s]
-    return [replace(s, method=m, **{k: v for k, v in _preset(m, s.quick).items() if k not in s.given})
-            for m in s.methods]
+    stages = []
+    own = PIPELINE_PRESETS.get(s.method) if not s.quick else None
+    for k, m in enumerate(s.methods):
+        preset = {**_preset(m, s.quick), **(own[k] if own else {})}
+        stages.append(replace(s, method=m, **{key: v for key, v in preset.items() if key not in s.given}))
+    return stages
