@@ -251,8 +251,9 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
             say(f"  {sk.method.upper()}{where}: {p.get('pairs', 0)} pairs from {prompts} train prompts x "
                 f"{sk.candidates} samples")
     say("  the held-out prompts were never sampled or trained on")
-    stages = ", ".join(f"{k[2:].replace('_', ' ')} {v['wall_s']:.0f} s" for k, v in timings.items() if k != "total")
-    say(f"  wall time: {stages}; total {timings['total']['wall_s']:.0f} s "
+    stage_times = ", ".join(f"{k[2:].replace('_', ' ')} {v['wall_s']:.0f} s" for k, v in timings.items()
+                            if k != "total")
+    say(f"  wall time: {stage_times}; total {timings['total']['wall_s']:.0f} s "
         f"(CPU time of this process: {timings['total']['cpu_s']:.0f} s)")
     say(f"  files: {out_dir}/ (results.md, pairs.jsonl, samples.jsonl, completions-*.jsonl, demo.json, final/)")
     if report:
