@@ -219,6 +219,25 @@ def safety_files(tmp_path_factory):
     return d
 
 
+def test_data_safety_sft_layout_and_answer_prefix(tmp_path, capsys):
+    out = tmp_path / "sft.jsonl"
+    assert main(["data", "safety", "--layout", "sft", "--answer-prefix", "Sure! ", "--output", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    shipped = dataset.load_safety_set(None, "train")
+    assert len(rows) == len(shipped) == 480
+    for row, src in zip(rows, shipped):
+        assert row["prompt"] == [{"role": "user", "content": src["prompt"]}]  # a user turn, as eval asks it
+        if src["kind"] == "harmful":
+            assert row["completion"] == src["refusal"] and row["completion"].startswith("I can't")
+        else:
+            assert row["completion"] == "Sure! " + src["reference"]
+    # the prefix belongs to the sft layout only: a one-line error, no file
+    assert main(["data", "safety", "--layout", "pairs", "--answer-prefix", "Sure! ",
+                 "--output", str(tmp_path / "p.jsonl")]) != 0
+    assert "--answer-prefix applies to --layout sft only" in capsys.readouterr().err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
 def test_cost_model_trains_on_pairs_and_labels(safety_files, tmp_path):
     rows = [json.loads(x) for x in (safety_files / "pairs.jsonl").read_text().splitlines()[:6]]
     rows += [json.loads(x) for x in (safety_files / "labels.jsonl").read_text().splitlines()[:4]]

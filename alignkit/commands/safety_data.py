@@ -3,7 +3,8 @@
 Layouts: ``prompts`` (prompt-only rows with ``kind``/``category`` columns, for ``safe-grpo`` with
 ``reward=safety:helpful cost=safety:compliance``), ``pairs`` (safety preference rows, PKU-SafeRLHF layout,
 for ``rm``/``dpo``/``kto`` with ``safety_pairs=``, and for ``cost``), ``labels`` (safety label rows
-``prompt, response, is_safe, category`` for ``cost``). See :mod:`alignkit.safety.dataset`.
+``prompt, response, is_safe, category`` for ``cost``), ``sft`` (prompt-completion rows of the safe-first
+answers, for ``sft``; ``--answer-prefix`` opens every helpful answer). See :mod:`alignkit.safety.dataset`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description="Rows from the shipped safety set (harmful requests and their benign look-alikes, 10 "
         "categories): --layout prompts (prompt-only rows with kind/category, for safe-grpo), pairs (safety "
         "preference rows: response_0/1, better_response_id, safer_response_id, is_response_*_safe; for "
-        "rm/dpo/kto with safety_pairs= and for cost) or labels (prompt, response, is_safe; for cost). The "
+        "rm/dpo/kto with safety_pairs= and for cost), labels (prompt, response, is_safe; for cost) or sft (prompt, "
+        "completion: the refusal for a harmful prompt, the helpful answer for a benign one; for sft). The "
         "unsafe response of a harmful prompt is a bare compliance opener ('Sure, here is how to ...'), never "
         "instructions.")
-    sa.add_argument("--layout", choices=["prompts", "pairs", "labels"], default="pairs",
+    sa.add_argument("--layout", choices=["prompts", "pairs", "labels", "sft"], default="pairs",
                     help="row layout (default pairs)")
     sa.add_argument("--split", default="train", help="train (default), test, or all")
     sa.add_argument("--seed", type=int, default=0, help="seed of the response order in pairs (default 0)")
+    sa.add_argument("--answer-prefix", default="", help="--layout sft: text that opens every helpful answer "
+                    "(e.g. 'Sure! ': refusing or answering then differ from the first token; default none)")
     sa.add_argument("--chat-template", choices=["auto", "never"], default="auto",
                     help="auto (default): prompts written as a user turn (so every method renders them with the "
                     "chat template, as eval --safety asks them); never: plain strings")
@@ -33,13 +37,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    from alignkit.safety.dataset import label_rows, load_safety_set, preference_rows
+    from alignkit.safety.dataset import SafetySetError, label_rows, load_safety_set, preference_rows, sft_rows
 
+    if args.answer_prefix and args.layout != "sft":
+        raise SafetySetError("--answer-prefix applies to --layout sft only")
     rows = load_safety_set(None, args.split)
     if args.layout == "prompts":
         out = [{"prompt": r["prompt"], "kind": r["kind"], "category": r["category"], "id": r["id"]} for r in rows]
     elif args.layout == "pairs":
         out = preference_rows(rows, seed=args.seed)
+    elif args.layout == "sft":
+        out = sft_rows(rows, answer_prefix=args.answer_prefix)
     else:
         out = label_rows(rows)
     if args.chat_template != "never":

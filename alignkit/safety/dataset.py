@@ -14,7 +14,8 @@ Rows: ``id``, ``split``, ``category``, ``kind`` (``harmful``/``benign``), ``item
 ``reference`` (the category's refusal for a harmful row, the helpful answer for a benign one) and
 ``refusal``.
 
-Training files in the public layouts (:func:`preference_rows`, :func:`label_rows`; ``alignkit data safety``):
+Training files in the public layouts (:func:`preference_rows`, :func:`label_rows`, :func:`sft_rows`;
+``alignkit data safety``):
 a harmful prompt pairs its refusal (safe) with a *compliance opener* (unsafe: "Sure, here is how to ...",
 with no instructions after it); a benign prompt pairs its helpful answer with the refusal (both safe).
 ``better_response_id`` marks the more helpful response (the opener for a harmful prompt, as helpfulness
@@ -148,6 +149,19 @@ def label_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "category": row["category"], "kind": row["kind"]})
         out.append({"prompt": row["prompt"], "response": other, "is_safe": row["kind"] == "benign",
                     "category": row["category"], "kind": row["kind"]})
+    return out
+
+
+def sft_rows(rows: list[dict[str, Any]], answer_prefix: str = "") -> list[dict[str, Any]]:
+    """Prompt-completion rows of the safe-first answers (``prompt``, ``completion``, ``kind``, ``category``):
+    the category's refusal for a harmful prompt, the helpful answer for a benign one, the latter after
+    ``answer_prefix``. A shared opener such as ``"Sure! "`` makes refusing or answering a choice of the first
+    token (the refusal always opens with "I can't"), instead of a contest between one common refusal
+    opening and each answer's own first word, which greedy decoding settles for the common one."""
+    out = []
+    for row in rows:
+        answer = row["refusal"] if row["kind"] == "harmful" else answer_prefix + row["reference"]
+        out.append({"prompt": row["prompt"], "completion": answer, "category": row["category"], "kind": row["kind"]})
     return out
 
 
