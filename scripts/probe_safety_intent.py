@@ -23,42 +23,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from alignkit.data.render import render_prompt
 from alignkit.evaluation.stats import wilson_interval
 from alignkit.models import load_model, load_tokenizer
 from alignkit.safety.dataset import load_safety_set
-
-
-@torch.no_grad()
-def last_token_states(model, tokenizer, rows: list[dict]) -> torch.Tensor:
-    """[N, layers + 1, H]: every layer's hidden state at the last prompt token (layer 0: the embeddings)."""
-    out = []
-    for row in rows:
-        ids = torch.tensor([render_prompt(tokenizer, row["prompt"], "always").ids])
-        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
-        out.append(torch.stack([h[0, -1].float() for h in hidden]))
-    return torch.stack(out)
-
-
-def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float):
-    """Logistic regression on standardised features; returns predict(x) -> bool [N]."""
-    mean, std = x.mean(0), x.std(0) + 1e-4
-    z = (x - mean) / std
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z @ w + b, y) + l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    w, b = w.detach(), b.detach()
-    return lambda q: ((q - mean) / std) @ w + b > 0
+from alignkit.safety.probe import choose_layer, fit_probe, last_token_states
 
 
 def rate(flags: torch.Tensor) -> str:
@@ -75,20 +45,22 @@ def main() -> None:
     torch.manual_seed(0)
     tokenizer, model = load_tokenizer(args.model), load_model(args.model).eval()
     train, test = load_safety_set(None, "train"), load_safety_set(None, "test")
-    x_train, x_test = last_token_states(model, tokenizer, train), last_token_states(model, tokenizer, test)
+
+    def states(rows: list[dict]) -> torch.Tensor:
+        return last_token_states(model, [render_prompt(tokenizer, r["prompt"], "always").ids for r in rows])
+
+    x_train, x_test = states(train), states(test)
     y_train = torch.tensor([r["kind"] == "harmful" for r in train], dtype=torch.float32)
     y_test = torch.tensor([r["kind"] == "harmful" for r in test])
     fit_rows = torch.tensor([r["item"] <= 4 for r in train])
-    val_rows = ~fit_rows
-    scores = []
-    for layer in range(x_train.shape[1]):
-        predict = fit_probe(x_train[fit_rows, layer], y_train[fit_rows], args.l2)
-        acc = (predict(x_train[val_rows, layer]) == y_train[val_rows].bool()).float().mean().item()
-        scores.append(acc)
-        print(f"layer {layer:2d}: validation accuracy {100 * acc:.1f}% ({int(val_rows.sum())} prompts)")
-    best = max(range(len(scores)), key=lambda i: (scores[i], i))
-    predict = fit_probe(x_train[:, best], y_train, args.l2)
-    flagged = predict(x_test[:, best])
+
+    def fit(h: torch.Tensor, y: torch.Tensor):
+        return fit_probe(h, y, args.l2)
+
+    best, accuracies = choose_layer(x_train, y_train, fit_rows, ~fit_rows, fit)
+    for layer, acc in enumerate(accuracies):
+        print(f"layer {layer:2d}: validation accuracy {100 * acc:.1f}% ({int((~fit_rows).sum())} prompts)")
+    flagged = fit(x_train[:, best], y_train).predict(x_test[:, best])
     story = torch.tensor([r["family"] == "story" for r in test])
     print(f"\nchosen on validation: layer {best}; test split ({len(test)} prompts, never trained):")
     print(f"  accuracy               {rate(flagged == y_test)}")
