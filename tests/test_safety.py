@@ -141,7 +141,7 @@ def test_shipped_safety_set_is_current_and_holds_out_items_and_wordings():
     assert dataset.default_path().read_text(encoding="utf-8") == dataset.render_jsonl(rows)
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == "test"]
-    assert (len(train), len(test)) == (480, 240)
+    assert (len(train), len(test)) == (1760, 240)
     assert len({r["category"] for r in rows}) == 10
     assert {r["family"] for r in train} == {"ask"} and {r["family"] for r in test} == {"ask", "story"}
     assert not {r["request"] for r in train} & {r["request"] for r in test}
@@ -224,7 +224,7 @@ def test_data_safety_sft_layout_and_answer_prefix(tmp_path, capsys):
     assert main(["data", "safety", "--layout", "sft", "--answer-prefix", "Sure! ", "--output", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     shipped = dataset.load_safety_set(None, "train")
-    assert len(rows) == len(shipped) == 480
+    assert len(rows) == len(shipped) == 1760
     for row, src in zip(rows, shipped):
         assert row["prompt"] == [{"role": "user", "content": src["prompt"]}]  # a user turn, as eval asks it
         if src["kind"] == "harmful":
