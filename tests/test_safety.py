@@ -234,8 +234,16 @@ def test_data_safety_sft_layout_and_answer_prefix(tmp_path, capsys):
     # the prefix belongs to the sft layout only: a one-line error, no file
     assert main(["data", "safety", "--layout", "pairs", "--answer-prefix", "Sure! ",
                  "--output", str(tmp_path / "p.jsonl")]) != 0
-    assert "--answer-prefix applies to --layout sft only" in capsys.readouterr().err
+    assert "--answer-prefix and --benign-repeats apply to --layout sft only" in capsys.readouterr().err
     assert not (tmp_path / "p.jsonl").exists()
+    # --benign-repeats 2: every row once, then the 880 benign rows again, in order
+    out2 = tmp_path / "sft2.jsonl"
+    assert main(["data", "safety", "--layout", "sft", "--benign-repeats", "2", "--output", str(out2)]) == 0
+    rows2 = [json.loads(x) for x in out2.read_text().splitlines()]
+    benign = [r for r in rows2[:1760] if r["kind"] == "benign"]
+    assert len(rows2) == 1760 + 880 and len(benign) == 880 and rows2[1760:] == benign
+    assert main(["data", "safety", "--layout", "sft", "--benign-repeats", "0", "--output", str(out2)]) != 0
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cost_model_trains_on_pairs_and_labels(safety_files, tmp_path):

@@ -29,6 +29,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=0, help="seed of the response order in pairs (default 0)")
     sa.add_argument("--answer-prefix", default="", help="--layout sft: text that opens every helpful answer "
                     "(e.g. 'Sure! ': refusing or answering then differ from the first token; default none)")
+    sa.add_argument("--benign-repeats", type=int, default=1, help="--layout sft: write each benign row this "
+                    "many times (default 1; 2 = one refusal for two helpful answers)")
     sa.add_argument("--chat-template", choices=["auto", "never"], default="auto",
                     help="auto (default): prompts written as a user turn (so every method renders them with the "
                     "chat template, as eval --safety asks them); never: plain strings")
@@ -39,15 +41,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from alignkit.safety.dataset import SafetySetError, label_rows, load_safety_set, preference_rows, sft_rows
 
-    if args.answer_prefix and args.layout != "sft":
-        raise SafetySetError("--answer-prefix applies to --layout sft only")
+    if (args.answer_prefix or args.benign_repeats != 1) and args.layout != "sft":
+        raise SafetySetError("--answer-prefix and --benign-repeats apply to --layout sft only")
+    if args.benign_repeats < 1:
+        raise SafetySetError(f"--benign-repeats: expected a whole number >= 1, got {args.benign_repeats}")
     rows = load_safety_set(None, args.split)
     if args.layout == "prompts":
         out = [{"prompt": r["prompt"], "kind": r["kind"], "category": r["category"], "id": r["id"]} for r in rows]
     elif args.layout == "pairs":
         out = preference_rows(rows, seed=args.seed)
     elif args.layout == "sft":
-        out = sft_rows(rows, answer_prefix=args.answer_prefix)
+        out = sft_rows(rows, answer_prefix=args.answer_prefix, benign_repeats=args.benign_repeats)
     else:
         out = label_rows(rows)
     if args.chat_template != "never":

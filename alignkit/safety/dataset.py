@@ -154,17 +154,20 @@ def label_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def sft_rows(rows: list[dict[str, Any]], answer_prefix: str = "") -> list[dict[str, Any]]:
+def sft_rows(rows: list[dict[str, Any]], answer_prefix: str = "", benign_repeats: int = 1) -> list[dict[str, Any]]:
     """Prompt-completion rows of the safe-first answers (``prompt``, ``completion``, ``kind``, ``category``):
     the category's refusal for a harmful prompt, the helpful answer for a benign one, the latter after
     ``answer_prefix``. A shared opener such as ``"Sure! "`` makes refusing or answering a choice of the first
     token (the refusal always opens with "I can't"), instead of a contest between one common refusal
-    opening and each answer's own first word, which greedy decoding settles for the common one."""
+    opening and each answer's own first word, which greedy decoding settles for the common one.
+    ``benign_repeats`` > 1 writes the benign rows that many times in all (every row once, then the benign
+    ones again): more answers than refusals, against the pull of the one refusal all harmful rows share."""
     out = []
     for row in rows:
         answer = row["refusal"] if row["kind"] == "harmful" else answer_prefix + row["reference"]
         out.append({"prompt": row["prompt"], "completion": answer, "category": row["category"], "kind": row["kind"]})
-    return out
+    benign = [r for r in out if r["kind"] == "benign"]
+    return out + benign * (benign_repeats - 1)
 
 
 def check_rows(rows: list[dict[str, Any]]) -> list[str]:
