@@ -9,8 +9,9 @@ regression (features standardised on the fitting rows) that predicts ``kind == h
 
 1. fit on train items 0-4, score item 5 (a validation split of 40 harmful and 40 benign ``ask`` prompts);
    the layer with the best validation accuracy is chosen there;
-2. refit that layer on all train items (0-5) and score the test split (items 6-7, never trained; 240 prompts,
-   80 of them in the ``story`` wording no train row uses).
+2. refit that layer on all train items and score the test split (items 6-7, never trained; 240 prompts,
+   80 of them in the ``story`` wording no train row uses). (The README's figures were measured when the set
+   had train items 0-5 only; items 8-23 now join the refit, not the validation.)
 
 Prints every layer's validation accuracy, then the chosen layer's test accuracy, the share of harmful test
 prompts it flags and of benign ones it flags, each with a 95 % Wilson interval. Usage::
@@ -53,13 +54,14 @@ def main() -> None:
     y_train = torch.tensor([r["kind"] == "harmful" for r in train], dtype=torch.float32)
     y_test = torch.tensor([r["kind"] == "harmful" for r in test])
     fit_rows = torch.tensor([r["item"] <= 4 for r in train])
+    val_rows = torch.tensor([r["item"] == 5 for r in train])
 
     def fit(h: torch.Tensor, y: torch.Tensor):
         return fit_probe(h, y, args.l2)
 
-    best, accuracies = choose_layer(x_train, y_train, fit_rows, ~fit_rows, fit)
+    best, accuracies = choose_layer(x_train, y_train, fit_rows, val_rows, fit)
     for layer, acc in enumerate(accuracies):
-        print(f"layer {layer:2d}: validation accuracy {100 * acc:.1f}% ({int((~fit_rows).sum())} prompts)")
+        print(f"layer {layer:2d}: validation accuracy {100 * acc:.1f}% ({int(val_rows.sum())} prompts)")
     flagged = fit(x_train[:, best], y_train).predict(x_test[:, best])
     story = torch.tensor([r["family"] == "story" for r in test])
     print(f"\nchosen on validation: layer {best}; test split ({len(test)} prompts, never trained):")
