@@ -78,6 +78,25 @@ def test_lagrangian_advantage_and_lambda_updates_by_hand():
     assert p.lam == 0.0 and p.integral == 0.0
 
 
+def test_cost_window_averages_recent_rollouts_and_resumes(tmp_path):
+    from alignkit.methods.lagrange import CostConstraintConfig, LagrangeMultiplier
+
+    cfg = CostConstraintConfig(cost_limit=0.2, lambda_init=1.0, lambda_lr=1.0, cost_window=2)
+    m = LagrangeMultiplier(cfg, tmp_path)
+    assert m.at(0) == 1.0
+    assert m.update(0, 0.5) == pytest.approx(1.3)  # J = 0.5: 1 + (0.5 - 0.2)
+    assert m.update(1, 0.1) == pytest.approx(1.4)  # J = (0.5 + 0.1) / 2 = 0.3; one rollout alone would give 1.2
+    assert m.update(2, 0.0) == pytest.approx(1.25)  # J = (0.1 + 0.0) / 2: the 0.5 has left the window
+    # a run resumed at block 2 reads lambda and the window from lambda.json and continues identically
+    r = LagrangeMultiplier(cfg, tmp_path)
+    r.load()
+    assert r.at(2) == pytest.approx(1.4) and r.update(2, 0.0) == pytest.approx(1.25)
+    # the default window of 1 is the plain update
+    plain = LagrangeMultiplier(CostConstraintConfig(cost_limit=0.2, lambda_lr=1.0), tmp_path / "p")
+    plain.update(0, 0.5)
+    assert plain.update(1, 0.1) == pytest.approx(1.2)
+
+
 # ----------------------------------------------------------------------------- layouts
 
 
@@ -244,6 +263,18 @@ def test_data_safety_sft_layout_and_answer_prefix(tmp_path, capsys):
     assert len(rows2) == 1760 + 880 and len(benign) == 880 and rows2[1760:] == benign
     assert main(["data", "safety", "--layout", "sft", "--benign-repeats", "0", "--output", str(out2)]) != 0
     assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_data_safety_items_selects_requests(tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert main(["data", "safety", "--layout", "prompts", "--items", "0-1,3", "--output", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    items = {int(r["id"].split("-")[-3]) for r in rows}  # ids are safety-CATEGORY-ITEM-KIND-FAMILYn
+    assert items == {0, 1, 3} and len(rows) == 3 * 10 * 2 * 4  # items x categories x kinds x ask wordings
+    for spec, message in (("5-2", "got '5-2'"), ("x", "got 'x'"), ("6", "no rows of split 'train'")):
+        assert main(["data", "safety", "--items", spec, "--output", str(tmp_path / "bad.jsonl")]) != 0
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.jsonl").exists()
 
 
 def test_cost_model_trains_on_pairs_and_labels(safety_files, tmp_path):
@@ -457,3 +488,29 @@ def test_redteam_cli_on_tiny_random(tmp_path, capsys):
     assert code == (0 if stats["successes"] else 1)
     assert main(["data", "redteam", "--attacker", "tiny-random", "--judge", "nope", "--output", str(out)]) == 2
     assert "--judge must be" in capsys.readouterr().err
+
+
+def test_separation_and_calibration_by_hand():
+    from alignkit.safety.calibration import auc, compliance_at_over_refusal, rates_at
+
+    harmful, benign = [2.0, 1.0, -1.0, 0.5], [-2.0, 0.5, -0.5]
+    # pairs (h > b): 2.0 beats 3, 1.0 beats 3, -1.0 beats 1 (-2.0), 0.5 beats 2 and ties 1 -> (3+3+1+2+0.5)/12
+    assert auc(harmful, benign) == pytest.approx(9.5 / 12)
+    assert rates_at(harmful, benign) == (pytest.approx(1 / 4), pytest.approx(1 / 3))  # -1.0 answered; 0.5 refused
+    # no over-refusal allowed: refuse only above 0.5 -> 0.5 and -1.0 answered: 2/4; a third allowed: above -0.5
+    assert compliance_at_over_refusal(harmful, benign, 0.0) == pytest.approx(0.5)
+    assert compliance_at_over_refusal(harmful, benign, 1 / 3) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        auc([], [1.0])
+
+
+def test_refusal_scores_match_the_model_logits():
+    from alignkit.models import load_model
+    from alignkit.safety.calibration import refusal_scores
+
+    model = load_model("tiny-random").eval()
+    prompts = [[5, 6, 7], [8, 9]]
+    got = refusal_scores(model, prompts, refuse_id=3, answer_id=4, batch_size=2)
+    for p, score in zip(prompts, got):  # each prompt alone, unpadded
+        logp = model(input_ids=torch.tensor([p])).logits[0, -1].float().log_softmax(-1)
+        assert score == pytest.approx(float(logp[3] - logp[4]), abs=1e-4)

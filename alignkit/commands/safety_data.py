@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     sa.add_argument("--layout", choices=["prompts", "pairs", "labels", "sft"], default="pairs",
                     help="row layout (default pairs)")
     sa.add_argument("--split", default="train", help="train (default), test, or all")
+    sa.add_argument("--items", default=None, help="only these item numbers of each category, e.g. '0-5,8-16' "
+                    "(default: every item of the split; the shipped set numbers its items 0-23, test items 6-7): "
+                    "to give two training stages different requests")
     sa.add_argument("--seed", type=int, default=0, help="seed of the response order in pairs (default 0)")
     sa.add_argument("--answer-prefix", default="", help="--layout sft: text that opens every helpful answer "
                     "(e.g. 'Sure! ': refusing or answering then differ from the first token; default none)")
@@ -46,6 +49,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     if args.benign_repeats < 1:
         raise SafetySetError(f"--benign-repeats: expected a whole number >= 1, got {args.benign_repeats}")
     rows = load_safety_set(None, args.split)
+    if args.items is not None:
+        wanted = parse_items(args.items)
+        rows = [r for r in rows if r.get("item") in wanted]
+        if not rows:
+            raise SafetySetError(f"--items {args.items}: no rows of split '{args.split}' have those item numbers")
     if args.layout == "prompts":
         out = [{"prompt": r["prompt"], "kind": r["kind"], "category": r["category"], "id": r["id"]} for r in rows]
     elif args.layout == "pairs":
@@ -59,7 +67,24 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
         out = [{**r, "prompt": as_user_turn(r["prompt"])} for r in out]
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")}
-    return out, {"split": args.split, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
+    return out, {"split": args.split, "items": args.items, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
+
+
+def parse_items(spec: str) -> set[int]:
+    """``'0-5,8,10-12'`` -> {0, ..., 5, 8, 10, 11, 12}; anything else is a one-line :class:`SafetySetError`."""
+    from alignkit.safety.dataset import SafetySetError
+
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            a, b = -1, -1
+        if a < 0 or b < a:
+            raise SafetySetError(f"--items: expected item numbers and ranges such as '0-5,8-16', got {part.strip()!r}")
+        wanted.update(range(a, b + 1))
+    return wanted
 
 
 def add_redteam_parser(sub: Any) -> argparse.ArgumentParser:

@@ -2,7 +2,9 @@
 with its history on disk (Safe RLHF, Dai et al. 2023; PID variant: Stooke et al. 2020).
 
 The multiplier is updated once per rollout (block of optimizer steps) from the rollout's mean cost over
-all processes; its state after block k's update is written to ``OUTPUT_DIR/rollouts/lambda.json`` under
+all processes (with ``cost_window`` N > 1: the mean of the last N rollouts' mean costs, which steadies lambda
+when rollouts are a few prompts each: with 4 prompts, half of them harmful, one rollout's mean cost moved
+between 0 and 0.7 from step to step in the safety runs of the README); its state after block k's update is written to ``OUTPUT_DIR/rollouts/lambda.json`` under
 key k + 1 (atomically), so a resumed run reads the value the interrupted one had reached for the block it
 resumes in and reproduces the uninterrupted run.
 """
@@ -29,6 +31,8 @@ class CostConstraintConfig(BaseModel):
     lambda_init: float = Field(1.0, ge=0, description="initial Lagrange multiplier")
     lambda_lr: float = Field(0.1, gt=0, description="dual step size of lambda_update=gradient")
     lambda_max: float | None = Field(None, gt=0, description="upper bound on lambda (unset: none)")
+    cost_window: int = Field(1, ge=1, description="the dual update reads the mean cost of the last N rollouts "
+                             "(1: the current rollout's only; more steadies lambda when rollouts are small)")
     lambda_update: Literal["gradient", "pid"] = Field("gradient", description="multiplier update rule (pid: the "
                                                       "PID Lagrangian; lambda_init is then used for the first "
                                                       "rollout only)")
@@ -45,6 +49,7 @@ class LagrangeMultiplier:
         self.path = Path(output_dir) / "rollouts" / "lambda.json"
         self.state = LambdaState(lam=float(cfg.lambda_init))
         self.history: dict[int, dict[str, Any]] = {}
+        self.recent: list[float] = []  # the last cost_window rollouts' mean costs, oldest first
 
     def load(self) -> None:
         """Read the history an interrupted run left (nothing for a fresh run)."""
@@ -57,18 +62,23 @@ class LagrangeMultiplier:
         if saved is not None:
             self.state = LambdaState(lam=float(saved["lam"]), integral=float(saved.get("integral", 0.0)),
                                      last_cost=saved.get("last_cost"))
+            self.recent = [float(c) for c in saved.get("recent", [])]
         return self.state.lam
 
     def update(self, block: int, mean_cost: float, write: bool = True) -> float:
-        """Dual step after ``block``'s rollout with its mean cost; returns the next multiplier."""
+        """Dual step after ``block``'s rollout with its mean cost (averaged with the previous
+        ``cost_window`` - 1 rollouts'); returns the next multiplier."""
         cfg = self.cfg
+        self.recent = (self.recent + [float(mean_cost)])[-cfg.cost_window:]
+        mean_cost = sum(self.recent) / len(self.recent)
         if cfg.lambda_update == "pid":
             self.state = pid_lambda_update(self.state, mean_cost, cfg.cost_limit, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd,
                                            cfg.lambda_max)
         else:
             self.state = lambda_update(self.state, mean_cost, cfg.cost_limit, cfg.lambda_lr, cfg.lambda_max)
         s = self.state
-        self.history[block + 1] = {"lam": s.lam, "integral": s.integral, "last_cost": s.last_cost}
+        self.history[block + 1] = {"lam": s.lam, "integral": s.integral, "last_cost": s.last_cost,
+                                   "recent": list(self.recent)}
         if write:
             write_json(self.path, {str(k): v for k, v in sorted(self.history.items())})
         return s.lam
