@@ -2,11 +2,12 @@
 with its history on disk (Safe RLHF, Dai et al. 2023; PID variant: Stooke et al. 2020).
 
 The multiplier is updated once per rollout (block of optimizer steps) from the rollout's mean cost over
-all processes (with ``cost_window`` N > 1: the mean of the last N rollouts' mean costs, which steadies lambda
+all processes (with ``cost_window`` N > 1: the mean of the last N rollouts' mean costs, which smooths lambda
 when rollouts are a few prompts each: with 4 prompts, half of them harmful, one rollout's mean cost moved
-between 0 and 0.7 from step to step in the safety runs of the README); its state after block k's update is written to ``OUTPUT_DIR/rollouts/lambda.json`` under
-key k + 1 (atomically), so a resumed run reads the value the interrupted one had reached for the block it
-resumes in and reproduces the uninterrupted run.
+between 0 and 0.7 from step to step in the safety runs of the README). Its state after block k's update
+(with the window) is written to ``OUTPUT_DIR/rollouts/lambda.json`` under key k + 1 (atomically), so a
+resumed run reads the value the interrupted one had reached for the block it resumes in and reproduces the
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class CostConstraintConfig(BaseModel):
     lambda_lr: float = Field(0.1, gt=0, description="dual step size of lambda_update=gradient")
     lambda_max: float | None = Field(None, gt=0, description="upper bound on lambda (unset: none)")
     cost_window: int = Field(1, ge=1, description="the dual update reads the mean cost of the last N rollouts "
-                             "(1: the current rollout's only; more steadies lambda when rollouts are small)")
+                             "(1: the current rollout's only; more smooths lambda when rollouts are small)")
     lambda_update: Literal["gradient", "pid"] = Field("gradient", description="multiplier update rule (pid: the "
                                                       "PID Lagrangian; lambda_init is then used for the first "
                                                       "rollout only)")
