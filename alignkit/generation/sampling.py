@@ -69,7 +69,8 @@ def _device_of(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [N, W] and attention mask [N, W] (1 = token) of prompts padded on the left to the longest."""
     width = max(len(p) for p in prompt_ids)
     ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
@@ -131,7 +132,7 @@ def sample_completions(
     eos_ids = [int(eos_id)] if isinstance(eos_id, int) else [int(e) for e in eos_id]
 
     device = _device_of(model)
-    ids, mask = _left_pad(prompt_ids, pad_id)
+    ids, mask = left_pad(prompt_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
 
     kwargs: dict[str, Any] = {

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
+from alignkit.generation.sampling import left_pad
+
 
 def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
     """P(x > y) + P(x = y) / 2 for x from ``positive``, y from ``negative`` (every pair counted)."""
@@ -53,10 +55,7 @@ def refusal_scores(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], 
     """log p(refuse_id) - log p(answer_id) at the first answer token of each (rendered) prompt, in order."""
     scores: list[float] = []
     for start in range(0, len(prompt_ids), batch_size):
-        chunk = [list(p) for p in prompt_ids[start:start + batch_size]]
-        width = max(len(p) for p in chunk)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        ids, mask = left_pad(prompt_ids[start:start + batch_size], pad_id=0)  # pads are masked out
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
         logp = logits.log_softmax(-1)
