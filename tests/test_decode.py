@@ -77,6 +77,47 @@ def test_sample_next_frequencies_follow_the_softmax():
         assert abs(f - p) < 4 * math.sqrt(p * (1 - p) / n)
 
 
+def test_sample_next_two_level_cdf_across_blocks_by_hand():
+    # 600 tokens (three blocks of 256, the last one partial): mass only at 10 (0.2), 300 (0.3), 599 (0.5)
+    v = 600
+    logits = torch.full((1, v), float("-inf"))
+    logits[0, [10, 300, 599]] = torch.log(torch.tensor([0.2, 0.3, 0.5]))
+    for u, want in ((0.0, 10), (0.19, 10), (0.21, 300), (0.49, 300), (0.51, 599), (0.999999, 599)):
+        assert int(sample_next(logits, 1.0, 1.0, uniforms=torch.tensor([u]))[0]) == want
+    # temperature 0.5 squares them: 0.04, 0.09, 0.25 -> cdf / 0.38 = 0.105, 0.342, 1
+    assert int(sample_next(logits, 0.5, 1.0, uniforms=torch.tensor([0.1]))[0]) == 10
+    assert int(sample_next(logits, 0.5, 1.0, uniforms=torch.tensor([0.2]))[0]) == 300
+    assert int(sample_next(logits, 0.5, 1.0, uniforms=torch.tensor([0.35]))[0]) == 599
+
+
+def test_sample_next_chunks_rows_and_never_draws_zero_mass():
+    torch.manual_seed(0)
+    v, n = 700, 40 * 16 + 3  # rows drawn in several chunks, the last one partial
+    logits = torch.randn(n, v) * 2
+    logits[:, 256:512] = float("-inf")  # a whole block without mass
+    logits[:, 650:] = float("-inf")  # and the tail of the partial block
+    u = torch.rand(n)
+    together = sample_next(logits, 0.8, 1.0, uniforms=u)
+    alone = torch.cat([sample_next(logits[i:i + 1], 0.8, 1.0, uniforms=u[i:i + 1]) for i in range(n)])
+    assert torch.equal(together, alone)
+    assert not ((together >= 256) & (together < 512)).any() and not (together >= 650).any()
+    # against the plain cumulative sum over the whole row (the single-level inverse CDF)
+    cdf = torch.softmax(logits / 0.8, dim=-1).cumsum(-1)
+    plain = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    assert (plain == together).float().mean() > 0.99  # equal but for rounding at a boundary
+
+
+def test_sample_next_two_level_frequencies_follow_the_softmax():
+    probs = torch.zeros(520)
+    probs[[3, 255, 256, 519]] = torch.tensor([0.1, 0.2, 0.3, 0.4])  # either side of block boundaries
+    n = 40_000
+    draws = sample_next(torch.log(probs).expand(n, -1), 1.0, 1.0, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=520).float() / n
+    assert freq.sum() == 1 and float(freq[[3, 255, 256, 519]].sum()) == 1.0
+    for i, p in ((3, 0.1), (255, 0.2), (256, 0.3), (519, 0.4)):
+        assert abs(float(freq[i]) - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
 def test_sampled_rollouts_are_seeded_and_follow_the_model(scrambled):
     kw = dict(pad_id=0, eos_id=1, max_new_tokens=1, temperature=1.0, num_generations=3000, sampler="fast")
     a = sample_completions(scrambled, [[5, 17, 9]], generator_seed=7, **kw)

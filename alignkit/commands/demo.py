@@ -34,12 +34,12 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the 2-minute version (fewer prompts, samples, steps)")
     p.add_argument("--method", default="sft+dpo", metavar="METHOD",
-                   help="sft (default): SFT on one passing answer per train prompt (a passing sample, else one "
+                   help="sft+dpo (default): SFT, then DPO on the SFT model's own samples (only the last stage is "
+                        "evaluated); sft: SFT on one passing answer per train prompt (a passing sample, else one "
                         "repaired by code); dpo: DPO on the pairs; ift: Intuitive Fine-Tuning on the chosen "
                         "answers; kto: KTO on the pairs as unpaired rows; grpo: GRPO on the train prompts with "
-                        "the constraint reward (no pairs); or stages joined by '+', e.g. sft+dpo: SFT, then DPO "
-                        "on the SFT model's own samples (only the last stage is evaluated). Each method has its "
-                        "own default prompts, samples, steps and lr (see README); the defaults below are SFT's")
+                        "the constraint reward (no pairs); or stages joined by '+'. Each method has its own default "
+                        "prompts, samples, steps and lr (see README); the defaults below are SFT's")
     p.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--model", default="smollm2-135m",
                    help="model to align (default: the embedded smollm2-135m; tiny-random for a smoke test)")

@@ -46,8 +46,12 @@ class DemoSettings:
     lora_r: int = 16
     lora_alpha: float = 32.0
     train_dtype: str = "auto"  # sampling and the frozen LoRA base: auto (bfloat16 where it is fast), float32, bfloat16
-    gen_batch_size: int = 64  # sequences sampled together
-    eval_batch_size: int = 64  # held-out prompts answered together (greedy)
+    # sequences sampled together: a decode step reads every weight once for the whole batch, so larger
+    # batches cost less per token (256 train prompts, bf16, 160 tokens, 2 cores: 54 s at 64, 38-47 s at 256)
+    gen_batch_size: int = 256
+    # held-out prompts answered together (greedy, float32): 128 prompts in 43-48 s at 128 against 51 s at
+    # 64, the same 128 answers token for token
+    eval_batch_size: int = 128
     given: tuple[str, ...] = ()  # the values the user set (they win over each stage's method preset)
 
     @property
