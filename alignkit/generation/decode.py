@@ -155,15 +155,15 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
         return logits.argmax(dim=-1)
     if uniforms is None:
         uniforms = torch.rand(logits.shape[0], generator=generator, device=logits.device)
-    draw = _draw_full if top_p >= 1.0 else _draw_nucleus
     out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     for s in range(0, logits.shape[0], SAMPLE_ROWS):
         rows = slice(s, s + SAMPLE_ROWS)
-        out[rows] = draw(logits[rows], temperature, top_p, uniforms[rows])
+        out[rows] = (_draw_full(logits[rows], temperature, uniforms[rows]) if top_p >= 1.0
+                     else _draw_nucleus(logits[rows], temperature, top_p, uniforms[rows]))
     return out
 
 
-def _draw_full(logits: torch.Tensor, temperature: float, top_p: float, u: torch.Tensor) -> torch.Tensor:
+def _draw_full(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF draw from the whole softmax in two levels: find the vocabulary block of
     :data:`CDF_BLOCK` tokens whose cumulative mass first exceeds ``u · total`` (one sum per block), then
     the token inside that block (one cumulative sum of 256 numbers), instead of a cumulative sum over
