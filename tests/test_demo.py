@@ -55,7 +55,7 @@ def test_spread_keeps_order_and_covers_the_range():
 def test_quick_preset_is_smaller_and_explicit_values_win():
     full, quick = settings_for(False), settings_for(True)
     assert quick.quick and not full.quick
-    assert quick.eval_prompts < full.eval_prompts and quick.steps < full.steps
+    assert quick.eval_prompts == 16 and full.eval_prompts == 0 and quick.steps < full.steps  # 0: all test prompts
     assert quick.candidates <= full.candidates and quick.eval_max_new_tokens <= full.eval_max_new_tokens
     assert settings_for(True, steps=3, candidates=None).steps == 3
     assert settings_for(True, candidates=None).candidates == QUICK["candidates"]
@@ -103,6 +103,18 @@ def test_work_dtype_follows_the_cpu(monkeypatch):
         assert work_dtype(settings_for(False, train_dtype="float32")) == "float32"
 
 
+def test_eval_dtype_follows_the_work_dtype_unless_given(monkeypatch):
+    import alignkit.hardware as hardware
+    from alignkit.pipelines.demo.settings import eval_dtype
+
+    for fast, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(hardware, "fast_bf16", lambda fast=fast: fast)
+        assert eval_dtype(settings_for(False)) == want
+        assert eval_dtype(settings_for(False, train_dtype="float32")) == "float32"
+        assert eval_dtype(settings_for(False, eval_dtype="float32")) == "float32"
+        assert eval_dtype(settings_for(False, train_dtype="float32", eval_dtype="bfloat16")) == "bfloat16"
+
+
 def test_fast_bf16_reads_the_cpu_flags(monkeypatch):
     import alignkit.hardware as hardware
 
@@ -118,7 +130,7 @@ def test_bad_settings_are_errors():
     for kwargs in ({"method": "ppo"}, {"candidates": 1, "repairs": 0}, {"method": "grpo", "candidates": 1},
                    {"repairs": -1}, {"temperature": 0.0}, {"threads": 0}, {"steps": 0}, {"method": "sft+ppo"},
                    {"method": "sft+dpo", "iterations": 2}, {"method": "sft+grpo", "candidates": 1},
-                   {"train_dtype": "float16"}):
+                   {"train_dtype": "float16"}, {"eval_dtype": "fp16"}):
         with pytest.raises(DemoError):
             settings_for(True, **kwargs).check()
 
@@ -426,7 +438,7 @@ def test_change_by_held_out_group_by_hand():
 def test_demo_sft_then_dpo_stages_on_tiny_random(tmp_path, capsys, monkeypatch):
     """--method sft+dpo: SFT on repaired answers, then DPO from the SFT model on its own samples, with each
     stage's preset except the given values; only the last stage is evaluated; the LoRA base and the
-    sampling in bfloat16 (--train-dtype), the evaluation in float32."""
+    sampling in bfloat16 (--train-dtype), and so the evaluation (--eval-dtype auto)."""
     import alignkit.evaluation.constraints as constraints
     from alignkit.commands.demo import main
 
@@ -445,6 +457,6 @@ def test_demo_sft_then_dpo_stages_on_tiny_random(tmp_path, capsys, monkeypatch):
     assert "\nbeta:" in dpo_cfg and "\nbeta:" not in sft_cfg
     assert f"model: {out_dir / 'final'}" in dpo_cfg  # DPO starts from the SFT model
     assert "base_dtype: bfloat16" in sft_cfg and "base_dtype: bfloat16" in dpo_cfg
-    assert summary["settings"]["work_dtype"] == "bfloat16"
+    assert summary["settings"]["work_dtype"] == "bfloat16" and summary["settings"]["eval_dtype_used"] == "bfloat16"
     results = json.loads((out_dir / "results.json").read_text())
     assert len(results["models"]) == 2 and len(list(out_dir.glob("completions-*.jsonl"))) == 2

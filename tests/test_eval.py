@@ -205,6 +205,30 @@ def test_eval_end_to_end(tmp_path, capsys):
     assert "gold prompt-level strict (4 prompts)" in captured.out and "┃" not in captured.out
 
 
+def test_eval_dtype_loads_every_model_in_it(tmp_path, capsys, monkeypatch):
+    import alignkit.evaluation.runner as runner
+    from alignkit.cli import main
+
+    seen = []
+    real = runner._load
+
+    def spy(spec, device, dtype="float32"):
+        model, tok = real(spec, device, dtype)
+        seen.append({p.dtype for p in model.parameters()})
+        return model, tok
+
+    monkeypatch.setattr(runner, "_load", spy)
+    prompts = write_jsonl(tmp_path / "ins.jsonl", FOUR)
+    args = ["eval", "--model", "tiny-random", "--prompts", str(prompts), "--max-new-tokens", "4",
+            "--reference", "tiny-random", "--device", "cpu"]
+    assert main(args + ["--output-dir", str(tmp_path / "a"), "--dtype", "bfloat16"]) == 0, capsys.readouterr().err
+    assert seen == [{torch.bfloat16}] * 2  # the reference and the model
+    assert main(args + ["--output-dir", str(tmp_path / "b")]) == 0
+    assert seen[2:] == [{torch.float32}] * 2  # float32 by default
+    assert main(args + ["--dtype", "float16"]) == 2  # argparse refuses it
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_eval_input_errors(tmp_path, capsys):
     from alignkit.commands.eval import default_output_dir, main
 

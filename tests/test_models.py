@@ -15,6 +15,7 @@ from alignkit.models import (
     ModelNotFoundError,
     apply_lora,
     build_tiny_random,
+    load_for_generation,
     load_model,
     load_tokenizer,
     load_trained,
@@ -224,6 +225,22 @@ def test_save_load_adapter_roundtrip(tmp_path, tokenizer):
     merged = load_model(out)
     assert not isinstance(merged, PeftModel)
     assert torch.allclose(logits(merged), logits(model), atol=1e-4)
+
+
+def test_load_for_generation_merges_then_casts(tmp_path, tokenizer):
+    from peft import PeftModel
+
+    model = apply_lora(build_tiny_random(), LoraSettings(r=4, alpha=8))
+    perturb_lora(model)
+    save_model(model, tokenizer, tmp_path / "run" / "final", base_name="tiny-random")
+    merged, tok = load_for_generation(tmp_path / "run")
+    assert not isinstance(merged, PeftModel) and not merged.training and tok.pad_token_id == 2
+    assert torch.allclose(logits(merged), logits(model), atol=1e-4)
+    low, _ = load_for_generation(tmp_path / "run", "bfloat16")
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    # merged in float32 before the cast: each weight is the float32 merged weight rounded once
+    w32 = dict(merged.named_parameters())
+    assert all(torch.equal(p, w32[name].to(torch.bfloat16)) for name, p in low.named_parameters())
 
 
 def test_save_merged(tmp_path, tokenizer):

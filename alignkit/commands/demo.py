@@ -15,8 +15,8 @@
      SFT answers, samples, demo.json and report.html into the output directory.
 
 The held-out prompts are never sampled or trained on. Training answers are sampled, and the frozen
-LoRA base trained, in bfloat16 where the CPU does bf16 natively (AMX / AVX-512 BF16; --train-dtype);
-the evaluation is float32. The full demo takes about 10 minutes on 2 idle CPU cores with AMX (longer
+LoRA base trained, in bfloat16 where the CPU does bf16 natively (AMX / AVX-512 BF16; --train-dtype),
+and so is the evaluation (--eval-dtype; float32 elsewhere). The full demo takes about 10 minutes on 2 idle CPU cores with AMX (longer
 without), --quick about 2 minutes (fewer prompts, samples, tokens and steps; its before/after is on 16
 prompts and noisier). The output directory is cleared and rewritten on each run (only one the demo
 made itself). --threads sets torch's CPU threads (default: torch's own choice, one per core); on a
@@ -86,8 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="DPO/KTO: add A x the chosen answers' NLL (RPO); 0: off" + d("rpo_alpha"))
     adv.add_argument("--train-dtype", choices=["auto", "float32", "bfloat16"], default=None,
                      help="dtype of sampling the training answers and of the frozen LoRA base in training (the "
-                          "adapters stay float32; the held-out evaluation is always float32); auto: bfloat16 on a "
-                          "CPU with AMX or AVX-512 BF16 (or a CUDA GPU), else float32 (default auto)")
+                          "adapters stay float32); auto: bfloat16 on a CPU with AMX or AVX-512 BF16 (or a CUDA "
+                          "GPU), else float32 (default auto)")
+    adv.add_argument("--eval-dtype", choices=["auto", "float32", "bfloat16"], default=None,
+                     help="dtype of the held-out evaluation, the base and the trained model alike (a LoRA adapter "
+                          "is merged first); auto: the --train-dtype's (default auto)")
     adv.add_argument("--lora-r", type=int, default=None, metavar="R", help="LoRA rank" + d("lora_r"))
     return p
 
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates=args.candidates, temperature=args.temperature, rounds=args.rounds, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, beta=args.beta, iterations=args.iterations, seeds=args.seeds,
         pairs_per_prompt=args.pairs_per_prompt, min_margin=args.min_margin, repairs=args.repairs,
-        rpo_alpha=args.rpo_alpha, train_dtype=args.train_dtype,
+        rpo_alpha=args.rpo_alpha, train_dtype=args.train_dtype, eval_dtype=args.eval_dtype,
         lora_r=args.lora_r,
     )
     try:

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
                    help="how string prompts are formatted (default auto: as a user message)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights of the evaluated models (a LoRA adapter is merged, then cast); bfloat16 is ~2x "
+                        "faster on CPUs with AMX, with different greedy answers (default float32)")
     from alignkit.inference.aids import add_aid_flags
 
     add_aid_flags(p)
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts=args.prompts, split=args.split, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         temperature=args.temperature, seed=args.seed, limit=args.limit, reference=args.reference,
         eval_data=args.eval_data, reward=args.reward, reward_weights=args.reward_weights, judge=args.judge,
-        kl_samples=args.kl_samples, max_length=args.max_length, device=args.device,
+        kl_samples=args.kl_samples, max_length=args.max_length, device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, math=args.math, ifeval=args.ifeval, safety=args.safety,
         safety_judge=args.safety_judge, helpfulness_judge=args.helpfulness_judge,
         icl_examples=args.icl_examples, icl_k=args.icl_k,

@@ -58,6 +58,7 @@ class EvalOptions:
     kl_samples: int = 0
     max_length: int = 1024
     device: str = "auto"
+    dtype: str = "float32"  # weights of every evaluated model (and the reference): float32 or bfloat16
     chat_template: str = "auto"
     math: str | None = None  # math problems instead of instructions: "default" (generated test set) or a file
     ifeval: str | None = None  # an IFEval-format file (prompt, instruction_id_list, kwargs) instead
@@ -86,10 +87,11 @@ def _pick_device(name: str):
     return torch.device(name)
 
 
-def _load(spec: str, device):
-    from alignkit.models import load_trained
+def _load(spec: str, device, dtype: str = "float32"):
+    from alignkit.models import load_for_generation, load_trained
 
-    model, tok = load_trained(spec)
+    # float32: the model as trained (an adapter unmerged); another dtype: merged first, then cast
+    model, tok = load_trained(spec) if dtype == "float32" else load_for_generation(spec, dtype)
     return model.to(device), tok
 
 
@@ -191,14 +193,14 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     ref = ref_tok = None
     if opts.reference:
         log(f"loading reference model {opts.reference}")
-        ref, ref_tok = _load(opts.reference, device)
+        ref, ref_tok = _load(opts.reference, device, opts.dtype)
 
     entries: list[dict[str, Any]] = []
     answers: list[list[str]] = []
     for k, (spec, name) in enumerate(zip(models, names), start=1):
         t0 = time.perf_counter()
         log(f"[{k}/{len(models)}] {name}: loading")
-        model, tok = _load(spec, device)
+        model, tok = _load(spec, device, opts.dtype)
         bar = _progress_bar(len(prompts), f"[{k}/{len(models)}] generating")
         # the instructions are requests to an assistant: a user turn unless chat_template=never
         asked = [request_prompt(tok, p, opts.chat_template) for p in prompts]

@@ -17,7 +17,14 @@ from typing import Any, TextIO
 from alignkit import files
 from alignkit.pipelines.demo.console import Clock, Say
 from alignkit.pipelines.demo.pairs import spread
-from alignkit.pipelines.demo.settings import MARKER, DemoError, DemoSettings, stage_settings, work_dtype
+from alignkit.pipelines.demo.settings import (
+    MARKER,
+    DemoError,
+    DemoSettings,
+    eval_dtype,
+    stage_settings,
+    work_dtype,
+)
 from alignkit.pipelines.demo.stages import evaluate_loaded, iteration
 from alignkit.pipelines.demo.tables import (
     _flips,
@@ -105,7 +112,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     say(f"alignkit demo{' --quick' if s.quick else ''}: {s.model}, {label} + LoRA, torch {torch.__version__} "
         f"on {'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} thread(s)"
         + (f", load average {load[0]:.1f}" if load else ""))
-    say(f"  sampling and the frozen LoRA base in {work_dtype(s)}, adapters float32, evaluation float32")
+    say(f"  sampling and the frozen LoRA base in {work_dtype(s)}, adapters float32, evaluation {eval_dtype(s)}")
     say(f"  held-out: {len(test)} of {n_test_all} 'test' prompts (never sampled or trained on); "
         f"training prompts: {len(train_ins)} of {n_train_all} 'train' prompts; "
         + (f"stages: {' then '.join(s.methods)}" if len(s.methods) > 1 else f"{s.iterations} iteration(s)")
@@ -116,8 +123,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     say(f"\n[1/5] evaluating the base model on {len(test)} held-out prompts "
         f"(greedy, max_new_tokens {s.eval_max_new_tokens})")
     clock.start()
-    model = models.load_model(s.model)
-    tok = models.load_tokenizer(s.model)
+    model, tok = models.load_for_generation(s.model, eval_dtype(s))
     base = evaluate_loaded(model, tok, test, spec=s.model, name=f"base ({s.model})",
                            max_new_tokens=s.eval_max_new_tokens, batch_size=eval_bs, say=say,
                            desc="base: generating")
@@ -199,7 +205,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
 
     tg = trained["gold"]
     summary = {
-        "settings": {**asdict(s), "work_dtype": work_dtype(s)},
+        "settings": {**asdict(s), "work_dtype": work_dtype(s), "eval_dtype_used": eval_dtype(s)},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                     "load_average_at_start": list(load) if load else None},

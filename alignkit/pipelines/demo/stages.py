@@ -11,7 +11,7 @@ from typing import Any
 from alignkit import files
 from alignkit.pipelines.demo.console import Clock, Progress, Say
 from alignkit.pipelines.demo.pairs import build_pairs, mean_or_nan, passing_answers
-from alignkit.pipelines.demo.settings import DemoError, DemoSettings, work_dtype
+from alignkit.pipelines.demo.settings import DemoError, DemoSettings, eval_dtype, work_dtype
 
 
 def evaluate_loaded(model: Any, tokenizer: Any, instructions: list, *, spec: str, name: str,
@@ -102,13 +102,8 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
     from alignkit.generation import encode_prompt
 
     eval_bs = s.eval_batch_size
-    model, tok = models.load_trained(current)
-    if hasattr(model, "merge_and_unload"):  # LoRA merged for generation: same answers, faster
-        model = model.merge_and_unload()
-    if work_dtype(s) == "bfloat16":  # training answers sampled in bf16 (~1.65x faster with AMX); eval stays fp32
-        import torch
-
-        model = model.to(torch.bfloat16)
+    # training answers sampled in the work dtype (bf16 ~1.65x faster than fp32 with AMX)
+    model, tok = models.load_for_generation(current, work_dtype(s))
     prompt_tokens = max(len(encode_prompt(tok, request_prompt(tok, i.prompt))) for i in train_ins)
     max_length = prompt_tokens + s.sample_max_new_tokens + 8
     pstats: dict[str, Any] = {}
@@ -187,9 +182,7 @@ def iteration(s: DemoSettings, k: int, seed: int, run_dir: Path, current: str, t
         return out
     say(f"\n[4/5]{tag} evaluating the trained model on the same {len(test)} held-out prompts")
     clock.start()
-    model, tok = models.load_trained(result.final_dir)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model, tok = models.load_for_generation(str(result.final_dir), eval_dtype(s))
     trained = evaluate_loaded(model, tok, test, spec=str(result.final_dir),
                               name=f"{s.method}{tag} ({result.final_dir})", max_new_tokens=s.eval_max_new_tokens,
                               batch_size=eval_bs, say=say, desc=f"{s.method}{tag}: generating")
