@@ -55,7 +55,7 @@ def test_spread_keeps_order_and_covers_the_range():
 def test_quick_preset_is_smaller_and_explicit_values_win():
     full, quick = settings_for(False), settings_for(True)
     assert quick.quick and not full.quick
-    assert quick.eval_prompts == 16 and full.eval_prompts == 0 and quick.steps < full.steps  # 0: all test prompts
+    assert quick.eval_prompts < full.eval_prompts and quick.steps < full.steps
     assert quick.candidates <= full.candidates and quick.eval_max_new_tokens <= full.eval_max_new_tokens
     assert settings_for(True, steps=3, candidates=None).steps == 3
     assert settings_for(True, candidates=None).candidates == QUICK["candidates"]
@@ -109,9 +109,9 @@ def test_eval_dtype_follows_the_work_dtype_unless_given(monkeypatch):
 
     for fast, want in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(hardware, "fast_bf16", lambda fast=fast: fast)
-        assert eval_dtype(settings_for(False)) == want
-        assert eval_dtype(settings_for(False, train_dtype="float32")) == "float32"
-        assert eval_dtype(settings_for(False, eval_dtype="float32")) == "float32"
+        assert eval_dtype(settings_for(False)) == "float32"  # the default, on any CPU
+        assert eval_dtype(settings_for(False, eval_dtype="auto")) == want
+        assert eval_dtype(settings_for(False, train_dtype="float32", eval_dtype="auto")) == "float32"
         assert eval_dtype(settings_for(False, train_dtype="float32", eval_dtype="bfloat16")) == "bfloat16"
 
 
@@ -444,7 +444,8 @@ def test_demo_sft_then_dpo_stages_on_tiny_random(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
     out_dir = tmp_path / "demo"
-    args = TINY + ["--method", "sft+dpo", "--repairs", "1", "--train-dtype", "bfloat16", "--output-dir", str(out_dir)]
+    args = TINY + ["--method", "sft+dpo", "--repairs", "1", "--train-dtype", "bfloat16", "--eval-dtype", "auto",
+                   "--output-dir", str(out_dir)]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "stage 1/2 (sft)" in stdout and "stage 2/2 (dpo)" in stdout and "[4/5] stage 1/2" not in stdout
