@@ -61,6 +61,18 @@ def test_bench_dpo_alignkit_side_first_loss_is_ln2(tmp_path, capsys):
     assert "loop / bound" in (out / "bench.md").read_text()
 
 
+def test_bench_checkpointing_mode_reaches_the_alignkit_run(tmp_path):
+    out = tmp_path / "bench"
+    base = ["bench", "dpo", "--model", "tiny-random", "--steps", "1", "--batch-size", "1", "--max-length", "64",
+            "--only", "alignkit", "--output-dir", str(out)]
+    for flags, want in (([], False), (["--gradient-checkpointing"], "full"),
+                        (["--gradient-checkpointing", "mlp"], "mlp")):
+        assert main(base + flags) == 0
+        assert json.loads((out / "bench.json").read_text())["settings"]["gradient_checkpointing"] == want
+        config = (out / "alignkit-run" / "config.yaml").read_text()
+        assert f"gradient_checkpointing: {str(want).lower()}" in config
+
+
 def test_bench_dpo_sweep_alignkit_side(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "dpo", "--model", "tiny-random", "--steps", "1", "--batch-size", "1",

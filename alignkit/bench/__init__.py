@@ -119,7 +119,7 @@ def train_alignkit(method_cls, s: dict, overrides: list[str]) -> tuple[float, li
         f"model={s['model']}", f"data={s['data']}", f"output_dir={run_dir}", f"max_steps={s['steps']}",
         f"max_length={s['max_length']}", f"lora.r={s['lora_r']}", f"lora.alpha={2 * s['lora_r']}",
         f"lr={s['lr']}", f"seed={s['seed']}", "scheduler=linear", "max_grad_norm=1.0",
-        f"gradient_checkpointing={str(s['gradient_checkpointing']).lower()}", *overrides,
+        f"gradient_checkpointing={str(s['gradient_checkpointing'] or False).lower()}", *overrides,
     ])
     t0 = time.perf_counter()
     train(method_cls, config)
@@ -368,8 +368,11 @@ def main(argv: list[str]) -> int:
         bench.add_argument("--lora-r", type=int, default=16)
         bench.add_argument("--prompt-tokens", type=int, default=None,
                            help="every prompt has exactly N tokens of content (default: varied)")
-        bench.add_argument("--gradient-checkpointing", action="store_true",
-                           help="on for both sides (TRL's default); off by default")
+        bench.add_argument("--gradient-checkpointing", nargs="?", const="full", default=False,
+                           choices=["full", "mlp", "alternate"],
+                           help="on for both sides (TRL's default; TRL checkpoints every layer); MODE is alignkit's: "
+                                "full (the default: every decoder layer, as TRL), mlp (only each layer's MLP block) "
+                                "or alternate (the MLP of every other layer); off by default")
         bench.add_argument("--output-dir", default=f"runs/bench-{name}")
         bench.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
     args = p.parse_args(argv)
