@@ -270,6 +270,26 @@ def test_win_rate_against_reference_answers(tmp_path):
     assert "reference answers" in paths["results.md"].read_text()
 
 
+def test_cluster_bootstrap_rate_by_hand():
+    from alignkit.evaluation.stats import cluster_bootstrap_rate
+
+    # clusters A = [1, 1, 1] and B = [0]: resamples AA (6/6), AB and BA (3/4 each), BB (0/2), each 1/4 likely;
+    # the 2.5 % and 97.5 % quantiles are 0 and 1, the point estimate 3/4 (not the mean of cluster means, 1/2)
+    assert cluster_bootstrap_rate([1, 1, 1, 0], ["A", "A", "A", "B"]) == (0.75, 0.0, 1.0)
+    # three clusters of one prompt each: the plain bootstrap of a proportion; the 27 resamples' rates are
+    # {0: 1, 1/3: 6, 2/3: 12, 1: 8} (zeros drawn ~ Binomial(3, 1/3)), so at level 0.5 the quartiles are the
+    # 7th and 21st smallest: 1/3 and 1
+    rate, lo, hi = cluster_bootstrap_rate([1, 1, 0], [1, 2, 3], level=0.5)
+    assert (rate, lo, hi) == (2 / 3, 1 / 3, 1.0)
+    # a cluster of wordings that agree widens the interval against treating them as independent prompts
+    values, same = [1] * 6 + [0] * 6 + [1] * 6 + [0] * 6, [i // 6 for i in range(24)]
+    _, lo_c, hi_c = cluster_bootstrap_rate(values, same)
+    _, lo_i, hi_i = cluster_bootstrap_rate(values, list(range(24)))
+    assert hi_c - lo_c > 1.5 * (hi_i - lo_i)
+    with pytest.raises(ValueError):
+        cluster_bootstrap_rate([1, 0], ["a"])
+
+
 def test_paired_bootstrap_exact_by_hand():
     """Differences [1, 0, 0]: a resample's mean is (times item 0 is drawn) / 3, Binomial(3, 1/3):
     P = 8/27, 12/27, 6/27, 1/27 for means 0, 1/3, 2/3, 1. The CDF reaches 0.025 at 0 and 0.975 only at 1

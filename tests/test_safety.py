@@ -21,7 +21,7 @@ from alignkit.data.safety import (
     safety_to_preference,
 )
 from alignkit.engine.logging import read_metrics
-from alignkit.evaluation.safety import helpfulness, safety_rates
+from alignkit.evaluation.safety import helpfulness, rate_cell, safety_rates
 from alignkit.losses import (
     LambdaState,
     cost_model_loss,
@@ -214,6 +214,21 @@ def test_safety_rates_on_fixed_outputs():
     assert judged["per_category"]["a"]["over_refusal"]["k"] == 0
     # patterns say refused = [F, T, -, T, F]; the judge [T, F, -, F, T]: agrees on 0 of 4 verdicts
     assert (judged["judge_agrees_with_patterns"]["k"], judged["judge_agrees_with_patterns"]["n"]) == (0, 4)
+
+
+def test_safety_rates_by_request_when_rows_name_it():
+    # two requests of category a, each asked twice; request 0 is complied with both times, request 1 refused
+    rows = [{"kind": "harmful", "category": "a", "item": i // 2} for i in range(4)]
+    out = safety_rates(rows, ["Sure.", "Okay.", "I can't help with that.", "I cannot do that."])
+    hc = out["harmful_compliance"]
+    assert (hc["k"], hc["n"], hc["requests"]) == (2, 4, 2)
+    assert hc["ci95_items"] == [0.0, 1.0]  # resamples of 2 requests: rates 1, 1/2, 1/2, 0
+    assert out["per_category"]["a"]["harmful_compliance"]["requests"] == 2
+    assert "over 2 requests" in rate_cell(hc)
+    # rows without items (or one prompt per request) keep the Wilson interval only
+    assert "ci95_items" not in safety_rates([{k: v for k, v in r.items() if k != "item"} for r in rows],
+                                            ["Sure."] * 4)["harmful_compliance"]
+    assert "ci95_items" not in out["over_refusal"]  # no benign rows
 
 
 def test_helpfulness_of_benign_answers_by_hand():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
-__all__ = ["Z95", "paired_bootstrap", "wilson_interval"]
+__all__ = ["Z95", "cluster_bootstrap_rate", "paired_bootstrap", "wilson_interval"]
 
 #: the two-sided 95 % quantile of the standard normal distribution
 Z95 = 1.959963984540054
@@ -58,3 +58,35 @@ def paired_bootstrap(before: Sequence[float], after: Sequence[float], n_boot: in
         means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
     tail = (1 - level) / 2
     return sum(diffs) / n, _quantile(means, tail), _quantile(means, 1 - tail)
+
+
+def cluster_bootstrap_rate(values: Sequence[float], clusters: Sequence[Hashable], n_boot: int = 10_000, seed: int = 0,
+                           level: float = 0.95) -> tuple[float, float, float]:
+    """``(rate, low, high)``: the mean of per-prompt scores ``values`` (1/0) and its percentile bootstrap
+    interval when prompts come in clusters that are not independent (the wordings of one request):
+    whole clusters are resampled with replacement, and each resample's rate is its prompts' total score
+    over its prompts' count (the ratio estimator; clusters may differ in size). With every cluster of
+    one prompt this is the ordinary bootstrap of a proportion.
+
+    With at most 7 clusters the bootstrap distribution is enumerated exactly (all m^m resamples, each
+    equally likely); otherwise ``n_boot`` resamples drawn with ``seed``. Bounds as in
+    :func:`paired_bootstrap`."""
+    if len(values) != len(clusters):
+        raise ValueError(f"cluster_bootstrap_rate: {len(values)} values but {len(clusters)} cluster labels")
+    if not values:
+        raise ValueError("cluster_bootstrap_rate needs at least one value")
+    sums: dict[Hashable, float] = {}
+    counts: dict[Hashable, int] = {}
+    for v, c in zip(values, clusters):
+        sums[c] = sums.get(c, 0.0) + float(v)
+        counts[c] = counts.get(c, 0) + 1
+    keys = list(sums)
+    s, n, m = [sums[k] for k in keys], [counts[k] for k in keys], len(keys)
+    if m <= 7:
+        draws = itertools.product(range(m), repeat=m)
+    else:
+        rng = random.Random(seed)
+        draws = ([rng.randrange(m) for _ in range(m)] for _ in range(n_boot))
+    rates = sorted(sum(s[i] for i in idx) / sum(n[i] for i in idx) for idx in draws)
+    tail = (1 - level) / 2
+    return sum(s) / sum(n), _quantile(rates, tail), _quantile(rates, 1 - tail)
