@@ -61,6 +61,13 @@ def test_bench_dpo_alignkit_side_first_loss_is_ln2(tmp_path, capsys):
     assert "loop / bound" in (out / "bench.md").read_text()
 
 
+def test_bench_unknown_model_is_one_line(tmp_path, capsys):
+    for which in ("dpo", "grpo", "sample"):
+        assert main(["bench", which, "--model", "no-such-model", "--output-dir", str(tmp_path / which)]) == 2
+        err = capsys.readouterr().err
+        assert "no-such-model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_bench_checkpointing_mode_reaches_the_alignkit_run(tmp_path):
     out = tmp_path / "bench"
     base = ["bench", "dpo", "--model", "tiny-random", "--steps", "1", "--batch-size", "1", "--max-length", "64",

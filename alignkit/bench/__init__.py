@@ -376,6 +376,8 @@ def main(argv: list[str]) -> int:
         bench.add_argument("--output-dir", default=f"runs/bench-{name}")
         bench.add_argument("--only", choices=["alignkit", "trl"], default=None, help="run one side only")
     args = p.parse_args(argv)
+    from alignkit.models import ModelNotFoundError
+
     if args.which == "dpo":
         from alignkit.bench.dpo import run
     elif args.which == "sample":
@@ -387,6 +389,6 @@ def main(argv: list[str]) -> int:
         check_positive(getattr(args, "response_tokens", None), "--response-tokens")
         check_positive(getattr(args, "max_new_tokens", None), "--max-new-tokens/--response-tokens")
         return run(args)
-    except BenchError as e:
+    except (BenchError, ModelNotFoundError) as e:  # bad settings, a model name that does not resolve
         print(f"alignkit bench {args.which}: error: {e}", file=sys.stderr)
         return 2
