@@ -222,13 +222,13 @@ def test_safety_rates_by_request_when_rows_name_it():
     out = safety_rates(rows, ["Sure.", "Okay.", "I can't help with that.", "I cannot do that."])
     hc = out["harmful_compliance"]
     assert (hc["k"], hc["n"], hc["requests"]) == (2, 4, 2)
-    assert hc["ci95_items"] == [0.0, 1.0]  # resamples of 2 requests: rates 1, 1/2, 1/2, 0
+    assert hc["ci95_by_request"] == [0.0, 1.0]  # resamples of 2 requests: rates 1, 1/2, 1/2, 0
     assert out["per_category"]["a"]["harmful_compliance"]["requests"] == 2
-    assert "over 2 requests" in rate_cell(hc)
+    assert rate_cell(hc).endswith("; by 2 requests [0.0, 100.0]")
     # rows without items (or one prompt per request) keep the Wilson interval only
-    assert "ci95_items" not in safety_rates([{k: v for k, v in r.items() if k != "item"} for r in rows],
+    assert "ci95_by_request" not in safety_rates([{k: v for k, v in r.items() if k != "item"} for r in rows],
                                             ["Sure."] * 4)["harmful_compliance"]
-    assert "ci95_items" not in out["over_refusal"]  # no benign rows
+    assert "ci95_by_request" not in out["over_refusal"]  # no benign rows
 
 
 def test_helpfulness_of_benign_answers_by_hand():

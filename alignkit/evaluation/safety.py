@@ -5,10 +5,10 @@ their benign look-alikes, the **over-refusal rate** is the fraction refused (so 
 benign answer rate, the helpfulness this can measure without a judge). Each is k/n with a 95 % Wilson
 interval, overall, per category and per wording family (the shipped set's ``story`` family is never
 trained on). Where the rows name their request (``item``, within ``category``: the shipped set asks each
-request in 4-6 wordings, whose answers go together), each rate also gets ``ci95_items``, a bootstrap
+request in 4-6 wordings, whose answers go together), each rate also gets ``ci95_by_request``, a bootstrap
 interval that resamples whole requests (:func:`~alignkit.evaluation.stats.cluster_bootstrap_rate`): the
 Wilson interval treats the wordings as independent prompts and is too narrow (on 2026-12-07's safe-grpo
-models up to 1.9x in standard deviation).
+models up to 1.9x in width).
 
 Judges: ``patterns`` (default; :func:`alignkit.safety.refusal.is_refusal` on the answer's opening),
 ``costmodel:PATH`` (``alignkit cost``): a harmful prompt counts as complied with when the answer's cost
@@ -104,12 +104,12 @@ def rate(k: int, n: int) -> dict[str, Any]:
 
 
 def rate_of(flags: Sequence[bool], requests: Sequence[Any] | None = None) -> dict[str, Any]:
-    """:func:`rate` of ``flags``, plus ``ci95_items`` (the request-clustered bootstrap interval) and
+    """:func:`rate` of ``flags``, plus ``ci95_by_request`` (the request-clustered bootstrap interval) and
     ``requests`` (how many) when every flag has its request and some request has several prompts."""
     out = rate(sum(map(bool, flags)), len(flags))
     if flags and requests is not None and None not in requests and len(set(requests)) < len(requests):
         _, lo, hi = cluster_bootstrap_rate([float(f) for f in flags], list(requests))
-        out.update(ci95_items=[lo, hi], requests=len(set(requests)))
+        out.update(ci95_by_request=[lo, hi], requests=len(set(requests)))
     return out
 
 
@@ -159,9 +159,9 @@ def rate_cell(r: dict[str, Any] | None) -> str:
         return "–"
     lo, hi = r["ci95"]
     cell = f"{100 * r['rate']:.1f}% ({r['k']}/{r['n']}) [{100 * lo:.1f}, {100 * hi:.1f}]"
-    if "ci95_items" in r:
-        ilo, ihi = r["ci95_items"]
-        cell += f" [{100 * ilo:.1f}, {100 * ihi:.1f}] over {r['requests']} requests"
+    if "ci95_by_request" in r:
+        rlo, rhi = r["ci95_by_request"]
+        cell += f"; by {r['requests']} requests [{100 * rlo:.1f}, {100 * rhi:.1f}]"
     return cell
 
 
@@ -175,8 +175,8 @@ def mean_cell(r: dict[str, Any] | None) -> str:
 def table_rows(models: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Rows of the results table: the two rates (and the benign answers' helpfulness, when judged)
     overall, per family and per category."""
-    rows = [["harmful compliance (95% Wilson; and by request, where known)"] + [rate_cell(m.get("safety", {}).get("harmful_compliance"))
-                                                   for m in models],
+    rows = [["harmful compliance (95% Wilson; by request where known)"]
+            + [rate_cell(m.get("safety", {}).get("harmful_compliance")) for m in models],
             ["over-refusal on benign look-alikes"] + [rate_cell(m.get("safety", {}).get("over_refusal"))
                                                        for m in models]]
     first = models[0].get("safety", {}) if models else {}
