@@ -105,7 +105,7 @@ class TrainConfig(StrictModel):
     bf16: Literal["auto", True, False] = "auto"
     gradient_checkpointing: bool | Literal["full", "alternate", "mlp"] = Field(
         False, description="activation checkpointing: false, full (= true: every decoder layer), mlp (only "
-        "each layer's MLP block; keeps DPO's shared-prompt KV cache) or alternate (mlp on every other layer)")
+        "each layer's MLP block) or alternate (mlp on every other layer); all keep DPO's shared-prompt KV cache")
     logging_steps: int = Field(1, ge=1)
     eval_steps: int = Field(0, ge=0, description="evaluate on eval_data every N steps; 0: at the end only")
     keep_checkpoints: int = Field(2, ge=1)
