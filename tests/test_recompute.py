@@ -127,4 +127,4 @@ def test_engine_uses_it_only_without_checkpointing(tmp_path):
         return type(model.base_model.model.model.layers[0]).__name__
 
     assert layer_class("false") == "RecomputingLlamaDecoderLayer"
-    assert layer_class("full") == "CacheCheckpointedLlamaDecoderLayer"  # checkpointed, not recomputing
+    assert layer_class("full") == "CheckpointedLlamaDecoderLayer"  # checkpointed, not recomputing

@@ -38,7 +38,6 @@ from torch.utils.checkpoint import checkpoint
 
 MODES = ("full", "alternate", "mlp")
 _CHECKPOINTED: dict[type, type] = {}
-_CACHE_AWARE: dict[type, type] = {}
 
 
 def checkpoint_mode(value: bool | str | None) -> str | None:
@@ -52,21 +51,6 @@ def checkpoint_mode(value: bool | str | None) -> str | None:
     return str(value)
 
 
-def _checkpointed_class(cls: type) -> type:
-    """A subclass of module class ``cls`` whose forward runs under non-reentrant checkpointing when
-    training with gradients (same parameters and names, so state dicts, LoRA and copies are unchanged)."""
-    if cls not in _CHECKPOINTED:
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            run = super(sub, self).forward
-            if self.training and torch.is_grad_enabled():
-                return checkpoint(run, *args, use_reentrant=False, **kwargs)
-            return run(*args, **kwargs)
-
-        sub = type(f"Checkpointed{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__})
-        _CHECKPOINTED[cls] = sub
-    return _CHECKPOINTED[cls]
-
-
 def _layer_index(layer: nn.Module) -> int | None:
     """The cache slot of a decoder layer (its attention's ``layer_idx``), or None."""
     idx = getattr(getattr(layer, "self_attn", None), "layer_idx", None)
@@ -77,12 +61,13 @@ def _cache_arg(kwargs: dict[str, Any]) -> Any:
     return kwargs.get("cache", kwargs.get("past_key_values"))
 
 
-def _cache_aware_class(cls: type) -> type:
-    """A subclass of decoder-layer class ``cls`` checkpointed as a whole when training with gradients, that
-    keeps a KV cache working: the cache slot's state at the call (its ``__dict__``, or "not there yet") is
-    put back before every run of the layer, so the recomputation in backward sees the cache the forward
-    saw (later layers and later calls have grown it since) and returns the same tensors."""
-    if cls not in _CACHE_AWARE:
+def _checkpointed_class(cls: type) -> type:
+    """A subclass of module class ``cls`` whose forward runs under non-reentrant checkpointing when training
+    with gradients (same parameters and names, so state dicts, LoRA and copies are unchanged). A decoder
+    layer called with a KV cache keeps it working: the layer's cache slot's state at the call (its
+    ``__dict__``, or "not there yet") is put back before every run, so the recomputation in backward sees
+    the cache the forward saw (later layers and calls have grown it since) and returns the same tensors."""
+    if cls not in _CHECKPOINTED:
         def forward(self, *args: Any, **kwargs: Any) -> Any:
             run = super(sub, self).forward
             if not (self.training and torch.is_grad_enabled()):
@@ -105,9 +90,9 @@ def _cache_aware_class(cls: type) -> type:
 
             return checkpoint(replay, *args, use_reentrant=False, **kwargs)
 
-        sub = type(f"CacheCheckpointed{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__})
-        _CACHE_AWARE[cls] = sub
-    return _CACHE_AWARE[cls]
+        sub = type(f"Checkpointed{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__})
+        _CHECKPOINTED[cls] = sub
+    return _CHECKPOINTED[cls]
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -125,7 +110,7 @@ def enable_checkpointing(model: nn.Module, value: bool | str | None) -> str | No
     """Turn on the activation checkpointing of ``value`` (see the module docstring) on a Hugging Face
     causal LM, before LoRA is applied or after. Returns the mode (None: off).
 
-    ``full`` swaps each decoder layer to a cache-aware checkpointed subclass of its own class (where every
+    ``full`` swaps each decoder layer to a checkpointed subclass of its own class (where every
     layer knows its cache slot; else Hugging Face's own layer checkpointing, non-reentrant) and sets
     ``config.use_cache = False`` (nothing in training needs a cache unless it passes one). ``mlp`` swaps
     each decoder layer's ``mlp`` module to a checkpointed subclass of its own class (``alternate``: on
@@ -137,8 +122,8 @@ def enable_checkpointing(model: nn.Module, value: bool | str | None) -> str | No
     if mode == "full":
         if all(_layer_index(layer) is not None for layer in layers):
             for layer in layers:
-                if layer.__class__ not in _CACHE_AWARE.values():
-                    layer.__class__ = _cache_aware_class(layer.__class__)
+                if layer.__class__ not in _CHECKPOINTED.values():
+                    layer.__class__ = _checkpointed_class(layer.__class__)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
