@@ -69,6 +69,47 @@ def test_greedy_tokens_equal_hf_generate_with_padding_groups_and_early_stops(scr
     assert len(lean.completion_ids[0]) == 3 and max(map(len, lean.completion_ids)) > 3
 
 
+def test_prefill_by_length_fills_the_cache_like_one_padded_batch(scrambled, monkeypatch):
+    import alignkit.generation.decode as decode
+
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 2)  # chunks {7, 4} and {2, 1} tokens: two widths
+    ids, mask = _padded(PROMPT_IDS)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    layers, width = scrambled.config.num_hidden_layers, ids.shape[1]
+    one, chunked = PreallocatedCache(layers, width + 3), PreallocatedCache(layers, width + 3)
+    lean = LeanDecoder(scrambled)
+    with torch.no_grad():
+        want = lean(input_ids=ids, attention_mask=mask, position_ids=positions, cache=one, logits_to_keep=1)
+        got = decode._prefill_by_length(lean, ids, mask, positions, chunked)
+    assert torch.allclose(got, want.logits[:, -1], atol=1e-5, rtol=1e-5)
+    real = mask.bool()
+    for a, b in zip(one.layers, chunked.layers):
+        assert a.get_seq_length() == b.get_seq_length() == width
+        assert torch.allclose(b.keys.transpose(1, 2)[real], a.keys.transpose(1, 2)[real], atol=1e-5)
+        assert torch.allclose(b.values.transpose(1, 2)[real], a.values.transpose(1, 2)[real], atol=1e-5)
+        # left of the chunk {2, 1 tokens}: zeros, never stale memory
+        assert not b.keys[[1, 3], :, :width - 2].any() and not b.values[[1, 3], :, :width - 2].any()
+        assert torch.isfinite(b.keys).all() and torch.isfinite(b.values).all()
+    monkeypatch.setattr(decode, "PREFILL_ROWS", 1)
+    kw = dict(pad_id=0, eos_id=1, max_new_tokens=12, temperature=0, num_generations=2)
+    assert (sample_completions(scrambled, PROMPT_IDS, sampler="lean", **kw).completion_ids
+            == sample_completions(scrambled, PROMPT_IDS, sampler="hf", **kw).completion_ids)
+
+
+def test_decode_step_attention_equals_grouped_sdpa():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=gen) for shape in ((5, 6, 1, 8), (5, 2, 11, 8), (5, 2, 11, 8)))
+    keys = torch.ones(5, 1, 1, 11, dtype=torch.bool)
+    keys[1, ..., :4] = False  # a left-padded row
+    lean = LeanDecoder.__new__(LeanDecoder)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keys, enable_gqa=True)
+    assert torch.allclose(lean._attend(q, k, v, keys), want, atol=1e-6)
+    # the same with queries that must not see the masked keys: changing those keys changes nothing
+    k2 = k.clone()
+    k2[1, :, :4] = 1e3
+    assert torch.allclose(lean._attend(q, k2, v, keys), want, atol=1e-6)
+
+
 def test_lora_adapters_are_merged_and_follow_training_steps(scrambled):
     model = _lora(scrambled)
     ids, mask = _padded(PROMPT_IDS)

@@ -7,7 +7,8 @@ much as the model step. This loop
 
 - keeps keys/values in buffers allocated once for the longest sequence (:class:`PreallocatedCache`;
   a step writes one column in place and attention reads a view),
-- prefills each distinct prompt once and copies its cache to its ``num_generations`` rows,
+- prefills each distinct prompt once and copies its cache to its ``num_generations`` rows (in float32
+  through the lean forward, in chunks of prompts of similar length, so padding costs no products),
 - drops finished rows from the batch (the cache rows too) once a quarter of the batch has finished,
 - samples by inverse CDF (one uniform number per row, ``searchsorted`` in the cumulative softmax),
   an exact draw from softmax(logits / T) restricted to the nucleus ``top_p``.
@@ -66,6 +67,22 @@ class PreallocatedLayer(DynamicLayer):
         self.length += n
         self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
         return self.keys, self.values
+
+    def write_rows(self, rows: torch.Tensor, column: int, keys: torch.Tensor, values: torch.Tensor, *,
+                   total: int, batch: int) -> None:
+        """Write ``keys``/``values`` [len(rows), H, W, D] at ``rows``, columns ``column`` to ``column + W``,
+        of a ``batch``-row cache that is then ``total`` columns long (a chunked prefill; the buffers start
+        as zeros so the unwritten columns left of a short prompt hold no stale values)."""
+        if not self.is_initialized:
+            b, h, _, d = keys.shape
+            self.device = keys.device
+            self._k = keys.new_zeros((batch, h, self.capacity, d))
+            self._v = values.new_zeros((batch, h, self.capacity, values.shape[-1]))
+            self.is_initialized = True
+        self._k[rows, :, column:column + keys.shape[2]] = keys
+        self._v[rows, :, column:column + values.shape[2]] = values
+        self.length = total
+        self.keys, self.values = self._k[:, :, :total], self._v[:, :, :total]
 
     def get_seq_length(self) -> int:
         return self.length
@@ -197,6 +214,36 @@ def _draw_nucleus(logits: torch.Tensor, temperature: float, top_p: float, u: tor
     return order.gather(-1, index.clamp_(max=logits.shape[-1] - 1)).squeeze(-1)
 
 
+PREFILL_ROWS = 32  # prompts per prefill chunk (sorted by length, so a chunk pads to its own longest)
+
+
+def _prefill_by_length(forward, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                       cache: PreallocatedCache) -> torch.Tensor:
+    """Prefill left-padded prompts ``ids``/``mask`` [N, P] into ``cache`` (every layer then holds P
+    columns) and return the last position's logits [N, V]. The prompts are run in chunks of
+    :data:`PREFILL_ROWS` sorted by length, each chunk cut to its own longest prompt, so padding costs no
+    matrix products (the demo's prompts: 65 tokens on average, 96-100 at most, a third of a single
+    padded batch is padding). A chunk's keys/values land right-aligned in the cache; the columns left of
+    a prompt are zeros, masked out like padding."""
+    n, p = ids.shape
+    lengths = mask.sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    logits = None
+    for start in range(0, n, PREFILL_ROWS):
+        rows = order[start:start + PREFILL_ROWS]
+        width = max(1, int(lengths[rows].max()))
+        part = PreallocatedCache(len(cache.layers), width)
+        out = forward(input_ids=ids[rows, p - width:], attention_mask=mask[rows, p - width:],
+                      position_ids=positions[rows, p - width:], logits_to_keep=1, cache=part)
+        last = out.logits[:, -1]
+        if logits is None:
+            logits = last.new_empty((n, last.shape[-1]))
+        logits[rows] = last
+        for whole, piece in zip(cache.layers, part.layers):
+            whole.write_rows(rows, p - width, piece.keys, piece.values, total=p, batch=n)
+    return logits
+
+
 @torch.no_grad()
 def decode(
     model: torch.nn.Module,
@@ -229,8 +276,13 @@ def decode(
     cache = PreallocatedCache(int(config.num_hidden_layers), p + max_new_tokens)
     with_cache = {"cache": cache} if lean else {_cache_keyword(model): cache, "use_cache": True}
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **with_cache)
-    logits = out.logits[:, -1]
+    if lean and forward.embed.dtype == torch.float32:
+        # (bfloat16 products round differently when the chunk's shape changes: measured, 227 of 256
+        # sampled answers then differ from a single-batch prefill; float32 logits stay the same)
+        logits = _prefill_by_length(forward, ids, mask, positions, cache)
+    else:
+        out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **with_cache)
+        logits = out.logits[:, -1]
     if num_generations > 1:
         cache.repeat_rows(num_generations)
         logits = logits.repeat_interleave(num_generations, dim=0)
