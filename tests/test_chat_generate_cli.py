@@ -84,6 +84,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_batch_size_is_a_number_or_auto(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is 2+2?\n")
+    out = tmp_path / "auto.jsonl"
+    assert generate.main(["--model", "tiny-random", "--prompts", str(prompts), "--output", str(out),
+                          "--max-new-tokens", "3", "--batch-size", "auto"]) == 0
+    assert len(read_jsonl(out)) == 1
+    for bad in ("0", "-2", "many"):
+        capsys.readouterr()
+        assert generate.main(["--model", "tiny-random", "--prompts", str(prompts), "--batch-size", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"expected a whole number >= 1 or auto, got '{bad}'" in err and "Traceback" not in err
+
+
 def test_generate_txt_to_file(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("What is 2+2?\n\nName a colour.\n")

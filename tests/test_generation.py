@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from alignkit.generation import Rollout, encode_prompt, generate, sample_completions
+from alignkit.generation import Rollout, auto_batch_size, encode_prompt, generate, sample_completions
 from alignkit.generation.sampling import _first_eos_mask
 from alignkit.models import build_tiny_random
 from tests.helpers import scrambled_tiny_random
@@ -49,6 +49,27 @@ def test_generate_greedy_deterministic_and_batch_independent(scrambled, tokenize
     assert len(set(batched)) == len(PROMPTS)  # varied, in input order
     assert all("<|im_end|>" not in c and "<|im_start|>" not in c for c in batched)
     assert generate(scrambled, tokenizer, [], max_new_tokens=3) == []
+
+
+def test_auto_batch_size_keeps_the_kv_cache_within_its_budget(scrambled, tokenizer):
+    from types import SimpleNamespace
+
+    class Fake(torch.nn.Module):
+        def __init__(self, dtype, **config):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, dtype=dtype))
+            self.config = SimpleNamespace(**config)
+
+    smol = dict(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    # per token: 30 layers x (K and V) x 3 heads x 64 dims x 4 bytes = 46,080 B; the budget is 2 GiB
+    assert auto_batch_size(Fake(torch.float32, **smol), 260) == 64  # 2^31 // (46,080 x 260) = 179, capped
+    assert auto_batch_size(Fake(torch.float32, **smol), 10_000) == 4  # 2^31 // 460,800,000
+    assert auto_batch_size(Fake(torch.bfloat16, **smol), 10_000) == 9  # half the bytes
+    assert auto_batch_size(Fake(torch.float32, **smol), 10**9) == 1
+    assert auto_batch_size(Fake(torch.float32, hidden_size=8), 100) == 8  # no cache shape: a fixed 8
+    # batch_size=None picks it per call; greedy answers are the batch-1 answers
+    assert generate(scrambled, tokenizer, PROMPTS, max_new_tokens=6, batch_size=None) == \
+        generate(scrambled, tokenizer, PROMPTS, max_new_tokens=6, batch_size=1)
 
 
 def test_generate_sampling_seeded(scrambled, tokenizer):

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from alignkit.commands.sampling import BATCH_SIZE_HELP, batch_size_arg
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the quality column for prompts without checkers)")
     p.add_argument("--limit", type=int, default=None, help="only the first N eval prompts")
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (default 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=None, metavar="N|auto", help=BATCH_SIZE_HELP)
     p.add_argument("--output-dir", default="compare-results", help="where compare.json/.md/.png go")
     return p
 

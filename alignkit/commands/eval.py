@@ -62,6 +62,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from alignkit.commands.sampling import BATCH_SIZE_HELP, batch_size_arg
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit eval", description=__doc__,
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where results.json/results.md go (default: RUN_DIR/eval when the first model is an "
                    "alignkit run directory, else ./eval-results)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="answer length limit (default 256)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts per batch (default 8)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=None, metavar="N|auto", help=BATCH_SIZE_HELP)
     p.add_argument("--temperature", type=float, default=0.0,
                    help="decoding temperature for the answers (default 0: greedy)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -142,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0)
-    if args.max_new_tokens < 1 or args.batch_size < 1 or args.kl_samples < 0:
-        print("error: --max-new-tokens and --batch-size must be at least 1, --kl-samples at least 0", file=sys.stderr)
+    if args.max_new_tokens < 1 or args.kl_samples < 0:
+        print("error: --max-new-tokens must be at least 1, --kl-samples at least 0", file=sys.stderr)
         return 2
     if args.reward_weights is not None and len(args.reward_weights) != len(args.reward):
         print(f"error: {len(args.reward_weights)} --reward-weights for {len(args.reward)} --reward specs",

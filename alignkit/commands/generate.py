@@ -24,7 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignkit.commands.sampling import load_for_sampling, sampling_flags_error
+from alignkit.commands.sampling import (
+    BATCH_SIZE_HELP,
+    batch_size_arg,
+    load_for_sampling,
+    sampling_flags_error,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="completion length limit (default 128)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=None, metavar="N|auto", help=BATCH_SIZE_HELP)
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--chat-template", choices=["auto", "always", "never"], default="auto",
                    help="auto (default): messages via the chat template, strings as they are; always: strings "

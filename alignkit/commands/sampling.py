@@ -7,10 +7,27 @@ import argparse
 import sys
 from typing import Any
 
+BATCH_SIZE_HELP = ("prompts per batch: a number, or auto (default: as many as keep the KV cache within 2 GiB, "
+                   "at most 64)")
+
+
+def batch_size_arg(text: str) -> int | None:
+    """argparse type of ``--batch-size``: ``auto`` -> None (see :func:`alignkit.generation.auto_batch_size`),
+    else a whole number >= 1."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}")
+    return value
+
 
 def sampling_flags_error(args: argparse.Namespace) -> str | None:
     """The problem with ``--max-new-tokens``/``--temperature``/``--top-p`` (and ``--batch-size``), if any."""
-    if args.max_new_tokens < 1 or getattr(args, "batch_size", 1) < 1:
+    if args.max_new_tokens < 1 or (getattr(args, "batch_size", 1) or 1) < 1:
         return "--max-new-tokens and --batch-size must be at least 1"
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         return "--temperature must be >= 0 and --top-p in (0, 1]"

@@ -46,7 +46,8 @@ class EvalOptions:
     prompts: str | None = None  # instruction file; None = the shipped set
     split: str = "test"
     max_new_tokens: int = 256
-    batch_size: int = 8
+    batch_size: int | None = None  # prompts per batch; None: generation sizes its own batches
+    # (alignkit.generation.auto_batch_size), the scoring passes (perplexity, KL, judges) take 8
     temperature: float = 0.0
     seed: int = 0
     limit: int | None = None
@@ -142,8 +143,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     opts = opts or EvalOptions()
     if not models:
         raise ValueError("no model to evaluate (pass --model at least once)")
-    if opts.max_new_tokens < 1 or opts.batch_size < 1:
+    if opts.max_new_tokens < 1 or (opts.batch_size is not None and opts.batch_size < 1):
         raise ValueError("max_new_tokens and batch_size must be at least 1")
+    scoring_batch = opts.batch_size or 8
     t_start = time.perf_counter()
     math_source = if_rows = safety_rows = None
     cost_model = None
@@ -175,7 +177,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         if_rows = if_rows[: opts.limit] if if_rows is not None else None
         safety_rows = safety_rows[: opts.limit] if safety_rows is not None else None
     # a bad --judge fails here, before any model loads; a judge model loads after the answers
-    load_judge = prepare_judge(opts.judge, seed=opts.seed, batch_size=opts.batch_size) if opts.judge else None
+    load_judge = prepare_judge(opts.judge, seed=opts.seed, batch_size=scoring_batch) if opts.judge else None
     reward_fn = load_reward(opts.reward, opts.reward_weights) if opts.reward else None
     eval_rows = None
     if opts.eval_data:
@@ -242,7 +244,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             log(f"[{k}/{len(models)}] {name}: math accuracy {scored['correct']}/{scored['n']}")
         if eval_rows is not None:
             log(f"[{k}/{len(models)}] {name}: perplexity on {opts.eval_data}")
-            entry["perplexity"] = perplexity(model, tok, eval_rows, batch_size=opts.batch_size,
+            entry["perplexity"] = perplexity(model, tok, eval_rows, batch_size=scoring_batch,
                                              max_length=opts.max_length, chat_template=opts.chat_template)
         if ref is not None:
             if tok.get_vocab() != ref_tok.get_vocab():
@@ -258,7 +260,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
                 kl_gens, estimator = gens, "greedy completions (biased proxy)"
             log(f"[{k}/{len(models)}] {name}: KL from {opts.reference}")
             entry["kl"] = {**kl_estimate(model, ref, kl_gens.prompt_ids, kl_gens.completion_ids,
-                                         pad_id=_pad(tok), batch_size=opts.batch_size),
+                                         pad_id=_pad(tok), batch_size=scoring_batch),
                            "reference": opts.reference, "estimator": estimator}
         if reward_fn is not None:
             log(f"[{k}/{len(models)}] {name}: reward {' + '.join(opts.reward)}")
@@ -378,14 +380,14 @@ def _safety_scores(opts: EvalOptions, rows: list[dict[str, Any]], prompts: list[
     if judge_kind in ("local", "http"):
         if "safety" not in judges:
             judges["safety"] = safety.load_compliance_judge(opts.safety_judge, seed=opts.seed,
-                                                            batch_size=opts.batch_size)
+                                                            batch_size=opts.batch_size or 8)
         complied = safety.judged_compliance(judges["safety"], prompts, texts)
     scored = safety.safety_rates(rows, texts, costs, complied)
     if opts.helpfulness_judge:
         if "helpfulness" not in judges:
             from alignkit.scoring import load_judge
 
-            judges["helpfulness"] = load_judge(opts.helpfulness_judge, seed=opts.seed, batch_size=opts.batch_size,
+            judges["helpfulness"] = load_judge(opts.helpfulness_judge, seed=opts.seed, batch_size=opts.batch_size or 8,
                                                **safety.JUDGE_SETTINGS)
         benign = [i for i, row in enumerate(rows) if row["kind"] == "benign"]
         scores: list[float | None] = [None] * len(rows)

@@ -8,10 +8,11 @@ Prompts are rendered by the one chat rule, :func:`alignkit.data.render.render_pr
 from alignkit.generation.sampling import (
     Generations,
     Rollout,
+    auto_batch_size,
     encode_prompt,
     generate,
     generate_with_ids,
     sample_completions,
 )
 
-__all__ = ["Generations", "Rollout", "encode_prompt", "generate", "generate_with_ids", "sample_completions"]
+__all__ = ["Generations", "Rollout", "auto_batch_size", "encode_prompt", "generate", "generate_with_ids", "sample_completions"]
