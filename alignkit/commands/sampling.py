@@ -26,9 +26,10 @@ def batch_size_arg(text: str) -> int | None:
 
 
 def sampling_flags_error(args: argparse.Namespace) -> str | None:
-    """The problem with ``--max-new-tokens``/``--temperature``/``--top-p`` (and ``--batch-size``), if any."""
-    if args.max_new_tokens < 1 or (getattr(args, "batch_size", 1) or 1) < 1:
-        return "--max-new-tokens and --batch-size must be at least 1"
+    """The problem with ``--max-new-tokens``/``--temperature``/``--top-p``, if any (``--batch-size`` is
+    checked by its argparse type, :func:`batch_size_arg`)."""
+    if args.max_new_tokens < 1:
+        return "--max-new-tokens must be at least 1"
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         return "--temperature must be >= 0 and --top-p in (0, 1]"
     return None

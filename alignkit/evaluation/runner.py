@@ -46,8 +46,7 @@ class EvalOptions:
     prompts: str | None = None  # instruction file; None = the shipped set
     split: str = "test"
     max_new_tokens: int = 256
-    batch_size: int | None = None  # prompts per batch; None: generation sizes its own batches
-    # (alignkit.generation.auto_batch_size), the scoring passes (perplexity, KL, judges) take 8
+    batch_size: int | None = None  # prompts per batch; None: see scoring_batch_size
     temperature: float = 0.0
     seed: int = 0
     limit: int | None = None
@@ -74,6 +73,12 @@ class EvalOptions:
     prompt_optimizer: str | None = None
     aligner: str | None = None
     aid_max_new_tokens: int = 256
+
+    @property
+    def scoring_batch_size(self) -> int:
+        """Batch of the scoring passes (perplexity, KL, judges): ``batch_size``, or 8 when it is None; with
+        None the answers' generation sizes its own batches (:func:`alignkit.generation.auto_batch_size`)."""
+        return self.batch_size or 8
 
 
 def _log(msg: str) -> None:
@@ -145,7 +150,6 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         raise ValueError("no model to evaluate (pass --model at least once)")
     if opts.max_new_tokens < 1 or (opts.batch_size is not None and opts.batch_size < 1):
         raise ValueError("max_new_tokens and batch_size must be at least 1")
-    scoring_batch = opts.batch_size or 8
     t_start = time.perf_counter()
     math_source = if_rows = safety_rows = None
     cost_model = None
@@ -177,7 +181,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
         if_rows = if_rows[: opts.limit] if if_rows is not None else None
         safety_rows = safety_rows[: opts.limit] if safety_rows is not None else None
     # a bad --judge fails here, before any model loads; a judge model loads after the answers
-    load_judge = prepare_judge(opts.judge, seed=opts.seed, batch_size=scoring_batch) if opts.judge else None
+    load_judge = prepare_judge(opts.judge, seed=opts.seed, batch_size=opts.scoring_batch_size) if opts.judge else None
     reward_fn = load_reward(opts.reward, opts.reward_weights) if opts.reward else None
     eval_rows = None
     if opts.eval_data:
@@ -244,7 +248,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             log(f"[{k}/{len(models)}] {name}: math accuracy {scored['correct']}/{scored['n']}")
         if eval_rows is not None:
             log(f"[{k}/{len(models)}] {name}: perplexity on {opts.eval_data}")
-            entry["perplexity"] = perplexity(model, tok, eval_rows, batch_size=scoring_batch,
+            entry["perplexity"] = perplexity(model, tok, eval_rows, batch_size=opts.scoring_batch_size,
                                              max_length=opts.max_length, chat_template=opts.chat_template)
         if ref is not None:
             if tok.get_vocab() != ref_tok.get_vocab():
@@ -260,7 +264,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
                 kl_gens, estimator = gens, "greedy completions (biased proxy)"
             log(f"[{k}/{len(models)}] {name}: KL from {opts.reference}")
             entry["kl"] = {**kl_estimate(model, ref, kl_gens.prompt_ids, kl_gens.completion_ids,
-                                         pad_id=_pad(tok), batch_size=scoring_batch),
+                                         pad_id=_pad(tok), batch_size=opts.scoring_batch_size),
                            "reference": opts.reference, "estimator": estimator}
         if reward_fn is not None:
             log(f"[{k}/{len(models)}] {name}: reward {' + '.join(opts.reward)}")
@@ -380,14 +384,14 @@ def _safety_scores(opts: EvalOptions, rows: list[dict[str, Any]], prompts: list[
     if judge_kind in ("local", "http"):
         if "safety" not in judges:
             judges["safety"] = safety.load_compliance_judge(opts.safety_judge, seed=opts.seed,
-                                                            batch_size=opts.batch_size or 8)
+                                                            batch_size=opts.scoring_batch_size)
         complied = safety.judged_compliance(judges["safety"], prompts, texts)
     scored = safety.safety_rates(rows, texts, costs, complied)
     if opts.helpfulness_judge:
         if "helpfulness" not in judges:
             from alignkit.scoring import load_judge
 
-            judges["helpfulness"] = load_judge(opts.helpfulness_judge, seed=opts.seed, batch_size=opts.batch_size or 8,
+            judges["helpfulness"] = load_judge(opts.helpfulness_judge, seed=opts.seed, batch_size=opts.scoring_batch_size,
                                                **safety.JUDGE_SETTINGS)
         benign = [i for i, row in enumerate(rows) if row["kind"] == "benign"]
         scores: list[float | None] = [None] * len(rows)

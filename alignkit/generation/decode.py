@@ -116,7 +116,8 @@ class PreallocatedCache(Cache):
             layer.batch_select_indices(indices)
 
 
-def _text_config(model: torch.nn.Module):
+def text_config(model: torch.nn.Module):
+    """The (text) decoder config of ``model`` under its wrappers, or None."""
     config = getattr(unwrap(model), "config", None)
     if config is None:
         return None
@@ -139,7 +140,7 @@ def _cache_keyword(model: torch.nn.Module) -> str:
 def supports_fast_decode(model: torch.nn.Module) -> bool:
     """Whether :func:`decode` can run ``model``: a decoder-only model whose layers are all full
     attention (no sliding window, no linear-attention or state-space layers)."""
-    config = _text_config(model)
+    config = text_config(model)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
     if not isinstance(getattr(config, "num_hidden_layers", None), int):
@@ -264,7 +265,7 @@ def decode(
     token (which is kept); C is the longest completion. ``model`` must be in eval mode. ``lean``: run
     the steps through :func:`alignkit.generation.lean.lean_decoder` (the model must support it).
     """
-    config = _text_config(model)
+    config = text_config(model)
     forward = model
     if lean:
         from alignkit.generation.lean import lean_decoder

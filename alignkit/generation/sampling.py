@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from alignkit.generation.decode import decode, supports_fast_decode
+from alignkit.generation.decode import decode, supports_fast_decode, text_config
 from alignkit.generation.lean import supports_lean
 from alignkit.models.modules import eval_mode
 
@@ -234,8 +234,7 @@ def auto_batch_size(model: torch.nn.Module, tokens_per_row: int) -> int:
     KV cache within :data:`AUTO_BATCH_KV_BYTES`, at most :data:`AUTO_BATCH_CAP`, at least 1; 8 when the
     model's config does not say its cache size. SmolLM2-135M in float32 (46 KB of cache per token): 64;
     a 1.7B Llama in float32 (393 KB per token) at 260 tokens: 20."""
-    config = getattr(model, "config", None)
-    config = getattr(config, "get_text_config", lambda: config)() if config is not None else None
+    config = text_config(model)
     try:
         layers = int(config.num_hidden_layers)
         heads = int(config.num_attention_heads)

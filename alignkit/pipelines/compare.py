@@ -116,7 +116,7 @@ def run_compare(opts: CompareOptions, log: Callable[[str], None] | None = None) 
     if opts.judge:  # a bad spec fails here, before any model loads
         from alignkit.evaluation.winrate import prepare_judge
 
-        load_judge = prepare_judge(opts.judge, seed=opts.eval.seed, batch_size=opts.eval.batch_size or 8)
+        load_judge = prepare_judge(opts.judge, seed=opts.eval.seed, batch_size=opts.eval.scoring_batch_size)
     rows, answers = [], []
     plan = variants(opts)
     for i, v in enumerate(plan, start=1):
