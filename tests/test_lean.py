@@ -110,6 +110,40 @@ def test_decode_step_attention_equals_grouped_sdpa():
     assert torch.allclose(lean._attend(q, k2, v, keys), want, atol=1e-6)
 
 
+def test_bf16_decode_step_attention_by_matmul_without_amx_and_flash_with_it():
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(shape, generator=gen).mul(2).bfloat16()
+               for shape in ((4, 6, 1, 8), (4, 2, 9, 8), (4, 2, 9, 8)))
+    keys = torch.ones(4, 1, 1, 9, dtype=torch.bool)
+    keys[2, ..., :3] = False
+    lean = LeanDecoder.__new__(LeanDecoder)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keys, enable_gqa=True)
+    lean.bf16_by_matmul = False  # with AMX: the flash kernel, bit for bit
+    assert torch.equal(lean._attend(q, k, v, keys), sdpa)
+    lean.bf16_by_matmul = True  # without: HF eager's rounding, written out per head by hand
+    got = lean._attend(q, k, v, keys)
+    assert got.dtype == torch.bfloat16
+    for row in range(4):
+        for head in range(6):
+            kv = head // 3  # 6 query heads share 2 key/value heads in groups of 3
+            s = (q[row, head, 0] @ k[row, kv].T).float() / 8 ** 0.5  # product rounded to bf16, then float
+            s[~keys[row, 0, 0]] = float("-inf")
+            p = s.softmax(-1).bfloat16()
+            assert torch.allclose(got[row, head, 0].float(), (p @ v[row, kv]).float(), rtol=1e-2, atol=1e-2)
+    exact = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=keys,
+                                                              enable_gqa=True)
+    assert (got.float() - exact).abs().max() < 0.1
+
+
+def test_has_amx_reads_the_cpu_flags(monkeypatch):
+    from alignkit import hardware
+
+    monkeypatch.setattr(hardware, "read_cpu_info", lambda: hardware.parse_cpuinfo("flags : avx2 amx_bf16 amx_tile"))
+    assert hardware.has_amx()
+    monkeypatch.setattr(hardware, "read_cpu_info", lambda: hardware.parse_cpuinfo("flags : avx2 avx512_bf16"))
+    assert not hardware.has_amx()
+
+
 def test_lora_adapters_are_merged_and_follow_training_steps(scrambled):
     model = _lora(scrambled)
     ids, mask = _padded(PROMPT_IDS)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignkit.hardware import has_amx
 from alignkit.models.modules import active_lora_adapters, adapter_state, base_module, effective_weight
 
 __all__ = ["LeanDecoder", "lean_decoder", "supports_lean"]
@@ -121,6 +122,7 @@ class LeanDecoder:
         self.head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // self.heads)
         self.eps = float(c.rms_norm_eps)
         self.rotary = inner.model.rotary_emb
+        self.bf16_by_matmul = not has_amx()  # see _attend
         self.fingerprint: tuple = ()
         self.layers: list[_Layer] = []
         self.refresh(model)
@@ -170,15 +172,19 @@ class LeanDecoder:
         return weight * h.to(x.dtype)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """softmax(q kᵀ / √D + mask) v, [B, H, T, D]. A float32 decode step (T = 1) multiplies the G = H / KVH
-        query heads of each key/value head as one [G, D] block: the CPU flash kernel spends ~40 % longer
-        on these one-row queries (measured at 72-256 rows, 120-200 cached positions)."""
+        """softmax(q kᵀ / √D + mask) v, [B, H, T, D]. A decode step (T = 1) multiplies the G = H / KVH query
+        heads of each key/value head as one [G, D] block, in float32 (the CPU flash kernel spends ~40 %
+        longer on these one-row queries, measured at 72-256 rows, 120-200 cached positions) and, without
+        AMX, in bfloat16 too (there the flash kernel's bf16 path took 8-12x longer: 11.6 vs 1.4 ms at 128
+        rows x 150 positions on an AMD EPYC with AVX-512 BF16). bfloat16 scores are rounded as Hugging
+        Face's eager attention rounds them (product in bf16, softmax in float32, probabilities back to
+        bf16); with AMX the flash kernel stays, so bf16 answers there are what they were."""
         b, h, t, d = q.shape
         kvh = k.shape[1]
-        if t != 1 or q.dtype != torch.float32:
+        if t != 1 or not (q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and self.bf16_by_matmul)):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=keys, enable_gqa=kvh != h)
-        scores = torch.matmul(q.reshape(b, kvh, h // kvh, d), k.transpose(-1, -2)).mul_(d ** -0.5)
-        scores = scores.masked_fill_(~keys, float("-inf")).softmax(-1)
+        scores = torch.matmul(q.reshape(b, kvh, h // kvh, d), k.transpose(-1, -2)).float().mul_(d ** -0.5)
+        scores = scores.masked_fill_(~keys, float("-inf")).softmax(-1).to(v.dtype)
         return torch.matmul(scores, v).reshape(b, h, 1, d)
 
     @staticmethod
