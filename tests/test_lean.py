@@ -215,3 +215,26 @@ def test_which_models_it_runs_and_the_fallback(scrambled, monkeypatch):
     lean = sample_completions(scrambled, PROMPT_IDS, **kw)
     assert seen == [False, True]
     assert plain.completion_ids == lean.completion_ids
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_weight_layout_gives_the_model_forward_at_few_and_many_rows(scrambled, monkeypatch, amx):
+    """Without AMX float32 weights are stored [out, in] and few rows are multiplied as (W xᵀ)ᵀ; with AMX
+    (or bf16) [in, out]. Either way, and on both sides of OUT_IN_ROWS, the logits are the model's."""
+    from alignkit.generation import lean as lean_module
+
+    monkeypatch.setattr(lean_module, "has_amx", lambda: amx)
+    monkeypatch.setattr(lean_module, "OUT_IN_ROWS", 6)
+    decoder = LeanDecoder(scrambled)
+    assert decoder.out_in is (not amx)
+    assert decoder.layers[0].qkv.is_contiguous() is amx  # an [in, out] view of [out, in] storage without AMX
+    for prompts in (PROMPT_IDS[1:3], PROMPT_IDS):  # 2 x 4 = 8 rows > 6; 4 x 7 = 28 rows
+        for width in (1, None):  # one column (decode-sized, 2-4 rows <= 6) and the whole prompt
+            ids, mask = _padded(prompts)
+            ids, mask = (ids[:, -1:], mask[:, -1:]) if width == 1 else (ids, mask)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            with torch.no_grad():
+                want = scrambled(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            cache = PreallocatedCache(scrambled.config.num_hidden_layers, ids.shape[1])
+            got = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache).logits
+            assert torch.allclose(got[mask.bool()], want[mask.bool()], atol=1e-4, rtol=1e-4)
