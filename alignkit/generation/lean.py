@@ -7,7 +7,8 @@ generation-only copy of each layer's weights with any LoRA adapters merged in (W
 projections that share an input fused into one matrix (q|k|v and gate|up), stored [in, out] (float32
 on a CPU without AMX: [out, in], see :meth:`LeanDecoder._mm`): 4 products per layer. Measured (SmolLM2-135M, LoRA r=16, 2 prompts x 4 samples x 32 tokens, float32, 2 cores,
 2026-12-06, five interleaved runs): HF forward 3.48 s median, this forward 2.81 s. What is left is the
-matrix products themselves: at 8 rows MKL streams the weights at ~11-14 GB/s here whatever their layout.
+matrix products themselves: at 8 rows MKL streams the weights at ~11-14 GB/s on that Intel machine whatever
+their layout (on an AMD EPYC without AMX the layout mattered: :meth:`LeanDecoder._mm`).
 
 The arithmetic is the model's own: RMSNorm in float32 (``w · x / sqrt(mean(x²) + ε)``), rotary
 embeddings from the model's rotary module, grouped-query attention (``scaled_dot_product_attention``;
