@@ -5,8 +5,9 @@ Llama forward that is 7 base products, 14 low-rank products and their adds per l
 forward's own Python (mask building, cache bookkeeping, peft dispatch). This module keeps a
 generation-only copy of each layer's weights with any LoRA adapters merged in (W + (α/r)·BA) and the
 projections that share an input fused into one matrix (q|k|v and gate|up), stored [in, out] (float32
-on a CPU without AMX: [out, in], see :meth:`LeanDecoder._mm`): 4 products per layer. Measured (SmolLM2-135M, LoRA r=16, 2 prompts x 4 samples x 32 tokens, float32, 2 cores,
-2026-12-06, five interleaved runs): HF forward 3.48 s median, this forward 2.81 s. What is left is the
+on a CPU without AMX: [out, in], see :meth:`LeanDecoder._mm`): 4 products per layer. Measured
+(SmolLM2-135M, LoRA r=16, 2 prompts x 4 samples x 32 tokens, float32, 2 cores, 2026-12-06, five
+interleaved runs): HF forward 3.48 s median, this forward 2.81 s. What is left is the
 matrix products themselves: at 8 rows MKL streams the weights at ~11-14 GB/s on that Intel machine whatever
 their layout (on an AMD EPYC without AMX the layout mattered: :meth:`LeanDecoder._mm`).
 
@@ -126,8 +127,9 @@ class LeanDecoder:
         self.head_dim = int(getattr(c, "head_dim", None) or c.hidden_size // self.heads)
         self.eps = float(c.rms_norm_eps)
         self.rotary = inner.model.rotary_emb
-        self.bf16_by_matmul = not has_amx()  # see _attend
-        self.out_in = False  # set with the weights' dtype (refresh)
+        self.amx = has_amx()
+        self.bf16_by_matmul = not self.amx  # see _attend
+        self.out_in = False  # float32 without AMX, set with the weights' dtype (refresh; see _mm)
         self.fingerprint: tuple = ()
         self.layers: list[_Layer] = []
         self.refresh(model)
@@ -146,7 +148,7 @@ class LeanDecoder:
         if not self.layers:
             dtype = body.embed_tokens.weight.dtype  # the model's compute dtype (lora.base_dtype may store less)
 
-            self.out_in = dtype == torch.float32 and not has_amx()  # see _mm
+            self.out_in = dtype == torch.float32 and not self.amx
 
             def empty(modules: tuple) -> torch.Tensor:
                 w = [_base_weight(m) for m in modules]
