@@ -76,6 +76,21 @@ class LoraSettings(StrictModel):
         return self
 
 
+_COMPARISONS = (">=", "<=", ">", "<")
+
+
+def parse_constraint(text: str) -> tuple[str, str, float]:
+    """``'eval_rewards/helpful>=0.475'`` -> ``('eval_rewards/helpful', '>=', 0.475)``."""
+    for op in _COMPARISONS:
+        name, found, value = text.partition(op)
+        if found:
+            try:
+                return name.strip(), op, float(value)
+            except ValueError:
+                break
+    raise ValueError(f"best_model_constraint: expected METRIC>=NUMBER (or <=, >, <), got {text!r}")
+
+
 class TrainConfig(StrictModel):
     """Keys every training method accepts."""
 
@@ -108,6 +123,17 @@ class TrainConfig(StrictModel):
         "each layer's MLP block) or alternate (mlp on every other layer); all keep DPO's shared-prompt KV cache")
     logging_steps: int = Field(1, ge=1)
     eval_steps: int = Field(0, ge=0, description="evaluate on eval_data every N steps; 0: at the end only")
+    eval_batch_size: int | None = Field(None, ge=1, description="examples per device per evaluation batch "
+                                        "(default batch_size)")
+    eval_on_start: bool = Field(False, description="also evaluate the starting model, before the first step")
+    metric_for_best_model: str | None = Field(None, description="an eval metric (e.g. eval_loss, eval_cost): the "
+                                              "evaluation with its best value is kept in OUTPUT_DIR/best/")
+    greater_is_better: bool | None = Field(None, description="for metric_for_best_model (default: false when its "
+                                           "name holds 'loss' or 'cost', else true)")
+    best_model_constraint: str | None = Field(None, description="only evaluations meeting it compete for the best, "
+                                              "e.g. 'eval_rewards/helpful>=0.475' (>=, <=, >, <)")
+    load_best_model_at_end: bool = Field(False, description="final/ holds the best evaluated model (needs "
+                                         "metric_for_best_model and eval_steps > 0)")
     keep_checkpoints: int = Field(2, ge=1)
 
     # Data handling.
@@ -126,6 +152,18 @@ class TrainConfig(StrictModel):
     @classmethod
     def _report_to(cls, v: Any) -> list[str]:
         return parse_report_to(v)
+
+    @model_validator(mode="after")
+    def _check_best_model(self) -> TrainConfig:
+        if self.best_model_constraint is not None:
+            parse_constraint(self.best_model_constraint)  # a ValueError names what was expected
+        if (self.best_model_constraint or self.load_best_model_at_end) and not self.metric_for_best_model:
+            raise ValueError("best_model_constraint and load_best_model_at_end need metric_for_best_model")
+        if self.metric_for_best_model and not self.eval_data:
+            raise ValueError("metric_for_best_model needs eval_data (the held-out rows it is measured on)")
+        if self.load_best_model_at_end and not self.eval_steps:
+            raise ValueError("load_best_model_at_end needs eval_steps > 0 (evaluations to choose from)")
+        return self
 
     @field_validator("resume", mode="before")
     @classmethod
@@ -182,6 +220,7 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
     Alias("lr_scheduler_type", "scheduler"),
     Alias("save_total_limit", "keep_checkpoints"),
     Alias("resume_from_checkpoint", "resume"),
+    Alias("per_device_eval_batch_size", "eval_batch_size"),
     # TRL ModelConfig
     Alias("model_name_or_path", "model"),
     # TRL SFTConfig

@@ -167,3 +167,27 @@ def test_bad_row_stops_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and "row 3" in err and "completion" in err
     assert not (out / "checkpoints").exists()
+
+
+def test_best_model_by_hand(tmp_path):
+    from alignkit.config import TrainConfig
+    from alignkit.engine.best import BestModel, lower_is_better
+
+    assert lower_is_better("eval_loss", None) and lower_is_better("eval_cost", None)
+    assert not lower_is_better("eval_reward", None) and lower_is_better("eval_reward", False)
+    cfg = TrainConfig(eval_data="x.jsonl", eval_steps=1, metric_for_best_model="eval_reward",
+                      best_model_constraint="eval_len<=10", load_best_model_at_end=True)
+    model = torch.nn.Linear(2, 1)
+    best = BestModel(cfg, tmp_path)
+    seen = []
+    for step, reward, length in [(1, 0.2, 5), (2, 0.9, 12), (3, 0.5, 10), (4, 0.5, 3), (5, 0.4, 1)]:
+        with torch.no_grad():
+            model.weight.fill_(step)
+        seen.append(best.consider(step, {"eval_reward": reward, "eval_len": length}, model))
+    # step 2 has the highest reward but breaks the constraint; step 4 ties step 3 (the earlier one stays)
+    assert seen == [True, False, True, False, False] and best.record["step"] == 3
+    assert [p.name for p in (tmp_path / "best").glob("*.safetensors")] == ["trainable-step-3.safetensors"]
+    with torch.no_grad():
+        model.weight.zero_()
+    assert BestModel(cfg, tmp_path, resumed=True).restore(model) == 3 and torch.all(model.weight == 3)
+    assert BestModel(cfg, tmp_path).restore(model) is None  # a fresh run ignores an earlier run's best

@@ -292,6 +292,22 @@ def test_data_safety_items_selects_requests(tmp_path, capsys):
     assert not (tmp_path / "bad.jsonl").exists()
 
 
+def test_data_safety_wordings_builds_a_validation_split(tmp_path, capsys):
+    out = tmp_path / "val.jsonl"
+    assert main(["data", "safety", "--layout", "prompts", "--items", "21-23", "--wordings", "ask,story",
+                 "--output", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 * 10 * 2 * 6  # items x categories x kinds x (4 ask + 2 story wordings)
+    assert sum("story" in r["id"] for r in rows) == 3 * 10 * 2 * 2
+    test_requests = {r["request"] for r in dataset.load_safety_set(None, "test")}
+    train_requests = {r["request"] for r in dataset.load_safety_set(None, "train") if r["item"] in (21, 22, 23)}
+    texts = {r["prompt"][0]["content"] for r in rows}
+    assert all(any(q in t for q in train_requests) for t in texts)  # train items only, no test request
+    assert not any(q in t for t in texts for q in test_requests)
+    assert main(["data", "safety", "--wordings", "ask,tale", "--output", str(tmp_path / "bad.jsonl")]) != 0
+    assert "expected names from ask, story, got 'ask,tale'" in capsys.readouterr().err
+
+
 def test_cost_model_trains_on_pairs_and_labels(safety_files, tmp_path):
     rows = [json.loads(x) for x in (safety_files / "pairs.jsonl").read_text().splitlines()[:6]]
     rows += [json.loads(x) for x in (safety_files / "labels.jsonl").read_text().splitlines()[:4]]
@@ -529,3 +545,63 @@ def test_refusal_scores_match_the_model_logits():
     for p, score in zip(prompts, got):  # each prompt alone, unpadded
         logp = model(input_ids=torch.tensor([p])).logits[0, -1].float().log_softmax(-1)
         assert score == pytest.approx(float(logp[3] - logp[4]), abs=1e-4)
+
+
+def test_safe_grpo_lambda_reads_held_out_cost_and_keeps_the_best_model(safety_files, tmp_path):
+    # the cost function scores an evaluation (3 held-out prompts, one greedy answer each) 3, 1, 2, 0 in turn
+    cost = tmp_path / "scripted.py"
+    cost.write_text("CALLS = []\n"
+                    "def cost(prompts, completions, **kw):\n"
+                    "    if len(completions) == 3:\n"
+                    "        CALLS.append(1)\n"
+                    "        return [[3.0, 1.0, 2.0, 0.0][len(CALLS) - 1]] * 3\n"
+                    "    return [float(len(str(c)) % 2) for c in completions]  # varies: the policy moves\n")
+    held_out = write_jsonl(tmp_path / "held.jsonl", [json.loads(x) for x in
+                                                     (safety_files / "prompts.jsonl").read_text().splitlines()[:3]])
+    out = tmp_path / "run"
+    assert main(["safe-grpo", *SAFE, f"data={safety_files / 'prompts.jsonl'}", f"cost={cost}:cost",
+                 "cost_limit=0.25", "lambda_init=0.5", "lambda_lr=0.5", "max_steps=6", "save_steps=2",
+                 "keep_checkpoints=5", f"eval_data={held_out}", "eval_steps=2", "eval_on_start=true",
+                 "eval_temperature=0", "eval_batch_size=8", "lambda_reads=eval", "metric_for_best_model=eval_cost",
+                 "best_model_constraint=eval_cost>0.5", "load_best_model_at_end=true", f"output_dir={out}"]) == 0
+    rows = read_metrics(out)
+    assert [r["eval_cost"] for r in rows if "eval_cost" in r] == [3.0, 1.0, 2.0, 0.0]  # steps 0, 2, 4, 6
+    assert [r["eval_completion_length"] for r in rows if "eval_cost" in r] == [4.0] * 4  # one greedy answer
+    # one dual step per evaluation, lambda <- lambda + 0.5 (J - 0.25); the rollouts' costs are not read:
+    # 0.5 -> 1.875 (J 3, before step 1) -> 2.25 (J 1, from step 3) -> 3.125 (J 2, from step 5)
+    assert [r["lambda"] for r in rows if "lambda" in r] == pytest.approx([1.875, 1.875, 2.25, 2.25, 3.125, 3.125])
+    # the best: the lowest eval_cost among the evaluations with eval_cost > 0.5, i.e. step 2 (not step 6's 0)
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["step"] == 2 and best["value"] == 1.0
+    from safetensors.torch import load_file
+
+    kept = load_file(str(out / "best" / best["file"]))
+    at_2 = load_file(str(out / "checkpoints" / "step-2" / "trainable.safetensors"))
+    at_6 = load_file(str(out / "checkpoints" / "step-6" / "trainable.safetensors"))
+    assert kept.keys() == at_2.keys() and all(torch.equal(kept[k], at_2[k]) for k in kept)
+    final = load_file(str(out / "final" / "model.safetensors"))  # full fine-tuning: the whole model
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(final[name], at_2[name]) and not torch.equal(final[name], at_6[name])  # step 2's model
+
+
+@pytest.mark.parametrize("keys, message", [
+    (["lambda_reads=eval"], "lambda_reads=eval needs eval_data"),
+    (["metric_for_best_model=eval_cost"], "metric_for_best_model needs eval_data"),
+    (["best_model_constraint=eval_cost>x", "metric_for_best_model=eval_cost"], "expected METRIC>=NUMBER"),
+    (["load_best_model_at_end=true"], "need metric_for_best_model"),
+])
+def test_safe_grpo_held_out_keys_fail_before_training(safety_files, tmp_path, capsys, keys, message):
+    assert main(["safe-grpo", *SAFE, f"data={safety_files / 'prompts.jsonl'}", "cost=safety:compliance", *keys,
+                 f"output_dir={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_best_model_unknown_metric_names_the_logged_ones(safety_files, tmp_path, capsys):
+    held_out = write_jsonl(tmp_path / "held.jsonl", [json.loads(x) for x in
+                                                     (safety_files / "prompts.jsonl").read_text().splitlines()[:2]])
+    assert main(["safe-grpo", *SAFE, f"data={safety_files / 'prompts.jsonl'}", "cost=safety:compliance",
+                 "max_steps=2", f"eval_data={held_out}", "eval_on_start=true", "eval_temperature=0",
+                 "metric_for_best_model=eval_costs", f"output_dir={tmp_path / 'x'}"]) != 0
+    err = capsys.readouterr().err
+    assert "no eval metric 'eval_costs'" in err and "eval_cost," in err and "Traceback" not in err

@@ -29,6 +29,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     sa.add_argument("--items", default=None, help="only these item numbers of each category, e.g. '0-5,8-16' "
                     "(default: every item of the split; the shipped set numbers its items 0-23, test items 6-7): "
                     "to give two training stages different requests")
+    sa.add_argument("--wordings", default=None, help="put the chosen rows in these wording families, e.g. "
+                    "'ask,story' (default: the split's own: ask for train, ask and story for test); with --items "
+                    "21-23 the validation split of the README: train items in the test split's mix of wordings")
     sa.add_argument("--seed", type=int, default=0, help="seed of the response order in pairs (default 0)")
     sa.add_argument("--answer-prefix", default="", help="--layout sft: text that opens every helpful answer "
                     "(e.g. 'Sure! ': refusing or answering then differ from the first token; default none)")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         raise SafetySetError("--answer-prefix and --benign-repeats apply to --layout sft only")
     if args.benign_repeats < 1:
         raise SafetySetError(f"--benign-repeats: expected a whole number >= 1, got {args.benign_repeats}")
-    rows = load_safety_set(None, args.split)
+    rows = load_safety_set(None, args.split) if args.wordings is None else wordings_rows(args.split, args.wordings)
     if args.items is not None:
         wanted = parse_items(args.items)
         rows = [r for r in rows if r.get("item") in wanted]
@@ -67,7 +70,21 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
         out = [{**r, "prompt": as_user_turn(r["prompt"])} for r in out]
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")}
-    return out, {"split": args.split, "items": args.items, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
+    return out, {"split": args.split, "items": args.items, "wordings": args.wordings, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
+
+
+def wordings_rows(split: str, spec: str) -> list[dict[str, Any]]:
+    """The split's rows, each request put in the wording families of ``spec`` ('ask,story')."""
+    from alignkit.safety.dataset import WORDINGS, SafetySetError, build_rows
+
+    families = tuple(f.strip() for f in spec.split(",") if f.strip())
+    unknown = [f for f in families if f not in WORDINGS]
+    if unknown or not families:
+        raise SafetySetError(f"--wordings: expected names from {', '.join(WORDINGS)}, got {spec!r}")
+    rows = [r for r in build_rows(families) if split == "all" or r["split"] == split]
+    if not rows:
+        raise SafetySetError(f"--wordings {spec}: no rows of split '{split}'")
+    return rows
 
 
 def parse_items(spec: str) -> set[int]:

@@ -121,6 +121,9 @@ class Method:
         Called once per logged step and per evaluation; the default returns ``metrics`` unchanged."""
         return metrics
 
+    def after_evaluate(self, step: int, metrics: dict[str, float]) -> None:
+        """Sees the ``eval_*`` metrics of the evaluation after ``step`` optimizer steps (0: eval_on_start)."""
+
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         """Hook after each optimizer step (e.g. IFT refreshes its frozen embedding copy)."""
 

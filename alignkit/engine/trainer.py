@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from alignkit.config import ConfigError, TrainConfig, check_output_dir, dump_config
 from alignkit.data import epoch_batches
 from alignkit.engine import trackers
+from alignkit.engine.best import BestModel
 from alignkit.engine.checkpoint import (
     find_resume_checkpoint,
     list_checkpoints,
@@ -165,6 +166,7 @@ class Trainer:
             dump_config(config, self.out / "config.yaml")
         self.log = MetricsLog(self.out, self.start_step if self.resume_from else None,
                               enabled=acc.is_main_process)
+        self.best = BestModel(config, self.out, resumed=self.resume_from is not None)
         if config.report_to:
             acc.init_trackers(f"alignkit-{self.method.name}",
                               config=trackers.flat_config(config.model_dump(mode="json")),
@@ -212,7 +214,7 @@ class Trainer:
         """Mean loss (and method metrics) on ``eval_data``, as ``eval_*`` metrics."""
         if not self.eval_examples:
             return {}
-        acc, bs = self.accelerator, self.config.batch_size
+        acc, bs = self.accelerator, self.config.eval_batch_size or self.config.batch_size
         self.model.eval()
         order = list(range(len(self.eval_examples)))[acc.process_index::acc.num_processes]
         loss_sum, units, sums, counts = 0.0, 0.0, {}, {}
@@ -234,6 +236,15 @@ class Trainer:
             result[k] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
         return {f"eval_{k}": v for k, v in self.method.derive_metrics(result).items()}
 
+    def _evaluate_at(self, step: int) -> dict[str, float]:
+        """Evaluate, then let the method and the best-model record see the result."""
+        metrics = self.evaluate()
+        if metrics:
+            self.method.after_evaluate(step, metrics)
+            acc = self.accelerator
+            self.best.consider(step, metrics, acc.unwrap_model(self.model), write=acc.is_main_process)
+        return metrics
+
     def fit(self) -> RunResult:
         acc, cfg = self.accelerator, self.config
         world = acc.num_processes
@@ -242,6 +253,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.start_step, disable=not acc.is_main_process,
                    desc=f"{self.method.name}", dynamic_ncols=True)
         step = self.start_step
+        if cfg.eval_on_start and step == 0 and self.eval_examples:
+            self._log(0, self._evaluate_at(0))
         try:
             while step < self.total_steps:
                 t0 = time.perf_counter()
@@ -294,7 +307,7 @@ class Trainer:
                     metrics[k] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
                 metrics = self.method.derive_metrics(metrics)
                 if cfg.eval_steps and step % cfg.eval_steps == 0:
-                    metrics.update(self.evaluate())
+                    metrics.update(self._evaluate_at(step))
                 if step % cfg.logging_steps == 0 or step == self.total_steps:
                     self._log(step, metrics)
                 bar.update(1)
@@ -314,11 +327,16 @@ class Trainer:
             return RunResult(self.out, step, None, interrupted=True)
         bar.close()
 
-        final_metrics = self.evaluate() if self.eval_examples and not cfg.eval_steps else {}
+        final_metrics = self._evaluate_at(step) if self.eval_examples and not cfg.eval_steps else {}
         if final_metrics:
             self._log(step, final_metrics)
         if (self.start_step < self.total_steps or not list_checkpoints(self.out)) and not is_fsdp(acc):
             self._save(step)
+        if cfg.load_best_model_at_end:  # after the last checkpoint, which must hold the last step for resume
+            best_step = self.best.restore(acc.unwrap_model(self.model))
+            tqdm.write(f"final/ holds the best evaluation, step {best_step} ({self.best.metric} "
+                       f"{self.best.record['value']:.4g})" if best_step is not None else
+                       "no evaluation met best_model_constraint: final/ holds the last step")
         final = self.out / "final"
         to_save = model_for_saving(acc, self.model, self.method.build_model)
         if acc.is_main_process:

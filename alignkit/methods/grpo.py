@@ -43,8 +43,8 @@ Prompts: ``max_prompt_length`` (default ``max_length - max_new_tokens``) keeps t
 longer prompt; a prompt of ``max_length`` tokens or more is a malformed row.
 
 Evaluation (``eval_data``): each held-out prompt gets G sampled completions (fixed seeds, so every
-evaluation uses the same random numbers) and the logged ``eval_reward``/``eval_rewards/NAME`` are their
-mean rewards (``eval_loss`` is 0: there is no loss without a rollout to compare against).
+evaluation uses the same random numbers; ``eval_temperature=0``: one greedy completion) and the logged
+``eval_reward``/``eval_rewards/NAME`` are their mean rewards (``eval_loss`` is 0: there is no loss without a rollout to compare against).
 
 Metrics (TRL's names): ``reward`` (mean total reward), ``reward_std`` (std of the step's rewards),
 ``rewards/NAME`` (each source's mean raw reward), ``frac_reward_zero_std`` (fraction of groups without
@@ -60,6 +60,7 @@ go to ``OUTPUT_DIR/completions.jsonl`` every ``log_completions_steps`` steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Literal
 
 import torch
@@ -98,6 +99,8 @@ class GRPOConfig(TrainConfig, ServerRolloutKeys):
     num_generations: int = Field(4, ge=2, description="completions sampled per prompt (the group size G)")
     max_new_tokens: int = Field(64, ge=1, description="longest completion, in tokens")
     temperature: float = Field(1.0, gt=0, description="sampling temperature (also applied to the log-probs)")
+    eval_temperature: float | None = Field(None, ge=0, description="evaluation (eval_data): sampling temperature "
+                                           "(default temperature); 0: one greedy completion per prompt")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     beta: float = Field(0.0, ge=0, description="k3 KL weight; 0: no reference model at all")
     eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip range: ratio >= 1 - eps_low")
@@ -345,18 +348,28 @@ class GRPO(PromptMethod):
         metrics.update(guard_metrics)
         return StepOutput(loss_sum=loss_sum, metrics=metrics)
 
+    def score_eval(self, batch: dict[str, Any], ro: Any, metrics: dict[str, tuple[float, float]]) -> None:
+        """Hook: more (sum, count) metrics of an evaluation rollout (safe-grpo adds its costs)."""
+
     def _evaluate_prompts(self, model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:
         """Mean rewards of sampled completions for held-out prompts (called by the engine's evaluation)."""
         cfg = self.config
         rank = self.accelerator.process_index if self.accelerator is not None else 0
         first_row = int(batch["rows"][0] or 0) if batch.get("rows") else 0
         sync_backend(self.backend, model, self._steps_done, batch["prompt_ids"][0], force=True)  # current weights
-        ro = self.backend.generate(model, batch["prompt_ids"], num_generations=cfg.num_generations,
-                                   seed=rollout_seed(cfg.seed, -1 - first_row, rank, 0))
+        temperature = cfg.temperature if cfg.eval_temperature is None else cfg.eval_temperature
+        rollout_settings = self.backend.settings
+        self.backend.settings = dataclasses.replace(rollout_settings, temperature=temperature)
+        try:
+            ro = self.backend.generate(model, batch["prompt_ids"], num_generations=cfg.num_generations if temperature
+                                       else 1, seed=rollout_seed(cfg.seed, -1 - first_row, rank, 0))
+        finally:
+            self.backend.settings = rollout_settings
         total, per, _, _ = score_rollout(self.rewards, self.tokenizer, batch, ro)
         N = float(total.numel())
         metrics = {"reward": (float(total.sum()), N),
                    "completion_length": (float(ro.completion_mask.sum()), N)}
         for name, values in per.items():
             metrics[f"rewards/{name}"] = (float(values.sum()), N)
+        self.score_eval(batch, ro, metrics)
         return StepOutput(loss_sum=torch.zeros((), device=ro.sequences.device), metrics=metrics)

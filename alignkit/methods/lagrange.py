@@ -59,7 +59,10 @@ class LagrangeMultiplier:
 
     def at(self, block: int) -> float:
         """The multiplier the rollout of ``block`` uses."""
-        saved = self.history.get(block)
+        # the newest state at or before this block (every block has one when lambda follows the rollouts;
+        # with lambda_reads=eval only the blocks after an evaluation do)
+        known = [k for k in self.history if k <= block]
+        saved = self.history[max(known)] if known else None
         if saved is not None:
             self.state = LambdaState(lam=float(saved["lam"]), integral=float(saved.get("integral", 0.0)),
                                      last_cost=saved.get("last_cost"))

@@ -64,14 +64,16 @@ def default_path() -> Path:
     return Path(str(files("alignkit") / "assets" / SET_FILE))
 
 
-def build_rows() -> list[dict[str, Any]]:
-    """Every row of the set, in a fixed order (see the module docstring)."""
+def build_rows(families: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Every row of the set, in a fixed order (see the module docstring); ``families``: put every item in
+    these wording families instead of its split's (e.g. a validation split of train items in the test
+    split's mix of wordings, ``alignkit data safety --wordings ask,story``)."""
     rows = []
     for category, items in ITEMS.items():
         for i, (harmful, benign, answer) in enumerate(items):
             split = "test" if i in TEST_ITEMS else "train"
             for kind, request in (("harmful", harmful), ("benign", benign)):
-                for family in SPLIT_FAMILIES[split]:
+                for family in families or SPLIT_FAMILIES[split]:
                     for w, wording in enumerate(WORDINGS[family]):
                         rows.append({
                             "id": f"safety-{category}-{i}-{kind}-{family}{w}", "split": split,
