@@ -180,12 +180,15 @@ def test_best_model_by_hand(tmp_path):
     model = torch.nn.Linear(2, 1)
     best = BestModel(cfg, tmp_path)
     seen = []
-    for step, reward, length in [(1, 0.2, 5), (2, 0.9, 12), (3, 0.5, 10), (4, 0.5, 3), (5, 0.4, 1)]:
+    for step, reward, length in [(1, 0.1, 14), (2, 0.9, 12), (3, 0.5, 10), (4, 0.5, 3), (5, 0.4, 1), (6, 1.0, 11)]:
         with torch.no_grad():
             model.weight.fill_(step)
         seen.append(best.consider(step, {"eval_reward": reward, "eval_len": length}, model))
-    # step 2 has the highest reward but breaks the constraint; step 4 ties step 3 (the earlier one stays)
-    assert seen == [True, False, True, False, False] and best.record["step"] == 3
+        if step == 2:  # none meets the constraint yet: the one missing it by least (12 > 10 by 2, not 4)
+            assert best.record["step"] == 2 and not best.record["meets_constraint"]
+    # step 3 meets it and beats every miss; step 4 ties step 3 (the earlier one stays); step 6 misses it
+    assert seen == [True, True, True, False, False, False] and best.record["step"] == 3
+    assert best.record["meets_constraint"] and best.record["rank"] == [0, -0.5]
     assert [p.name for p in (tmp_path / "best").glob("*.safetensors")] == ["trainable-step-3.safetensors"]
     with torch.no_grad():
         model.weight.zero_()

@@ -2,9 +2,10 @@
 with an optional constraint on a second metric.
 
 At every evaluation (``eval_steps``, and ``eval_on_start`` for the starting model) the engine hands the
-``eval_*`` metrics to :meth:`BestModel.consider`. An evaluation competes only when it meets
-``best_model_constraint`` (e.g. ``eval_rewards/helpful>=0.475``); the one with the best
-``metric_for_best_model`` so far (ties: the earlier one) has its trainable parameters written to
+``eval_*`` metrics to :meth:`BestModel.consider`. The evaluations that meet ``best_model_constraint`` (e.g.
+``eval_rewards/helpful>=0.475``) compete on ``metric_for_best_model``; while none does, the one that misses
+the constraint by the least is kept (so ``final/`` is never a model chosen against it when a better one was
+seen). The best so far (ties: the earlier one) has its trainable parameters written to
 ``OUTPUT_DIR/best/trainable-step-N.safetensors``, then its step, metrics and that file's name to
 ``best/best.json`` (each atomically, in that order: a resumed run finds the interrupted one's best whole). With ``load_best_model_at_end`` those parameters
 are put back into the model before ``final/`` is written.
@@ -62,27 +63,27 @@ class BestModel:
             raise ConfigError(f"metric_for_best_model / best_model_constraint: no eval metric {missing[0]!r}; "
                               f"this method's evaluation logs: {have}")
 
-    def qualifies(self, metrics: dict[str, float]) -> bool:
-        if self.constraint is None:
-            return True
-        name, op, value = self.constraint
-        return bool(_OPS[op](float(metrics[name]), value))
-
-    def improves(self, value: float) -> bool:
-        if self.record is None:
-            return True
-        best = float(self.record["value"])
-        return value < best if self.lower else value > best
+    def rank(self, metrics: dict[str, float]) -> tuple[int, float]:
+        """Sort key, lower is better: (0, signed metric) for an evaluation meeting the constraint, (1, how far
+        it misses the constraint) for one that does not, so any qualifying evaluation beats every other."""
+        value = float(metrics[self.metric])
+        if self.constraint is not None:
+            name, op, limit = self.constraint
+            x = float(metrics[name])
+            if not _OPS[op](x, limit):
+                return (1, limit - x if op in (">=", ">") else x - limit)
+        return (0, value if self.lower else -value)
 
     def consider(self, step: int, metrics: dict[str, float], model: torch.nn.Module, write: bool = True) -> bool:
-        """Record this evaluation if it meets the constraint and beats the best so far; True if it did."""
+        """Record this evaluation if it ranks above the best so far (see :meth:`rank`); True if it did."""
         if not self.enabled:
             return False
         self._check_names(metrics)
-        value = float(metrics[self.metric])
-        if not (self.qualifies(metrics) and self.improves(value)):
+        rank = self.rank(metrics)
+        if self.record is not None and not rank < tuple(self.record["rank"]):  # ties: the earlier one stays
             return False
-        self.record = {"step": step, "metric": self.metric, "value": value,
+        self.record = {"step": step, "metric": self.metric, "value": float(metrics[self.metric]),
+                       "meets_constraint": rank[0] == 0, "rank": list(rank),
                        "metrics": {k: float(v) for k, v in metrics.items() if k.startswith("eval_")}}
         if write:  # the parameters under a new name first, then the record naming them: never a mismatch
             name = f"trainable-step-{step}.safetensors"
@@ -96,7 +97,7 @@ class BestModel:
         return True
 
     def restore(self, model: torch.nn.Module) -> int | None:
-        """Load the best evaluation's parameters into ``model``; its step, or None when none qualified."""
+        """Load the best evaluation's parameters into ``model``; its step (None: no evaluation ran)."""
         if self.record is None:
             return None
         saved = load_file(str(self.dir / self.record["file"]))

@@ -334,9 +334,11 @@ class Trainer:
             self._save(step)
         if cfg.load_best_model_at_end:  # after the last checkpoint, which must hold the last step for resume
             best_step = self.best.restore(acc.unwrap_model(self.model))
-            tqdm.write(f"final/ holds the best evaluation, step {best_step} ({self.best.metric} "
-                       f"{self.best.record['value']:.4g})" if best_step is not None else
-                       "no evaluation met best_model_constraint: final/ holds the last step")
+            if best_step is not None:
+                rec = self.best.record
+                how = ("the best evaluation" if rec["meets_constraint"] else
+                       "no evaluation met best_model_constraint: the one closest to it")
+                tqdm.write(f"final/ holds {how}, step {best_step} ({self.best.metric} {rec['value']:.4g})")
         final = self.out / "final"
         to_save = model_for_saving(acc, self.model, self.method.build_model)
         if acc.is_main_process:
