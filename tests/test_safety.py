@@ -605,3 +605,40 @@ def test_best_model_unknown_metric_names_the_logged_ones(safety_files, tmp_path,
                  "metric_for_best_model=eval_costs", f"output_dir={tmp_path / 'x'}"]) != 0
     err = capsys.readouterr().err
     assert "no eval metric 'eval_costs'" in err and "eval_cost," in err and "Traceback" not in err
+
+
+def test_safe_grpo_held_out_lambda_resumes_exactly_after_ctrl_c_in_an_evaluation(safety_files, tmp_path,
+                                                                                   monkeypatch):
+    held_out = write_jsonl(tmp_path / "held.jsonl", [json.loads(x) for x in
+                                                     (safety_files / "prompts.jsonl").read_text().splitlines()[:4]])
+    cost = tmp_path / "parity.py"  # varies within a group, so the policy moves
+    cost.write_text("def cost(prompts, completions, **kw):\n    return [float(len(str(c)) % 2) for c in completions]\n")
+    common = [*SAFE, f"data={safety_files / 'prompts.jsonl'}", f"cost={cost}:cost", "cost_limit=0.1",
+              "lambda_init=0.5", "lambda_lr=2", "max_steps=4", f"eval_data={held_out}", "eval_steps=2",
+              "eval_on_start=true", "eval_temperature=0", "lambda_reads=eval", "metric_for_best_model=eval_cost",
+              "load_best_model_at_end=true"]
+    ref = tmp_path / "ref"
+    assert main(["safe-grpo", *common, f"output_dir={ref}"]) == 0
+    from alignkit.methods.grpo import GRPO
+
+    original, calls = GRPO._evaluate_prompts, []
+
+    def interrupting(self, model, batch):
+        calls.append(1)
+        if len(calls) == 3:  # the evaluation after step 2 (two batches of 2 prompts each evaluation)
+            raise KeyboardInterrupt
+        return original(self, model, batch)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(GRPO, "_evaluate_prompts", interrupting)
+    assert main(["safe-grpo", *common, f"output_dir={run}"]) == 130
+    assert json.loads((run / "checkpoints" / "step-2" / "state.json").read_text())["pending_metrics"]["loss"] is not None
+    monkeypatch.setattr(GRPO, "_evaluate_prompts", original)
+    assert main(["safe-grpo", *common, f"output_dir={run}", "resume=true"]) == 0
+    rows = read_metrics(ref)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4] and len({r["lambda"] for r in rows if "lambda" in r}) > 1
+    assert any(r["grad_norm"] > 0 for r in rows if "grad_norm" in r)
+    strip = ("tokens_per_second",)  # wall-clock
+    assert ([{k: v for k, v in r.items() if k not in strip} for r in read_metrics(run)]
+            == [{k: v for k, v in r.items() if k not in strip} for r in rows])  # evaluations and lambda too
+    assert json.loads((run / "best" / "best.json").read_text()) == json.loads((ref / "best" / "best.json").read_text())

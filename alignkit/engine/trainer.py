@@ -157,10 +157,13 @@ class Trainer:
         self.method.setup(self.model, acc)
 
         self.start_step = 0
+        # the metrics of a finished step whose evaluation was interrupted: logged once it is redone on resume
+        self.pending: dict[str, Any] | None = None
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, acc.unwrap_model(self.model), self.optimizer,
                                     self.scheduler, rank=acc.process_index)
             self.start_step = int(state["step"])
+            self.pending = state.get("pending_metrics")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             dump_config(config, self.out / "config.yaml")
@@ -253,9 +256,14 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.start_step, disable=not acc.is_main_process,
                    desc=f"{self.method.name}", dynamic_ncols=True)
         step = self.start_step
-        if cfg.eval_on_start and step == 0 and self.eval_examples:
-            self._log(0, self._evaluate_at(0))
         try:
+            if cfg.eval_on_start and step == 0 and self.eval_examples:
+                self._log(0, self._evaluate_at(0))
+            if self.pending is not None:  # Ctrl-C came during this step's evaluation: redo it, log the row
+                metrics = {**self.pending, **self._evaluate_at(step)}
+                self.pending = None
+                if step % cfg.logging_steps == 0 or step == self.total_steps:
+                    self._log(step, metrics)
             while step < self.total_steps:
                 t0 = time.perf_counter()
                 micro, sums = self.method.prepare_step(self.model, self._step_batches(step, cache), step)
@@ -307,7 +315,9 @@ class Trainer:
                     metrics[k] = red[2 + i] / max(red[2 + len(keys) + i], 1e-12)
                 metrics = self.method.derive_metrics(metrics)
                 if cfg.eval_steps and step % cfg.eval_steps == 0:
+                    self.pending = metrics  # until logged: an interrupted evaluation is redone on resume
                     metrics.update(self._evaluate_at(step))
+                    self.pending = None
                 if step % cfg.logging_steps == 0 or step == self.total_steps:
                     self._log(step, metrics)
                 bar.update(1)
@@ -319,9 +329,11 @@ class Trainer:
             # gradients of a half-accumulated step are dropped: the checkpoint holds the state after
             # the last completed optimizer step, which is exactly where resume picks up
             if acc.is_main_process:
+                extra = {"epoch": step / self.steps_per_epoch, "interrupted": True}
+                if self.pending is not None:
+                    extra["pending_metrics"] = self.pending
                 save_checkpoint(self.out, step, acc.unwrap_model(self.model), self.optimizer, self.scheduler,
-                                extra={"epoch": step / self.steps_per_epoch, "interrupted": True},
-                                keep=cfg.keep_checkpoints)
+                                extra=extra, keep=cfg.keep_checkpoints)
                 tqdm.write(f"interrupted: checkpoint written at step {step}; continue with resume=true")
             self._close_logs()
             return RunResult(self.out, step, None, interrupted=True)
