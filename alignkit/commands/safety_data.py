@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
         out = [{**r, "prompt": as_user_turn(r["prompt"])} for r in out]
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "benign")}
-    return out, {"split": args.split, "items": args.items, "wordings": args.wordings, "layout": args.layout, "prompts": len(rows), **kinds, "rows": len(out)}
+    return out, {"split": args.split, "items": args.items, "wordings": args.wordings, "layout": args.layout,
+                 "prompts": len(rows), **kinds, "rows": len(out)}
 
 
 def wordings_rows(split: str, spec: str) -> list[dict[str, Any]]:

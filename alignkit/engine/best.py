@@ -7,8 +7,8 @@ At every evaluation (``eval_steps``, and ``eval_on_start`` for the starting mode
 the constraint by the least is kept (so ``final/`` is never a model chosen against it when a better one was
 seen). The best so far (ties: the earlier one) has its trainable parameters written to
 ``OUTPUT_DIR/best/trainable-step-N.safetensors``, then its step, metrics and that file's name to
-``best/best.json`` (each atomically, in that order: a resumed run finds the interrupted one's best whole). With ``load_best_model_at_end`` those parameters
-are put back into the model before ``final/`` is written.
+``best/best.json`` (each atomically, in that order: a resumed run finds the interrupted one's best whole).
+With ``load_best_model_at_end`` those parameters are put back into the model before ``final/`` is written.
 
 Why a constraint: selecting on one metric alone picks a degenerate model when two goals pull apart (the
 lowest harmful-compliance cost belongs to the model that refuses everything); "lowest cost among the
@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignkit.config import ConfigError, TrainConfig, parse_constraint
-from alignkit.engine.checkpoint import trainable_state
+from alignkit.engine.checkpoint import copy_trainable, trainable_state
 from alignkit.files import atomic_path, read_json, write_json
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -84,7 +84,7 @@ class BestModel:
             return False
         self.record = {"step": step, "metric": self.metric, "value": float(metrics[self.metric]),
                        "meets_constraint": rank[0] == 0, "rank": list(rank),
-                       "metrics": {k: float(v) for k, v in metrics.items() if k.startswith("eval_")}}
+                       "metrics": {k: float(v) for k, v in metrics.items()}}
         if write:  # the parameters under a new name first, then the record naming them: never a mismatch
             name = f"trainable-step-{step}.safetensors"
             with atomic_path(self.dir / name) as tmp:
@@ -100,9 +100,5 @@ class BestModel:
         """Load the best evaluation's parameters into ``model``; its step (None: no evaluation ran)."""
         if self.record is None:
             return None
-        saved = load_file(str(self.dir / self.record["file"]))
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in saved.items():
-                params[name].copy_(value.to(params[name].dtype))
+        copy_trainable(model, load_file(str(self.dir / self.record["file"])))
         return int(self.record["step"])

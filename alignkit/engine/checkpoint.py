@@ -131,6 +131,15 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def copy_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy ``weights`` (as :func:`trainable_state` names them) into ``model``'s parameters, in place, onto
+    each parameter's device and dtype."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -230,9 +239,7 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
             f"checkpoint {ckpt} does not match this model/config "
             f"(missing {missing[:3]}, unexpected {unknown[:3]}): resume with the same model and lora settings"
         )
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
+    copy_trainable(model, weights)
     try:
         optimizer.load_state_dict(optim_state)
     except (ValueError, KeyError) as e:

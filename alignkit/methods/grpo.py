@@ -44,7 +44,8 @@ longer prompt; a prompt of ``max_length`` tokens or more is a malformed row.
 
 Evaluation (``eval_data``): each held-out prompt gets G sampled completions (fixed seeds, so every
 evaluation uses the same random numbers; ``eval_temperature=0``: one greedy completion) and the logged
-``eval_reward``/``eval_rewards/NAME`` are their mean rewards (``eval_loss`` is 0: there is no loss without a rollout to compare against).
+``eval_reward``/``eval_rewards/NAME`` are their mean rewards (``eval_loss`` is 0: there is no loss without a
+rollout to compare against).
 
 Metrics (TRL's names): ``reward`` (mean total reward), ``reward_std`` (std of the step's rewards),
 ``rewards/NAME`` (each source's mean raw reward), ``frac_reward_zero_std`` (fraction of groups without
