@@ -202,3 +202,17 @@ def test_defaults_without_flags(monkeypatch):
     assert (d.response_tokens, d.prompt_tokens, d.sweep, d.steps, d.batch_size, d.max_length) == (None, None, False,
                                                                                                   12, 4, 256)
     assert (g.max_new_tokens, g.prompt_tokens, g.sweep, g.steps) == (32, None, False, 8)
+
+
+def test_best_throughput_keeps_each_shapes_fastest_rate():
+    work = {"a": 6e9, "b": 2e9}
+    slow = limits.Throughput("float32", 16, limits.effective_gflops({"a": 100.0, "b": 200.0}, work),
+                             {"a": 100.0, "b": 200.0}, work, [0.0])
+    fast = limits.Throughput("float32", 16, 0.0, {"a": 150.0, "b": 50.0}, work, [1.0])
+    # by hand: a at 150, b at 200 -> 8e9 FLOP in 6e9/150e9 + 2e9/200e9 = 0.04 + 0.01 = 0.05 s -> 160 GFLOP/s
+    best = limits.best_throughput([slow, fast])
+    assert best.per_shape == {"a": 150.0, "b": 200.0}
+    assert best.gflops == pytest.approx(160.0)
+    assert best.samples == [0.0, 1.0]
+    # slow alone: 6e9/100e9 + 2e9/200e9 = 0.07 s -> 114.29 GFLOP/s
+    assert slow.gflops == pytest.approx(8e9 / 0.07 / 1e9)

@@ -25,6 +25,7 @@ from alignkit.bench import (
     measure_machine,
     prepare_run,
     print_ratios,
+    remeasure_matmul,
     report_bound,
     report_bound_ratios,
     report_sweep,
@@ -183,7 +184,8 @@ def run_once(args, fit: bool = False) -> dict:
     machine = measure_machine(report, shape, tokens=round(tokens / args.steps),
                               scored=round(sum(c + r for _, c, r in counts) / args.steps),
                               seq_len=round(tokens / (2 * len(counts))), rows=2 * args.batch_size)
-    results = run_sides("dpo", settings, out, args.only)
+    results = run_sides("dpo", settings, out, args.only,
+                        after_each=lambda name: remeasure_matmul(report, machine, shape, f"after {name}"))
     limit = report_bound(report, machine, dpo_flops(shape, counts, args.lora_r),
                          dpo_flops(shape, counts, args.lora_r, share_prompt=True))
     add_bound_ratios(results, limit)

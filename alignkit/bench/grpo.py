@@ -29,6 +29,7 @@ from alignkit.bench import (
     measure_machine,
     prepare_run,
     print_ratios,
+    remeasure_matmul,
     report_bound,
     report_bound_ratios,
     report_sweep,
@@ -140,7 +141,8 @@ def run_once(args) -> dict:
     seq_len = round(sum(prompt_lens) / len(prompt_lens)) + args.max_new_tokens
     machine = measure_machine(report, shape, tokens=completions * seq_len, scored=completions * args.max_new_tokens,
                               seq_len=seq_len, rows=completions, dtypes=(train_dtype, gen_dtype))
-    results = run_sides("grpo", settings, out, args.only)
+    results = run_sides("grpo", settings, out, args.only,
+                        after_each=lambda name: remeasure_matmul(report, machine, shape, f"after {name}"))
     figures = dict(results)
     steps = rollout_steps(prompt_lens, args, figures.get("alignkit"))
     element = 2 if gen_dtype == "bfloat16" else 4
