@@ -73,9 +73,7 @@ from alignkit.generation.backends import rollout_seed, sync_backend
 from alignkit.losses import grpo_loss_with_stats
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
-    CompletionLog,
     PromptMethod,
-    RolloutStore,
     ServerRolloutKeys,
     completion_token_logps,
     compute_advantages,
@@ -87,6 +85,7 @@ from alignkit.methods.online import (
     trim_padding,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
+from alignkit.methods.rollout_store import CompletionLog, RolloutStore
 from alignkit.scoring import load_reward_functions
 
 

@@ -61,7 +61,6 @@ from alignkit.generation.backends import (
 from alignkit.methods.common import unwrap
 from alignkit.methods.dpo import DPOConfig, dpo_family_loss
 from alignkit.methods.online import (
-    CompletionLog,
     PromptMethod,
     ServerRolloutKeys,
     completion_token_logps,
@@ -72,6 +71,7 @@ from alignkit.methods.online import (
     trim_padding,
 )
 from alignkit.methods.reference import Reference, announce, build_reference
+from alignkit.methods.rollout_store import CompletionLog
 from alignkit.rewards import RewardSet
 from alignkit.scoring import load_reward_source, parse_reward_spec
 

@@ -44,7 +44,7 @@ KL controller: ``target_kl`` unset: fixed ``kl_coef``. Set: the adaptive control
 over tokens, all processes) and n its number of sequences (all processes); the new value applies from the
 next rollout on.
 
-Resume: the current block's rollout is kept by the shared :class:`~alignkit.methods.online.RolloutStore`
+Resume: the current block's rollout is kept by the shared :class:`~alignkit.methods.rollout_store.RolloutStore`
 (``OUTPUT_DIR/rollouts/block-B-rankR.safetensors``, only when K > 1, with the controller's next kl_coef),
 and the kl_coef of every block goes to ``OUTPUT_DIR/rollouts/ppo-kl.json`` (adaptive controller). A run
 resumed in the middle of a block reloads that block's rollout (the weights at resume differ from those
@@ -92,9 +92,7 @@ from alignkit.losses import (
 )
 from alignkit.methods.common import unwrap
 from alignkit.methods.online import (
-    CompletionLog,
     PromptMethod,
-    RolloutStore,
     ServerRolloutKeys,
     completion_token_logps,
     pad_cat,
@@ -104,6 +102,7 @@ from alignkit.methods.online import (
     trim_padding,
 )
 from alignkit.methods.reference import announce
+from alignkit.methods.rollout_store import CompletionLog, RolloutStore
 from alignkit.models.critic import (
     CRITIC_ADAPTER,
     CRITIC_ATTR,

@@ -45,13 +45,12 @@ from alignkit.engine.method import StepOutput
 from alignkit.losses import bt_win_probabilities, sppo_loss
 from alignkit.methods.grpo import GRPO
 from alignkit.methods.online import (
-    CompletionLog,
     PromptMethod,
-    RolloutStore,
     ServerRolloutKeys,
     completion_token_logps,
 )
 from alignkit.methods.reference import announce
+from alignkit.methods.rollout_store import CompletionLog, RolloutStore
 from alignkit.rewards import RewardSet, completion_text
 
 
