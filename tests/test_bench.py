@@ -68,6 +68,17 @@ def test_bench_unknown_model_is_one_line(tmp_path, capsys):
         assert "no-such-model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args", [["dpo", "--steps", "0"], ["dpo", "--batch-size", "0"], ["dpo", "--lora-r", "0"],
+                                  ["grpo", "--num-generations", "0"], ["grpo", "--prompts-per-step", "-1"],
+                                  ["sample", "--repeats", "0"], ["sample", "--prompts", "0"]])
+def test_bench_counts_below_one_are_one_line_errors(args, tmp_path, capsys):
+    # before: `bench dpo --steps 0` wrote an empty pairs file and ended in a traceback from the data loader
+    assert main(["bench", *args, "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{args[1]} must be at least 1, got {args[2]}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "pairs.jsonl").exists()
+
+
 def test_bench_checkpointing_mode_reaches_the_alignkit_run(tmp_path):
     out = tmp_path / "bench"
     base = ["bench", "dpo", "--model", "tiny-random", "--steps", "1", "--batch-size", "1", "--max-length", "64",

@@ -407,6 +407,10 @@ def main(argv: list[str]) -> int:
     else:
         from alignkit.bench.grpo import run
     try:
+        for key in ("steps", "batch_size", "prompts_per_step", "num_generations", "lora_r", "prompts", "generations",
+                    "repeats"):
+            if args.which != "sample" or key != "lora_r":  # bench sample: --lora-r 0 is no adapter
+                check_positive(getattr(args, key, None), "--" + key.replace("_", "-"))
         check_positive(getattr(args, "prompt_tokens", None), "--prompt-tokens")
         check_positive(getattr(args, "response_tokens", None), "--response-tokens")
         check_positive(getattr(args, "max_new_tokens", None), "--max-new-tokens/--response-tokens")
