@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from alignkit.cli import main
 from alignkit.report import metric_series, plot_groups, write_run_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -148,3 +149,28 @@ def test_commands_are_wired(argv, capsys):
     assert COMMANDS["eval"] and COMMANDS["report"]
     assert main(argv) == 0
     assert "usage: alignkit " + argv[0] in capsys.readouterr().out
+
+
+def test_metrics_file_cut_off_last_line_is_dropped_and_resume_rewrites_it(tmp_path):
+    from alignkit.engine.logging import MetricsFileError, MetricsLog, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')  # killed mid-write
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
+    MetricsLog(tmp_path, resume_step=1)  # a resume from step 1 keeps rows <= 1 and drops the cut-off one
+    assert path.read_text() == '{"step": 1, "loss": 0.5}\n'
+    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(MetricsFileError, match=r"metrics.jsonl: line 2: not a JSON object"):
+        read_metrics(tmp_path)
+    path.write_text('{"step": 1}\n[1, 2]\n')  # parses, but not a row of metrics: not a cut-off write
+    with pytest.raises(MetricsFileError, match="line 2"):
+        read_metrics(path)
+
+
+def test_report_of_a_corrupt_metrics_file_is_one_line(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "metrics.jsonl").write_text("not json\n{\"step\": 1, \"loss\": 1.0}\n")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.jsonl: line 1: not a JSON object" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

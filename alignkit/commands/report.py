@@ -40,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: plots need matplotlib: pip install 'alignkit[report]'", file=sys.stderr)
         return 2
 
+    from alignkit.engine.logging import MetricsFileError, read_metrics
     from alignkit.report import write_comparison_report, write_run_report
 
+    try:
+        for r in runs:
+            read_metrics(r)
+    except MetricsFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if len(runs) == 1:
         out = write_run_report(runs[0], args.output)
         if out is None:

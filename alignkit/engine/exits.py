@@ -19,9 +19,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from alignkit.config import ConfigError
     from alignkit.data import DataError
     from alignkit.engine.checkpoint import ResumeError
+    from alignkit.engine.logging import MetricsFileError
     from alignkit.models import ModelNotFoundError
 
-    return ConfigError, DataError, ResumeError, ModelNotFoundError
+    return ConfigError, DataError, ResumeError, ModelNotFoundError, MetricsFileError
 
 
 def run_for_exit_code(fn: Callable[[], Any],

@@ -29,8 +29,7 @@ class MetricsLog:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [json.dumps(row) for row in parse_metrics(self.path) if row.get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
@@ -44,8 +43,32 @@ class MetricsLog:
         pass
 
 
+class MetricsFileError(ValueError):
+    """A ``metrics.jsonl`` line that is not a JSON object (the message names the file and line)."""
+
+
+def parse_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``. A last line that does not parse is dropped: it is a row whose
+    write was cut off (the process killed mid-line), and resume rewrites the file without it. Any other
+    line that is not a JSON object raises :class:`MetricsFileError`."""
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    rows = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            if k == len(lines) - 1 and row is None:
+                break
+            raise MetricsFileError(f"{path}: line {i}: not a JSON object of metrics")
+        rows.append(row)
+    return rows
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``path`` (a ``metrics.jsonl`` or the run directory that holds one)."""
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return parse_metrics(p)
