@@ -439,9 +439,14 @@ def load_config(config_cls: type[TrainConfig], yaml_path: str | Path | None = No
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
+            if not loc:  # a check across keys (a model validator): its message names the keys
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
             spelled = given.get(loc, (loc,))[0]
             as_given = f" (given as '{spelled}')" if spelled != loc else ""
             lines.append(f"config key '{loc}'{as_given}: {err['msg']} (got {err.get('input')!r})")
+        if len(lines) == 1:  # the usual case: one line
+            raise ConfigError(f"invalid config: {lines[0]}") from None
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     check_output_dir(config.output_dir)
     return config

@@ -66,3 +66,15 @@ def test_cli_help_levels(capsys):
 def test_cli_unknown_command(capsys):
     assert main(["sfx"]) == 2
     assert "did you mean 'sft'" in capsys.readouterr().err
+
+
+def test_a_check_across_keys_is_one_line_without_the_whole_config(tmp_path, capsys):
+    from alignkit.cli import main
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "hi", "completion": "there"}\n')
+    code = main(["sft", "model=tiny-random", f"data={data}", f"output_dir={tmp_path / 'run'}",
+                 "metric_for_best_model=eval_loss"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == "error: invalid config: metric_for_best_model needs eval_data (the held-out rows it is measured on)"
