@@ -40,23 +40,26 @@ def main(argv: list[str] | None = None) -> int:
         print("error: plots need matplotlib: pip install 'alignkit[report]'", file=sys.stderr)
         return 2
 
-    from alignkit.engine.logging import MetricsFileError, read_metrics
-    from alignkit.report import write_comparison_report, write_run_report
+    from alignkit.engine.logging import MetricsFileError
 
     try:
-        for r in runs:
-            read_metrics(r)
+        return _write(runs, args.output)
     except MetricsFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _write(runs: list[Path], output: str | None) -> int:
+    from alignkit.report import write_comparison_report, write_run_report
+
     if len(runs) == 1:
-        out = write_run_report(runs[0], args.output)
+        out = write_run_report(runs[0], output)
         if out is None:
             print(f"error: {runs[0]}: metrics.jsonl holds no numeric metrics to plot", file=sys.stderr)
             return 2
         print(f"report: {out} (plots in {runs[0] / 'plots'})")
         return 0
-    out = write_comparison_report(runs, args.output or DEFAULT_COMPARISON)
+    out = write_comparison_report(runs, output or DEFAULT_COMPARISON)
     print(f"comparison of {len(runs)} runs: {out}")
     return 0
 
