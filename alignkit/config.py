@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alignkit.files import OutputPathError, check_output_path
+
 
 class ConfigError(ValueError):
     """A user-caused configuration problem; the CLI prints it and exits non-zero."""
@@ -382,14 +384,10 @@ def _check_keys(tree: dict, model_cls: type[BaseModel], prefix: str, root: type[
 
 def check_output_dir(output_dir: str | Path) -> None:
     """Refuse an ``output_dir`` that is (or lies inside) an existing regular file; nothing is touched."""
-    path = Path(output_dir).expanduser()
-    for p in (path, *path.parents):
-        if p.is_dir():
-            return
-        if p.exists() or p.is_symlink():
-            where = "is an existing file" if p == path else f"lies inside '{p}', an existing file"
-            raise ConfigError(f"output_dir '{output_dir}' {where}, not a directory (left untouched); "
-                              "choose another output_dir")
+    try:
+        check_output_path(output_dir, "output_dir", directory=True)
+    except OutputPathError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_config(config_cls: type[TrainConfig], yaml_path: str | Path | None = None,

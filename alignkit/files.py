@@ -16,6 +16,40 @@ from pathlib import Path
 from typing import Any
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written (see :func:`check_output_path`)."""
+
+
+def check_output_path(path: str | os.PathLike, what: str, directory: bool = False) -> None:
+    """Refuse an output ``path`` before any work is done for it: a file's path that is an existing
+    directory, a directory's path that is an existing file, or either inside an existing file (writing
+    would fail only at the end, after the work). Nothing is touched. ``what`` names the path in the
+    message (``--output``, ``output_dir``)."""
+    p = Path(path).expanduser()
+    kind = "a directory" if directory else "a file"
+    if not directory and p.is_dir():
+        raise OutputPathError(f"{what} '{path}' is an existing directory, not {kind} (left untouched); "
+                              f"choose another {what}")
+    for q in (p, *p.parents) if directory else p.parents:  # a file that exists is replaced atomically
+        if q.is_dir():
+            return
+        if q.exists() or q.is_symlink():
+            where = f"is an existing file, not {kind}" if q == p else f"lies inside '{q}', an existing file"
+            raise OutputPathError(f"{what} '{path}' {where} (left untouched); choose another {what}")
+
+
+def output_path_problem(path: str | os.PathLike | None, what: str, directory: bool = False) -> str | None:
+    """:func:`check_output_path`'s message, or None when ``path`` is fine (or not given): for a
+    command's argument checks (``error: MESSAGE``, exit 2) before it loads anything."""
+    if path is None:
+        return None
+    try:
+        check_output_path(path, what, directory)
+    except OutputPathError as e:
+        return str(e)
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` for a writer (``save_file(..., tmp)``); on success it is

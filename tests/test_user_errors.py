@@ -241,3 +241,44 @@ def test_model_load_error_is_caught_where_model_not_found_is():
     from alignkit.models.loading import ModelLoadError
 
     assert issubclass(ModelLoadError, ModelNotFoundError)
+
+
+@pytest.mark.parametrize("args, flag, bad", [
+    (["generate", "--model", "tiny-random", "--prompts", "{prompts}", "--output", "{dir}"], "--output", "{dir}"),
+    (["score", "--model", "tiny-random", "--data", "{prompts}", "--output", "{dir}"], "--output", "{dir}"),
+    (["eval", "--model", "tiny-random", "--prompts", "{prompts}", "--output-dir", "{file}"], "--output-dir", "{file}"),
+    (["compare", "--model", "tiny-random", "--output-dir", "{file}/sub"], "--output-dir", "{file}/sub"),
+    (["weak-to-strong", "--weak", "tiny-random", "--strong", "tiny-random", "--train", "{prompts}", "--eval",
+      "{prompts}", "--output-dir", "{file}"], "--output-dir", "{file}"),
+    (["data", "safety", "--output", "{file}/rows.jsonl"], "--output", "{file}/rows.jsonl"),
+    (["report", "{dir}", "--output", "{dir}"], "--output", "{dir}"),
+])
+def test_output_paths_that_cannot_be_written_fail_before_any_work(args, flag, bad, tmp_path, capsys):
+    # before: generate/eval/compare ran the whole job, then crashed writing (IsADirectoryError, FileExistsError)
+    existing_file = tmp_path / "notes.txt"
+    existing_file.write_text("keep me\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    fill = {"prompts": str(prompts), "dir": str(tmp_path), "file": str(existing_file)}
+    argv = [a.format(**fill) for a in args]
+    assert main(argv) == 2
+    line = _one_line_error(capsys.readouterr().err, f"{flag} '{bad.format(**fill)}'", "left untouched")
+    assert ("existing directory" in line) if bad == "{dir}" else ("existing file" in line)
+    assert existing_file.read_text() == "keep me\n"
+
+
+def test_check_output_path_by_case(tmp_path):
+    from alignkit.files import OutputPathError, check_output_path, output_path_problem
+
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    check_output_path(tmp_path / "new" / "out.jsonl", "--output")  # missing parents are fine
+    check_output_path(tmp_path, "--output-dir", directory=True)
+    with pytest.raises(OutputPathError, match="is an existing directory, not a file"):
+        check_output_path(tmp_path, "--output")
+    with pytest.raises(OutputPathError, match="is an existing file, not a directory"):
+        check_output_path(f, "--output-dir", directory=True)
+    with pytest.raises(OutputPathError, match=r"lies inside '.*f\.txt', an existing file \(left untouched\)"):
+        check_output_path(f / "a" / "b.jsonl", "--output")
+    assert output_path_problem(None, "--output") is None
+    assert output_path_problem(f, "--output") is None  # an existing file is replaced atomically

@@ -125,8 +125,12 @@ def _serve(args, store) -> int:
 
 
 def _export(args, store) -> int:
-    from alignkit.files import write_json, write_jsonl
+    from alignkit.files import output_path_problem, write_json, write_jsonl
 
+    problem = output_path_problem(args.output, "--output")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.format == "label-studio":
         from alignkit.annotate.interop import to_label_studio
 

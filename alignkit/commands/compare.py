@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from alignkit.commands.sampling import BATCH_SIZE_HELP, batch_size_arg
+from alignkit.files import output_path_problem
 
 
 def _ints(text: str) -> list[int]:
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0)
+    problem = output_path_problem(args.output_dir, "--output-dir", directory=True)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from alignkit.evaluation.runner import EvalOptions
     from alignkit.inference.icl import SELECTORS
     from alignkit.pipelines.compare import CompareOptions, run_compare, table, write_outputs

@@ -63,6 +63,7 @@ import sys
 from pathlib import Path
 
 from alignkit.commands.sampling import BATCH_SIZE_HELP, batch_size_arg
+from alignkit.files import output_path_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0)
+    problem = output_path_problem(args.output_dir, "--output-dir", directory=True)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.max_new_tokens < 1 or args.kl_samples < 0:
         print("error: --max-new-tokens must be at least 1, --kl-samples at least 0", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from alignkit.commands.sampling import (
     load_for_sampling,
     sampling_flags_error,
 )
+from alignkit.files import output_path_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
+    problem = output_path_problem(args.output, "--output")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     problem = sampling_flags_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

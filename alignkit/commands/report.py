@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from alignkit.files import output_path_problem
+
 DEFAULT_COMPARISON = "alignkit-comparison.html"
 
 
@@ -26,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0)
+    problem = output_path_problem(args.output, "--output")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     runs = [Path(r) for r in args.runs]
     for r in runs:
         if not r.is_dir():

@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from alignkit.files import output_path_problem
+
 KINDS = ("preference", "prompt_completion")
 
 
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
+    problem = output_path_problem(args.output, "--output")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2

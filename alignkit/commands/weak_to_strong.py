@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from alignkit.files import output_path_problem
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit weak-to-strong", description=__doc__.split("\n")[0])
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0)
+    problem = output_path_problem(args.output_dir, "--output-dir", directory=True)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if not 0 <= args.aux_alpha <= 1:
         print("error: --aux-alpha must be between 0 and 1", file=sys.stderr)
         return 2
