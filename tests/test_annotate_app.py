@@ -299,3 +299,14 @@ def test_position_bias_and_speed(tmp_path):
     assert bias["interval95"] == list(wilson_interval(3, 4))
     assert figures["annotators"]["solo"]["judgements"] == 5
     assert figures["counts"]["by_choice"]["tie"] == 1
+
+
+def test_serve_refuses_a_port_outside_1_to_65535(tmp_path, capsys):
+    # before: --port 99999 printed "serving on http://127.0.0.1:99999" and ran, serving nothing
+    for bad in ("99999", "0", "-1", "http"):
+        code = annotate_main(["serve", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--port", bad])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--port: expected a port number 1-65535, got '{bad}'" in err
+    from alignkit.commands.annotate import build_parser
+
+    assert build_parser().parse_args(["serve", "--port", "65535"]).port == 65535

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent / "alignkit"
 
 # lower number = lower layer; a unit may import units of a strictly lower layer (or itself)
 LAYERS = {
-    "__version__": 0, "paths": 0, "config": 0, "files": 0, "hub": 0, "hardware": 0,
+    "files": -1,  # atomic writes and output-path checks, standard library only: config uses them
+    "__version__": 0, "paths": 0, "config": 0, "hub": 0, "hardware": 0,
     "data": 1, "httpjson": 1,
     "losses": 2, "models": 2, "logprobs": 2,
     "generation": 3, "reward_model": 3,

@@ -16,6 +16,17 @@ def _db(p: argparse.ArgumentParser) -> None:
                    help=f"database URL (default {DEFAULT_DB}; PostgreSQL: postgresql+psycopg://USER@HOST:PORT/DB)")
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: a whole number 1-65535 (uvicorn took 99999 and served nothing)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alignkit annotate", description="Preference annotation in the browser.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -23,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db(s)
     s.add_argument("--tasks", nargs="*", default=[], help="task files to add first (see add-tasks)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--port", type=_port, default=8765, help="TCP port, 1-65535 (default 8765)")
     s.add_argument("--overlap", type=int, default=1, help="annotators per task (default 1)")
     s.add_argument("--annotators", default="", help="comma-separated names to create (each gets a printed link)")
     s.add_argument("--auth-token", default=None, help="a token every request must carry; required off loopback")
