@@ -216,12 +216,11 @@ def read_texts(path: str, field: str | None) -> list[str]:
 def _check(args: argparse.Namespace) -> None:
     if not str(args.output).endswith(".jsonl"):
         raise UsageError(f"--output must be a .jsonl file, got {args.output}")
-    from alignkit.files import OutputPathError, check_output_path
+    from alignkit.files import output_path_problem
 
-    try:
-        check_output_path(args.output, "--output")
-    except OutputPathError as e:
-        raise UsageError(str(e)) from None
+    problem = output_path_problem(args.output, "--output")
+    if problem:
+        raise UsageError(problem)
     for name in ("max_new_tokens", "batch_size", "critique_max_new_tokens", "judge_max_new_tokens", "rate_max_new_tokens",
                  "rate_samples", "judge_samples"):
         value = getattr(args, name, None)
