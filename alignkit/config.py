@@ -178,6 +178,8 @@ class TrainConfig(StrictModel):
 class SFTConfig(TrainConfig):
     neftune_alpha: float | None = Field(None, ge=0.0, description="NEFTune noise scale; None disables")
     packing: bool = False
+    padding_free: bool = Field(False, description="each micro-batch as one row of its examples end to end, no "
+                               "padding; attention stays within each example (TRL's padding_free)")
     completion_only_loss: bool = True
     kd_alpha: float | None = Field(None, ge=0.0, le=1.0, description="logit distillation: loss = (1 - kd_alpha) "
                                    "* CE + kd_alpha * KL to kd_teacher's token distribution; None disables")
@@ -190,8 +192,8 @@ class SFTConfig(TrainConfig):
     def _check_kd(self) -> SFTConfig:
         if (self.kd_alpha is not None) != (self.kd_teacher is not None):
             raise ValueError("logit distillation needs both kd_alpha and kd_teacher (or neither)")
-        if self.kd_alpha is not None and self.packing:
-            raise ValueError("kd_alpha does not work with packing=true yet")
+        if self.kd_alpha is not None and (self.packing or self.padding_free):
+            raise ValueError("kd_alpha does not work with packing=true or padding_free=true yet")
         return self
 
 

@@ -217,16 +217,20 @@ def test_which_models_it_runs_and_the_fallback(scrambled, monkeypatch):
     assert plain.completion_ids == lean.completion_ids
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_weight_layout_gives_the_model_forward_at_few_and_many_rows(scrambled, monkeypatch, amx):
-    """Without AMX float32 weights are stored [out, in] and few rows are multiplied as (W xᵀ)ᵀ; with AMX
-    (or bf16) [in, out]. Either way, and on both sides of OUT_IN_ROWS, the logits are the model's."""
+@pytest.mark.parametrize(("amx", "onednn"), [(True, True), (False, True), (False, False)])
+def test_weight_layout_gives_the_model_forward_at_few_and_many_rows(scrambled, monkeypatch, amx, onednn):
+    """Without AMX float32 weights are stored [out, in] and multiplied by oneDNN's linear or, without it,
+    few rows as (W xᵀ)ᵀ; with AMX (or bf16) [in, out]. Every way, and on both sides of OUT_IN_ROWS, the
+    logits are the model's."""
     from alignkit.generation import lean as lean_module
 
+    if onednn and not lean_module.onednn_linear_works():
+        pytest.skip("this torch build has no oneDNN float32 linear")
     monkeypatch.setattr(lean_module, "has_amx", lambda: amx)
+    monkeypatch.setattr(lean_module, "onednn_linear_works", lambda: onednn)
     monkeypatch.setattr(lean_module, "OUT_IN_ROWS", 6)
     decoder = LeanDecoder(scrambled)
-    assert decoder.out_in is (not amx)
+    assert decoder.out_in is (not amx) and decoder.onednn is (onednn and not amx)
     assert decoder.layers[0].qkv.is_contiguous() is amx  # an [in, out] view of [out, in] storage without AMX
     for prompts in (PROMPT_IDS[1:3], PROMPT_IDS):  # 2 x 4 = 8 rows > 6; 4 x 7 = 28 rows
         for width in (1, None):  # one column (decode-sized, 2-4 rows <= 6) and the whole prompt

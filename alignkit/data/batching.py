@@ -81,9 +81,20 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | boo
     packed example; otherwise ``input_ids``, ``attention_mask`` and ``use_cache=False``.
     """
     if "position_ids" in batch:
-        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "attention_mask": None,
-                "use_cache": False}
+        out = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "attention_mask": None,
+               "use_cache": False}
+        if "cu_seq_lens" in batch:
+            out.update(segment_kwargs(batch["cu_seq_lens"]))
+        return out
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+
+
+def segment_kwargs(cu_seq_lens: torch.Tensor) -> dict[str, torch.Tensor | int]:
+    """The keyword arguments that carry a padding-free batch's sequence boundaries through a transformers
+    forward to its attention function (the names of transformers' flash-attention keywords)."""
+    longest = int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max()) if cu_seq_lens.numel() > 1 else 0
+    return {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens, "max_length_q": longest,
+            "max_length_k": longest}
 
 
 def collate_preference(examples: Sequence[dict], pad_id: int, shared: bool = False) -> dict[str, torch.Tensor]:
@@ -223,16 +234,42 @@ def pack_examples(examples: Sequence[dict], max_length: int, eos_id: int | None 
             room = max_length - n
         if room > 0:
             bisect.insort(free, (room, p))
-    out = []
-    for members in packs:
-        ids, labels, pos, lens, rows = [], [], [], [], []
-        for i in members:
-            ex = examples[i]
-            ids += ex["input_ids"]
-            labels += [IGNORE_INDEX] + list(ex["labels"][1:])
-            pos += range(len(ex["input_ids"]))
-            lens.append(len(ex["input_ids"]))
-            rows.append(ex.get("row"))
-        out.append({"input_ids": ids, "labels": labels, "position_ids": pos, "seq_lengths": lens,
-                    "rows": rows, "row": rows[0]})
-    return out
+    return [concatenate_examples([examples[i] for i in members]) for members in packs]
+
+
+def concatenate_examples(examples: Sequence[dict]) -> dict:
+    """SFT examples (``input_ids``, ``labels``; packed ones with ``position_ids`` and ``seq_lengths``) laid end
+    to end as one: ``input_ids``/``labels`` concatenated, the first label of each sequence ``-100`` (nothing
+    before it belongs to its sequence), ``position_ids`` restarting at 0 for each sequence, ``seq_lengths``,
+    ``rows`` (the original row numbers) and ``row`` (the first of them)."""
+    ids, labels, pos, lens, rows = [], [], [], [], []
+    for ex in examples:
+        parts = ex.get("seq_lengths") or [len(ex["input_ids"])]
+        start = 0
+        for n in parts:
+            labels += [IGNORE_INDEX] + list(ex["labels"][start + 1:start + n])
+            pos += range(n)
+            start += n
+        ids += ex["input_ids"]
+        lens += parts
+        rows += ex.get("rows") or [ex.get("row")]
+    return {"input_ids": ids, "labels": labels, "position_ids": pos, "seq_lengths": lens, "rows": rows,
+            "row": rows[0] if rows else None}
+
+
+def collate_padding_free(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """SFT examples -> one row without padding: ``input_ids``, ``labels``, ``position_ids`` and
+    ``attention_mask`` (all ones) [1, N], N the micro-batch's token count, and ``cu_seq_lens`` [S + 1]
+    (int32), the sequences' boundaries (0, L_1, L_1 + L_2, ..., N), which the model's attention reads to
+    keep the S sequences apart (:mod:`alignkit.models.segment_attention`). The summed loss equals the
+    padded batch's (the first label of each sequence is never a target in either). ``pad_id`` is unused."""
+    del pad_id
+    row = concatenate_examples(examples)
+    bounds = [0]
+    for n in row["seq_lengths"]:
+        bounds.append(bounds[-1] + n)
+    ids = torch.tensor([row["input_ids"]], dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "labels": torch.tensor([row["labels"]], dtype=torch.long),
+            "position_ids": torch.tensor([row["position_ids"]], dtype=torch.long),
+            "cu_seq_lens": torch.tensor(bounds, dtype=torch.int32)}

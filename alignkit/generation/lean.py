@@ -29,6 +29,7 @@ and a tied head are shared, not copied); ``ALIGNKIT_SAMPLER=fast`` turns it off.
 
 from __future__ import annotations
 
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -130,6 +131,7 @@ class LeanDecoder:
         self.amx = has_amx()
         self.bf16_by_matmul = not self.amx  # see _attend
         self.out_in = False  # float32 without AMX, set with the weights' dtype (refresh; see _mm)
+        self.onednn = False  # out_in products through oneDNN (see _mm)
         self.fingerprint: tuple = ()
         self.layers: list[_Layer] = []
         self.refresh(model)
@@ -149,6 +151,7 @@ class LeanDecoder:
             dtype = body.embed_tokens.weight.dtype  # the model's compute dtype (lora.base_dtype may store less)
 
             self.out_in = dtype == torch.float32 and not self.amx
+            self.onednn = self.out_in and onednn_linear_works()
 
             def empty(modules: tuple) -> torch.Tensor:
                 w = [_base_weight(m) for m in modules]
@@ -177,15 +180,19 @@ class LeanDecoder:
 
     def _mm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x [..., in] @ weight [in, out]``. With ``out_in`` (float32 on a CPU without AMX) the weight is
-        stored [out, in], and up to :data:`OUT_IN_ROWS` rows the product is taken as (W xᵀ)ᵀ: the big matrix
-        as the left operand, which MKL streams without repacking it. Measured on an AMD EPYC (AVX-512, no
-        AMX), the 30 layers' four products with their weights out of cache: 56 -> 35 ms at 8 rows, 88 -> 67
-        at 32, 155 -> 114 at 64, and the 49k-row head 18-23 -> 7 ms at 8 rows; from ~96 rows (prefill)
-        ``x @ Wᵀ`` on the same storage is as fast or faster (2,048 rows: 2.76 s -> 2.50 s). Float32 sums
-        in another order: logits agree to ~1e-5."""
+        stored [out, in] and the product is oneDNN's linear (:func:`_onednn_linear`) where torch has it:
+        on an AMD EPYC (AVX-512, no AMX; 2026-12-07) MKL's float32 GEMM, which ``@`` calls, ran the model's
+        products at 73-190 GFLOP/s and oneDNN's at 118-211 (8 rows x [576, 3072]: 0.39 -> 0.24 ms; 128
+        rows: 2.55 -> 2.19 ms; the 49k-row head at 64 rows 35.5 -> 22.8 ms, at 128 rows 60 -> 37 ms;
+        2,048 rows 39.0 -> 36.4 ms). Without it, up to :data:`OUT_IN_ROWS` rows the product is taken as
+        (W xᵀ)ᵀ, the big matrix as MKL's left operand (measured the same way: the 30 layers' four products
+        56 -> 35 ms at 8 rows, 155 -> 114 at 64; the head 18-23 -> 7 ms at 8 rows), and ``x @ Wᵀ`` on the
+        same storage above it. Float32 sums in another order: logits agree to ~1e-5."""
         if not self.out_in:
             return x @ weight
         rows = x.reshape(-1, x.shape[-1])
+        if self.onednn:
+            return _onednn_linear(rows, weight.t()).view(*x.shape[:-1], weight.shape[1])
         if rows.shape[0] > OUT_IN_ROWS:
             return x @ weight
         return (weight.t() @ rows.t()).t().contiguous().view(*x.shape[:-1], weight.shape[1])
@@ -247,6 +254,29 @@ class LeanDecoder:
             x = x + self._mm(F.silu(gate).mul_(up), layer.down)
         kept = x[:, -logits_to_keep:] if logits_to_keep else x
         return _Output(self._mm(self._rms(kept, self.norm), self.head.t()))
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x [N, in] @ weight [out, in]ᵀ`` through oneDNN's linear (inference only: no autograd)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+
+
+_ONEDNN_WORKS: bool | None = None
+
+
+def onednn_linear_works() -> bool:
+    """Whether this torch build has oneDNN's float32 linear and it gives ``x Wᵀ`` (checked once on a small
+    product; ``ALIGNKIT_ONEDNN=0`` turns it off)."""
+    global _ONEDNN_WORKS
+    if _ONEDNN_WORKS is None:
+        _ONEDNN_WORKS = False
+        if os.environ.get("ALIGNKIT_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available():
+            x, w = torch.randn(3, 8), torch.randn(5, 8)
+            try:
+                _ONEDNN_WORKS = torch.allclose(_onednn_linear(x, w), x @ w.t(), atol=1e-5, rtol=1e-5)
+            except (RuntimeError, AttributeError):  # an op this build does not have
+                _ONEDNN_WORKS = False
+    return _ONEDNN_WORKS
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from alignkit.data.batching import segment_kwargs
 from alignkit.logprobs import can_share_prompts, shared_prompt_token_logps, token_logps_from_hidden
 from alignkit.models.modules import unwrap
 
@@ -58,11 +59,14 @@ def forward_label_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     Returns ``logps`` [B, T-1] (0 where ignored) and ``mask`` [B, T-1] (1 where the label at t+1 is
     trained), for ``batch`` with ``input_ids``/``attention_mask``/``labels`` [B, T] and optionally
     ``position_ids`` (packed sequences: then no attention mask is passed, so that transformers builds
-    a block-diagonal mask from the restarting positions).
+    a block-diagonal mask from the restarting positions) and ``cu_seq_lens`` (a padding-free batch: passed
+    on to the attention, :mod:`alignkit.models.segment_attention`).
     """
     kwargs = {}
     if "position_ids" in batch:
         kwargs["position_ids"] = batch["position_ids"]
+        if "cu_seq_lens" in batch:  # padding-free: the attention reads the sequences' boundaries
+            kwargs.update(segment_kwargs(batch["cu_seq_lens"]))
     else:
         kwargs["attention_mask"] = batch["attention_mask"]
     if inputs_embeds is not None:

@@ -4,7 +4,13 @@ loss = −(1/N) Σ_t log p(y_t | y_<t), summed over trained tokens of the global
 (prompt tokens carry label −100 and never count).
 
 NEFTune (Jain et al. 2023, arXiv 2310.05914): during training, add uniform noise
-U(−1, 1) · α / sqrt(L · d) to the input embeddings (L sequence length, d hidden size).
+U(−1, 1) · α / sqrt(L · d) to the input embeddings (L sequence length, d hidden size; with
+``padding_free`` or ``packing`` L is the row's length, as in TRL).
+
+``padding_free=true``: each micro-batch is one row of its examples end to end
+(:func:`alignkit.data.collate_padding_free`), position ids restarting per example, and the attention
+runs each example's causal block on its own (:mod:`alignkit.models.segment_attention`): the same loss
+and gradients as the right-padded batch (tested), without products over padding.
 
 Logit distillation (``kd_alpha``, ``kd_teacher``): per trained token the loss is
 (1 − α) · (−log p_S(y_t)) + α · KL_t, KL_t the forward or reverse KL between the teacher's and the
@@ -19,10 +25,11 @@ from __future__ import annotations
 import torch
 
 from alignkit.config import ConfigError, SFTConfig
-from alignkit.data import collate_lm, load_examples, pack_examples, tokenize_sft
+from alignkit.data import collate_lm, collate_padding_free, load_examples, pack_examples, tokenize_sft
 from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import distillation_kl
 from alignkit.methods.common import forward_label_logps, unwrap
+from alignkit.models.segment_attention import use_segment_attention
 
 
 def neftune_hook(alpha: float):
@@ -52,6 +59,8 @@ class SFT(Method):
         return examples
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if self.config.padding_free:
+            return collate_padding_free(examples, self.tokenizer.pad_token_id)
         return collate_lm(examples, self.tokenizer.pad_token_id)
 
     def count_units(self, batch: dict[str, torch.Tensor]) -> int:
@@ -61,6 +70,8 @@ class SFT(Method):
 
     def setup(self, model: torch.nn.Module, accelerator) -> None:
         cfg = self.config
+        if cfg.padding_free:
+            use_segment_attention(model)
         if cfg.neftune_alpha:
             emb = unwrap(model).get_input_embeddings()
             self._neftune = emb.register_forward_hook(neftune_hook(cfg.neftune_alpha))

@@ -84,7 +84,8 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
         from alignkit.config import SFTConfig
         from alignkit.methods.sft import SFT
 
-        method_cls, config = SFT, load_config(SFTConfig, None, overrides)
+        # padding-free batches: the same loss, ~1.35x faster steps on the demo's answers (README, "SFT")
+        method_cls, config = SFT, load_config(SFTConfig, None, overrides + ["padding_free=true"])
     else:
         from alignkit.methods.ift import IFT, IFTConfig
 

@@ -1,0 +1,117 @@
+"""Padding-free SFT batches: the one-row layout, the per-sequence attention, and equality with padding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alignkit.config import ConfigError, SFTConfig
+from alignkit.data import collate_lm, collate_padding_free, model_inputs
+from alignkit.engine.logging import read_metrics
+from alignkit.methods.common import forward_label_logps
+from alignkit.models.segment_attention import (
+    SEGMENT_ATTENTION,
+    segment_attention_forward,
+    use_segment_attention,
+)
+from tests.helpers import sft_rows, write_jsonl
+
+EXAMPLES = [
+    {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "row": 1},
+    {"input_ids": [8, 9], "labels": [8, 9], "row": 2},
+    {"input_ids": [10, 11, 12, 13], "labels": [-100, -100, 12, 13], "row": 3},
+]
+
+
+def test_collate_padding_free_layout():
+    batch = collate_padding_free(EXAMPLES, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13]]
+    # each sequence's first label is never a target (nothing of its own precedes it)
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, -100, 12, 13]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
+    assert batch["attention_mask"].tolist() == [[1] * 9]
+    assert batch["cu_seq_lens"].tolist() == [0, 3, 5, 9] and batch["cu_seq_lens"].dtype == torch.int32
+    inputs = model_inputs(batch)
+    assert inputs["attention_mask"] is None and inputs["cu_seq_lens_q"].tolist() == [0, 3, 5, 9]
+    assert inputs["max_length_q"] == 4
+
+
+def test_segment_attention_by_hand():
+    """Each sequence attends causally within itself: softmax(q kᵀ / √D + causal) v per sequence, with
+    the 2 query heads of each key/value head, written out with explicit products."""
+    torch.manual_seed(0)
+    lengths, heads, kv_heads, d = [3, 5, 2], 4, 2, 8
+    t = sum(lengths)
+    q, k, v = torch.randn(1, heads, t, d), torch.randn(1, kv_heads, t, d), torch.randn(1, kv_heads, t, d)
+    cu = torch.tensor([0, 3, 8, 10], dtype=torch.int32)
+    out, weights = segment_attention_forward(None, q, k, v, None, scaling=d ** -0.5, cu_seq_lens_q=cu)
+    assert weights is None and out.shape == (1, t, heads, d)
+    expected = torch.zeros(1, t, heads, d)
+    for a, b in [(0, 3), (3, 8), (8, 10)]:
+        for h in range(heads):
+            kv = h // (heads // kv_heads)
+            for i in range(a, b):
+                scores = [float(q[0, h, i] @ k[0, kv, j]) / math.sqrt(d) for j in range(a, i + 1)]
+                top = max(scores)
+                p = [math.exp(s - top) for s in scores]
+                expected[0, i, h] = sum(pj / sum(p) * v[0, kv, j] for pj, j in zip(p, range(a, i + 1)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not cover"):
+        segment_attention_forward(None, q, k, v, None, cu_seq_lens_q=torch.tensor([0, 3, 9]))
+
+
+def _tiny_llama(attn: str = "sdpa"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      attn_implementation=attn)
+    return LlamaForCausalLM(cfg)
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    logps, mask = forward_label_logps(model, batch)
+    loss = -(logps * mask).sum()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_padding_free_loss_and_gradients_equal_padded():
+    model = _tiny_llama()
+    padded_loss, padded_grads = _loss_and_grads(model, collate_lm(EXAMPLES, 0))
+    assert use_segment_attention(model) and model.config._attn_implementation == SEGMENT_ATTENTION
+    free_loss, free_grads = _loss_and_grads(model, collate_padding_free(EXAMPLES, 0))
+    torch.testing.assert_close(free_loss, padded_loss, atol=1e-5, rtol=1e-6)
+    for name, g in padded_grads.items():
+        torch.testing.assert_close(free_grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
+    # a batch without cu_seq_lens through the switched model: the sdpa forward as before
+    again, _ = _loss_and_grads(model, collate_lm(EXAMPLES, 0))
+    torch.testing.assert_close(again, padded_loss, atol=1e-6, rtol=1e-7)
+
+
+def test_eager_attention_is_left_alone():
+    model = _tiny_llama("eager")
+    assert not use_segment_attention(model) and model.config._attn_implementation == "eager"
+
+
+def test_cli_padding_free_matches_padded(tmp_path):
+    from alignkit.cli import main
+
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(12))
+    common = ["sft", "model=tiny-random", f"data={data}", "lr=1e-3", "batch_size=4", "max_length=64", "max_steps=3"]
+    assert main([*common, f"output_dir={tmp_path / 'padded'}"]) == 0
+    assert main([*common, f"output_dir={tmp_path / 'free'}", "padding_free=true"]) == 0
+    padded, free = read_metrics(tmp_path / "padded"), read_metrics(tmp_path / "free")
+    assert len(padded) == len(free) == 3
+    for a, b in zip(padded, free):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+
+
+def test_padding_free_with_distillation_is_a_config_error():
+    with pytest.raises((ConfigError, ValueError), match="padding_free"):
+        SFTConfig(model="tiny-random", data="x.jsonl", padding_free=True, kd_alpha=0.5, kd_teacher="tiny-random")
