@@ -277,10 +277,11 @@ def decode(
     cache = PreallocatedCache(int(config.num_hidden_layers), p + max_new_tokens)
     with_cache = {"cache": cache} if lean else {_cache_keyword(model): cache, "use_cache": True}
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    if lean and forward.embed.dtype == torch.float32:
-        # Float32 only: the chunks' logits differ from one padded batch's by rounding (<= 7e-5 on the
-        # demo's prompts, the same greedy answers); in bfloat16 the differences are larger (227 of 256
-        # sampled answers changed), which would change the training data the demo has measured.
+    if lean and (forward.embed.dtype == torch.float32 or not forward.amx):
+        # The chunks' logits differ from one padded batch's by rounding: in float32 <= 7e-5 on the demo's
+        # prompts (the same greedy answers); in bfloat16 more (227 of 256 sampled answers changed), so
+        # bfloat16 keeps the padded batch where the demo's answers were measured with it (AMX); without
+        # AMX the chunks took 256 of the demo's prompts from 20-23 s to 14-16 s (AMD EPYC, 2026-12-07).
         logits = _prefill_by_length(forward, ids, mask, positions, cache)
     else:
         out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **with_cache)
