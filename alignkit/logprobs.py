@@ -495,6 +495,26 @@ def shared_prompt_token_logps(
     return (out[0], out[1]) if return_entropy else (out, None)
 
 
+def tree_pair_token_logps(model: nn.Module, batch: dict[str, torch.Tensor], num_sequences: int,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer log-probs [S] and answer lengths [S] of ``num_sequences`` = S answers laid out as one
+    padding-free row (``tree_*`` keys of :func:`alignkit.data.collate_preference_tree`): one forward of
+    the decoder body over the row, its attention told the segments (``tree_segments``, which the model's
+    attention function must read: :mod:`alignkit.models.segment_attention`), then the LM head on the
+    predicting positions only. Equal to the padded and shared-prompt forwards up to float rounding
+    (tested)."""
+    body = _decoder_body(model)
+    out = body(input_ids=batch["tree_input_ids"], position_ids=batch["tree_position_ids"], attention_mask=None,
+               use_cache=False, tree_segments=batch["tree_segments"])
+    hidden = out.last_hidden_state[:, batch["tree_predictors"]]  # [1, M, H]
+    logps = token_logps_from_hidden(hidden, output_head(model), batch["tree_labels"][None], chunk_size=chunk_size,
+                                    softcap=_softcap_of(model))[0]
+    rows = batch["tree_sequences"]
+    sums = logps.new_zeros(num_sequences).index_add(0, rows, logps)
+    lengths = logps.new_zeros(num_sequences).index_add(0, rows, torch.ones_like(logps))
+    return sums, lengths
+
+
 def _softcap_of(model: nn.Module) -> float | None:
     config = getattr(_inner_causal_lm(model), "config", None)
     return getattr(config, "final_logit_softcapping", None) if config is not None else None

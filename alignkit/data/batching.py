@@ -115,6 +115,48 @@ def collate_preference(examples: Sequence[dict], pad_id: int, shared: bool = Fal
     return out
 
 
+def collate_preference_tree(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Preference examples -> :func:`collate_preference`'s ``[2B, T]`` batch plus the same pairs as one row
+    without padding, ``prompt_i | chosen_i | rejected_i`` end to end, for a forward that runs each prompt
+    once and computes nothing on padding (:func:`alignkit.logprobs.tree_pair_token_logps`):
+
+    - ``tree_input_ids``, ``tree_position_ids`` [1, N]: both answers' positions continue from their prompt's;
+    - ``tree_segments`` [3B, 4]: (start, end, prefix_start, prefix_end) per prompt, chosen and rejected
+      segment; an answer attends to its prompt and causally to itself
+      (:func:`alignkit.models.segment_attention.tree_attention`), never to the other answer;
+    - ``tree_predictors``, ``tree_labels``, ``tree_sequences`` [M]: for each answer token, the position
+      whose hidden state predicts it (the prompt's last position for an answer's first token), its id,
+      and its row in the ``[2B]`` order of :func:`collate_preference` (chosen 0..B-1, rejected B..2B-1).
+      An answer's first token after an empty prompt has no predictor and is left out, as the padded
+      forward leaves it out."""
+    out = collate_preference(examples, pad_id)
+    b = len(examples)
+    ids: list[int] = []
+    positions: list[int] = []
+    segments, predictors, labels, sequences = [], [], [], []
+    for i, ex in enumerate(examples):
+        prompt, o = list(ex["prompt_ids"]), len(ids)
+        p = len(prompt)
+        ids += prompt
+        positions += range(p)
+        segments.append((o, o + p, o, o))
+        for row, answer in ((i, ex["chosen_ids"]), (b + i, ex["rejected_ids"])):
+            start = len(ids)
+            ids += answer
+            positions += range(p, p + len(answer))
+            segments.append((start, len(ids), o, o + p))
+            for k, token in enumerate(answer):
+                if k == 0 and p == 0:
+                    continue  # nothing precedes it
+                predictors.append(o + p - 1 if k == 0 else start + k - 1)
+                labels.append(token)
+                sequences.append(row)
+    tensors = {"input_ids": [ids], "position_ids": [positions], "segments": segments, "predictors": predictors,
+               "labels": labels, "sequences": sequences}
+    out.update({f"tree_{k}": torch.tensor(v, dtype=torch.long) for k, v in tensors.items()})
+    return out
+
+
 def split_prompt_response(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                           pad_id: int) -> dict[str, torch.Tensor]:
     """Rows ``prompt | response`` with the prompt **left**-padded to the longest prompt P and the

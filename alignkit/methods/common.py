@@ -8,8 +8,14 @@ import torch
 from pydantic import Field
 
 from alignkit.data.batching import segment_kwargs
-from alignkit.logprobs import can_share_prompts, shared_prompt_token_logps, token_logps_from_hidden
+from alignkit.logprobs import (
+    can_share_prompts,
+    shared_prompt_token_logps,
+    token_logps_from_hidden,
+    tree_pair_token_logps,
+)
 from alignkit.models.modules import unwrap
+from alignkit.models.segment_attention import uses_segment_attention
 
 __all__ = ["LOGPROB_CHUNK", "SafetyView", "forward_label_logps", "pair_sequence_logps", "record_trained_as",
            "safety_pairs_field", "unwrap"]
@@ -102,8 +108,12 @@ def pair_sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     (:func:`forward_label_logps`) where that is not fewer positions (short prompts of very different
     lengths) or where it cannot be done (a DDP/DeepSpeed or FSDP2 wrapper, Hugging Face gradient
     checkpointing, prompts that differ, an empty prompt); both give the same values and gradients up to
-    float rounding (tested).
+    float rounding (tested). A batch collated with :func:`alignkit.data.collate_preference_tree` (``padding_free``)
+    runs as one row without padding (:func:`alignkit.logprobs.tree_pair_token_logps`) where the model's
+    attention reads its segments (:func:`alignkit.models.segment_attention.use_segment_attention`), else as above.
     """
+    if "tree_input_ids" in batch and uses_segment_attention(model) and unwrap(model) is model and not _is_fsdp2(model):
+        return tree_pair_token_logps(model, batch, batch["input_ids"].shape[0], chunk_size=LOGPROB_CHUNK)
     if share_prompt and "shared_input_ids" in batch and not _is_fsdp2(model):
         ids, attn, cmask = batch["shared_input_ids"], batch["shared_attention_mask"], batch["shared_completion_mask"]
         (N, C), P = cmask.shape, ids.shape[1] - cmask.shape[1]

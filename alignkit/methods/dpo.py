@@ -26,6 +26,9 @@ prompt runs through the model once and both answers run on its KV cache, for the
 gradients) and the reference alike (:func:`alignkit.methods.common.pair_sequence_logps`); where that
 cannot be done (DDP/FSDP wrappers, Hugging Face gradient checkpointing) or with ``share_prompt=false``,
 :func:`alignkit.data.collate_preference` stacks them into one ``[2B, T]`` forward (chosen rows first).
+``padding_free=true`` lays each micro-batch out as one row, ``prompt | chosen | rejected`` per pair
+(:func:`alignkit.data.collate_preference_tree`): each prompt runs once, each answer attends to its prompt
+and itself only (:func:`alignkit.models.segment_attention.tree_attention`), and no position is padding.
 Log-probs are computed chunkwise from the hidden states, never as full logits. A loss unit is a
 pair: the engine divides the summed per-pair losses by the number of pairs in the global batch.
 
@@ -49,11 +52,12 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.config import TrainConfig
-from alignkit.data import collate_preference, load_examples, tokenize_preference
+from alignkit.data import collate_preference, collate_preference_tree, load_examples, tokenize_preference
 from alignkit.engine.method import Method, StepOutput
 from alignkit.losses import REFERENCE_FREE, nll_term, preference_loss, preference_rewards
 from alignkit.methods.common import SafetyView, pair_sequence_logps, safety_pairs_field
 from alignkit.methods.reference import Reference, announce, build_reference, to_device
+from alignkit.models.segment_attention import use_segment_attention
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -75,6 +79,8 @@ class DPOConfig(TrainConfig):
                                            "(cached on disk) instead of every step")
     share_prompt: bool = Field(True, description="run each pair's prompt once, both answers on its KV cache "
                                "(policy and reference forwards); false: the plain [2B, T] forward of both rows")
+    padding_free: bool = Field(False, description="each micro-batch as one row, prompt | chosen | rejected per pair, "
+                               "no padding; each prompt runs once and each answer attends to its prompt only")
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
@@ -109,8 +115,13 @@ class DPO(Method):
     def example_length(self, example: dict) -> int:
         return len(example["prompt_ids"]) + max(len(example["chosen_ids"]), len(example["rejected_ids"]))
 
+    def _collate_pairs(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if self.config.padding_free:
+            return collate_preference_tree(examples, self.tokenizer.pad_token_id)
+        return collate_preference(examples, self.tokenizer.pad_token_id, shared=self.config.share_prompt)
+
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_preference(examples, self.tokenizer.pad_token_id, shared=self.config.share_prompt)
+        batch = self._collate_pairs(examples)
         if all(REF_COLUMNS[0] in ex for ex in examples):
             for col in REF_COLUMNS:
                 batch[col] = torch.tensor([ex[col] for ex in examples], dtype=torch.float32)
@@ -122,6 +133,8 @@ class DPO(Method):
     # -- reference ----------------------------------------------------------------------------
     def setup(self, model: torch.nn.Module, accelerator) -> None:
         cfg = self.config
+        if cfg.padding_free:
+            use_segment_attention(model)
         if self.reference_free:
             self.reference = None
             announce(f"dpo loss={cfg.loss}: reference free, no reference model is loaded or run", accelerator)
@@ -139,8 +152,7 @@ class DPO(Method):
 
     def _reference_columns(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         share = self.config.share_prompt
-        batch = to_device(collate_preference(examples, self.tokenizer.pad_token_id, shared=share),
-                          self.reference.accelerator.device)
+        batch = to_device(self._collate_pairs(examples), self.reference.accelerator.device)
         logps, _ = self.reference.sequence_logps(batch, share_prompt=share)
         B = len(examples)
         return {REF_COLUMNS[0]: logps[:B], REF_COLUMNS[1]: logps[B:]}

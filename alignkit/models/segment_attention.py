@@ -28,7 +28,8 @@ from torch import nn
 
 from alignkit.models.modules import base_module
 
-__all__ = ["SEGMENT_ATTENTION", "segment_attention_forward", "use_segment_attention"]
+__all__ = ["SEGMENT_ATTENTION", "segment_attention_forward", "tree_attention", "uses_segment_attention",
+           "use_segment_attention"]
 
 SEGMENT_ATTENTION = "alignkit_sdpa_segments"
 _registered = False
@@ -37,13 +38,17 @@ _registered = False
 def segment_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                               attention_mask: torch.Tensor | None, dropout: float = 0.0,
                               scaling: float | None = None, cu_seq_lens_q: torch.Tensor | None = None,
-                              **kwargs) -> tuple[torch.Tensor, None]:
+                              tree_segments: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' attention-function interface: ``query`` [B, H, T, D], ``key``/``value`` [B, KVH, T, D]
     -> ([B, T, H, D], None). With ``cu_seq_lens_q`` (a one-row padding-free batch, no cache) each sequence
-    attends causally within itself; otherwise transformers' ``sdpa`` attention."""
+    attends causally within itself; with ``tree_segments`` (:func:`tree_attention`) each segment attends to
+    its prefix segment and causally within itself; otherwise transformers' ``sdpa`` attention."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+    one_row = query.shape[0] == 1 and query.shape[2] == key.shape[2]
+    if tree_segments is not None and one_row:
+        return tree_attention(query, key, value, tree_segments, scaling, dropout), None
+    if cu_seq_lens_q is None or not one_row:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     bounds = cu_seq_lens_q.tolist()
@@ -55,6 +60,43 @@ def segment_attention_forward(module: nn.Module, query: torch.Tensor, key: torch
                                        dropout_p=dropout, scale=scaling, enable_gqa=gqa)
         for a, b in zip(bounds[:-1], bounds[1:]) if b > a], dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def tree_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segments: torch.Tensor,
+                   scaling: float | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """Attention over one row of segments that share prefixes: a preference batch laid out as
+    ``prompt_i | chosen_i | rejected_i`` for every pair, both answers reading their prompt's keys once.
+
+    ``segments`` [S, 4] holds (start, end, prefix_start, prefix_end) per segment, in positional order and
+    covering the row; the queries of ``start:end`` attend to every key of ``prefix_start:prefix_end`` (an
+    empty range for a prompt) and causally to their own segment's keys:
+
+        out[s] = softmax([q_s K_pᵀ, q_s K_sᵀ + causal] · scale) [V_p; V_s]
+
+    ``query`` [1, H, N, D], ``key``/``value`` [1, KVH, N, D] -> [1, N, H, D]. The rejected answer never sees
+    the chosen one although it follows it in the row."""
+    gqa = key.shape[1] != query.shape[1]
+    outs = []
+    expected = 0
+    for start, end, p_start, p_end in segments.tolist():
+        if start != expected or end < start:
+            raise ValueError(f"tree segments must cover the row in order: segment ({start}, {end}) after {expected}")
+        expected = end
+        if end == start:
+            continue
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        if p_end == p_start:
+            outs.append(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling,
+                                                       enable_gqa=gqa))
+            continue
+        k = torch.cat([key[:, :, p_start:p_end], k], dim=2)
+        v = torch.cat([value[:, :, p_start:p_end], v], dim=2)
+        mask = torch.ones(end - start, k.shape[2], dtype=torch.bool, device=query.device).tril(p_end - p_start)
+        outs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                                   enable_gqa=gqa))
+    if expected != query.shape[2]:
+        raise ValueError(f"tree segments cover {expected} of the row's {query.shape[2]} positions")
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
 
 
 def _register() -> None:
@@ -83,3 +125,9 @@ def use_segment_attention(model: nn.Module) -> bool:
     _register()
     inner.set_attn_implementation(SEGMENT_ATTENTION)
     return True
+
+
+def uses_segment_attention(model: nn.Module) -> bool:
+    """Whether ``model``'s attention is :func:`segment_attention_forward` (after :func:`use_segment_attention`)."""
+    config = getattr(base_module(model), "config", None)
+    return getattr(config, "_attn_implementation", None) == SEGMENT_ATTENTION

@@ -68,7 +68,8 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
         from alignkit.methods.dpo import DPO, DPOConfig
 
         rpo = [f"rpo_alpha={s.rpo_alpha}"] if s.rpo_alpha > 0 else []
-        method_cls, config = DPO, load_config(DPOConfig, None, overrides + [f"beta={s.beta}"] + rpo)
+        # one row per batch, no padding: 1.4x faster steps on the demo's pairs, the same loss (README, "DPO")
+        method_cls, config = DPO, load_config(DPOConfig, None, overrides + [f"beta={s.beta}", "padding_free=true"] + rpo)
     elif s.method == "kto":
         from alignkit.methods.kto import KTO, KTOConfig
 
@@ -84,8 +85,7 @@ def train_on_pairs(settings: DemoSettings, data: Path, output_dir: Path, max_len
         from alignkit.config import SFTConfig
         from alignkit.methods.sft import SFT
 
-        # padding-free batches: the same loss, ~1.35x faster steps on the demo's answers (README, "SFT")
-        method_cls, config = SFT, load_config(SFTConfig, None, overrides + ["padding_free=true"])
+        method_cls, config = SFT, load_config(SFTConfig, None, overrides)
     else:
         from alignkit.methods.ift import IFT, IFTConfig
 
