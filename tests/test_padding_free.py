@@ -99,13 +99,19 @@ def test_eager_attention_is_left_alone():
     assert not use_segment_attention(model) and model.config._attn_implementation == "eager"
 
 
-def test_cli_padding_free_matches_padded(tmp_path):
+def test_cli_padding_free_matches_padded(tmp_path, monkeypatch):
     from alignkit.cli import main
+    from alignkit.methods import common as forward_helpers
 
+    calls = []
+    boundaries = forward_helpers.segment_kwargs
+    monkeypatch.setattr(forward_helpers, "segment_kwargs", lambda cu: calls.append(cu.tolist()) or boundaries(cu))
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(12))
     common = ["sft", "model=tiny-random", f"data={data}", "lr=1e-3", "batch_size=4", "max_length=64", "max_steps=3"]
     assert main([*common, f"output_dir={tmp_path / 'padded'}"]) == 0
+    assert not calls
     assert main([*common, f"output_dir={tmp_path / 'free'}", "padding_free=true"]) == 0
+    assert len(calls) == 3 and all(len(c) == 5 for c in calls)  # one row of 4 examples per step
     padded, free = read_metrics(tmp_path / "padded"), read_metrics(tmp_path / "free")
     assert len(padded) == len(free) == 3
     for a, b in zip(padded, free):
@@ -194,14 +200,20 @@ def test_tree_pair_logps_and_gradients_equal_the_padded_forward(lora):
 
 def test_cli_dpo_padding_free_matches_padded(tmp_path, monkeypatch):
     from alignkit.cli import main
+    from alignkit.methods import common
 
+    calls = []
+    tree_forward = common.tree_pair_token_logps
+    monkeypatch.setattr(common, "tree_pair_token_logps", lambda *a, **k: calls.append(1) or tree_forward(*a, **k))
     monkeypatch.setenv("ALIGNKIT_REF_CACHE", str(tmp_path / "cache"))
     data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(8))
     common = ["dpo", "model=tiny-random", f"data={data}", "lr=1e-3", "batch_size=4", "max_length=64", "max_steps=2",
               "lora.r=4"]
     assert main([*common, f"output_dir={tmp_path / 'padded'}"]) == 0
+    assert not calls
     monkeypatch.setenv("ALIGNKIT_REF_CACHE", str(tmp_path / "cache-2"))  # the reference pass in the tree layout too
     assert main([*common, f"output_dir={tmp_path / 'free'}", "padding_free=true"]) == 0
+    assert len(calls) == 1 + 2  # the reference pass over the 8 pairs (one batch of 8), then 2 training steps
     assert main([*common, f"output_dir={tmp_path / 'free-ref'}", "padding_free=true", "precompute_ref_log_probs=false"]) == 0
     padded = read_metrics(tmp_path / "padded")
     assert len(padded) == 2
