@@ -329,11 +329,16 @@ def _completions_to_prompts(given: dict[str, tuple[str, Any]], config_cls: type[
 
 
 def _parse_value(text: str) -> Any:
-    """Parse an override value the way YAML would (``8`` -> 8, ``true`` -> True, ``[a, b]`` -> list)."""
+    """Parse an override value the way YAML would (``8`` -> 8, ``true`` -> True, ``[a, b]`` -> list). A
+    mapping only when written in braces (``{a: 1}``): ``judge:`` or ``rm: path`` stay the strings typed (YAML
+    would read them as ``{judge: None}``, and a spec's own check then says what is missing)."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, dict) and not text.lstrip().startswith("{"):
+        return text
+    return value
 
 
 def _all_keys(model_cls: type[BaseModel], prefix: str = "") -> list[str]:

@@ -78,3 +78,17 @@ def test_a_check_across_keys_is_one_line_without_the_whole_config(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err == "error: invalid config: metric_for_best_model needs eval_data (the held-out rows it is measured on)"
+
+
+def test_override_values_are_mappings_only_in_braces(tmp_path, capsys):
+    """``reward=judge:`` is the string typed (YAML alone reads ``{judge: None}``), so the spec's own check
+    speaks; ``{a: 1}`` is still a mapping."""
+    from alignkit.config import _parse_value
+
+    assert _parse_value("judge:") == "judge:" and _parse_value("rm: runs/rm") == "rm: runs/rm"
+    assert _parse_value("{a: 1}") == {"a": 1} and _parse_value("[a, b]") == ["a", "b"] and _parse_value("8") == 8
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"prompt": "hi"}\n{"prompt": "yo"}\n')
+    assert main(["grpo", "model=tiny-random", f"data={data}", "reward=judge:", f"output_dir={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: judge: needs a model: judge:self, judge:PATH_OR_NAME or judge:http://HOST:PORT/v1"]
