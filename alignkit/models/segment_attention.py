@@ -59,12 +59,9 @@ def segment_attention_forward(module: nn.Module, query: torch.Tensor, key: torch
     bounds = cu_seq_lens_q.tolist()
     if bounds[0] != 0 or bounds[-1] != query.shape[2]:
         raise ValueError(f"cu_seq_lens {bounds} do not cover the batch's {query.shape[2]} positions")
-    gqa = key.shape[1] != query.shape[1]
-    out = torch.cat([
-        F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                       dropout_p=dropout, scale=scaling, enable_gqa=gqa)
-        for a, b in zip(bounds[:-1], bounds[1:]) if b > a], dim=2)
-    return out.transpose(1, 2).contiguous(), None
+    # each sequence is a segment with no prefix: causal within itself only
+    segments = torch.tensor([(a, b, a, a) for a, b in zip(bounds[:-1], bounds[1:])], dtype=torch.long)
+    return tree_attention(query, key, value, segments, scaling, dropout), None
 
 
 def tree_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segments: torch.Tensor,
