@@ -1,8 +1,13 @@
 """What this machine's CPU offers: its model, core count and the ISA flags that decide how fast a matmul
-runs (AVX-512, AMX, ...), read from ``/proc/cpuinfo``; and whether bfloat16 products are fast here."""
+runs (AVX-512, AMX, ...), read from ``/proc/cpuinfo``; whether bfloat16 products are fast here; and
+giving freed memory back between the stages of a long process (:func:`release_memory`)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,3 +77,38 @@ def fast_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
     flags = set(read_cpu_info().flags)
     return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None where the C library is not glibc: musl, macOS, Windows)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # pragma: no cover - a Linux without glibc's symbol
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_memory() -> bool:
+    """Collect garbage, empty CUDA's cache and, on glibc, ``malloc_trim(0)``: the heap's free chunks are
+    merged and their pages given back. Call it between the stages of a long process (after a model is
+    dropped), not inside a loop (it takes 0.1-0.3 s). Returns whether the heap was trimmed.
+
+    Why: torch takes CPU tensors from glibc's ``posix_memalign``. After a training stage the heap holds
+    gigabytes of freed chunks of every size, and each new tensor's allocation searched them: in
+    ``alignkit demo`` (AMD EPYC, 2026-12-08) ``posix_memalign`` took ~20 % of the final evaluation's main
+    thread (py-spy, against ~1 % in the first evaluation) and the evaluation ran 96-101 s, against 56-65 s
+    for the same model, answers identical, in a fresh process. With a trim at each stage boundary: 74 s
+    (and the SFT, DPO and sampling stages after the first 250, 95, 91 s against 271-291, 111, 106-107)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0) >= 0)

@@ -250,11 +250,17 @@ def test_demo_pipeline_on_tiny_random(tmp_path, capsys, monkeypatch):
     import alignkit.evaluation.constraints as constraints
     from alignkit.commands.demo import main
 
+    import alignkit.hardware as hardware
+
     monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
+    released = []
+    monkeypatch.setattr(hardware, "release_memory", lambda: released.append(1) or True)
     out_dir = tmp_path / "demo"
     assert main(TINY + ["--output-dir", str(out_dir)]) == 0
     summary = _check_run(out_dir, capsys.readouterr().out, "dpo")
     assert summary["settings"]["method"] == "dpo"
+    # the heap is given back after each stage: base eval, sampling, training, trained eval
+    assert len(released) == 4
     assert summary["training"]["steps"] == 2
 
 

@@ -16,7 +16,6 @@ step-format score.
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import json
 import math
 import re
@@ -144,6 +143,7 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
     )
     from alignkit.evaluation.winrate import pairwise_winrate, prepare_judge
     from alignkit.generation import generate_with_ids
+    from alignkit.hardware import release_memory
 
     opts = opts or EvalOptions()
     if not models:
@@ -285,9 +285,9 @@ def evaluate_models(models: list[str], opts: EvalOptions | None = None,
             entry["aids"] = {"per_query": aids.summary(), **{k: getattr(opts, k) for k in AID_KEYS if getattr(opts, k)}}
         answers.append(texts)
         del model
-        gc.collect()
+        release_memory()
     del ref
-    gc.collect()
+    release_memory()
 
     results: dict[str, Any] = {
         "created": _dt.datetime.now().isoformat(timespec="seconds"),

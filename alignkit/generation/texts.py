@@ -8,7 +8,6 @@ seen everywhere.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,15 +29,10 @@ def load_generator(name: str, *, trust_remote_code: bool = False) -> tuple[Any, 
 
 def release(model: Any) -> None:
     """Drop a generation model's memory (the caller deletes its own references)."""
-    del model
-    gc.collect()
-    try:
-        import torch
+    from alignkit.hardware import release_memory
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover
-        pass
+    del model
+    release_memory()
 
 
 def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict]], *, max_new_tokens: int,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -105,6 +104,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
     from alignkit.evaluation.instructions import DEFAULT_INSTRUCTIONS
     from alignkit.evaluation.runner import write_results
     from alignkit.evaluation.tables import print_table
+    from alignkit.hardware import release_memory
 
     label = s.method.upper()
     eval_bs = s.eval_batch_size
@@ -128,7 +128,7 @@ def run_demo(settings: DemoSettings, out: TextIO | None = None) -> dict[str, Any
                            max_new_tokens=s.eval_max_new_tokens, batch_size=eval_bs, say=say,
                            desc="base: generating")
     del model
-    gc.collect()
+    release_memory()
     seconds = clock.stop("1_eval_base")
     bg = base["gold"]
     say(f"    base: prompt-level {100 * bg['prompt_level']:.1f}%, instruction-level "
