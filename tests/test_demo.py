@@ -248,9 +248,8 @@ def _length_reward(prompts, completions, **columns):
 
 def test_demo_pipeline_on_tiny_random(tmp_path, capsys, monkeypatch):
     import alignkit.evaluation.constraints as constraints
-    from alignkit.commands.demo import main
-
     import alignkit.hardware as hardware
+    from alignkit.commands.demo import main
 
     monkeypatch.setattr(constraints, "constraint_reward", _length_reward)
     released = []
