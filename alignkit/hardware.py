@@ -99,14 +99,14 @@ def _malloc_trim():
 def release_memory() -> bool:
     """Collect garbage, empty CUDA's cache and, on glibc, ``malloc_trim(0)``: the heap's free chunks are
     merged and their pages given back. Call it between the stages of a long process (after a model is
-    dropped), not inside a loop (it takes 0.1-0.3 s). Returns whether the heap was trimmed.
+    dropped), not inside a loop (it takes 0.1-0.3 s). Returns whether ``malloc_trim`` ran (False off glibc).
 
     Why: torch takes CPU tensors from glibc's ``posix_memalign``. After a training stage the heap holds
     gigabytes of freed chunks of every size, and each new tensor's allocation searched them: in
     ``alignkit demo`` (AMD EPYC, 2026-12-08) ``posix_memalign`` took ~20 % of the final evaluation's main
     thread (py-spy, against ~1 % in the first evaluation) and the evaluation ran 96-101 s, against 56-65 s
-    for the same model, answers identical, in a fresh process. With a trim at each stage boundary: 74 s
-    (and the SFT, DPO and sampling stages after the first 250, 95, 91 s against 271-291, 111, 106-107)."""
+    for the same model, answers identical, in a fresh process. With a trim at each stage boundary: 70-74 s
+    (the whole demo 707-750 s against 811-836; README, "Giving the heap back between stages")."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
