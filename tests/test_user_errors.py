@@ -267,6 +267,22 @@ def test_output_paths_that_cannot_be_written_fail_before_any_work(args, flag, ba
     assert existing_file.read_text() == "keep me\n"
 
 
+def test_eval_default_output_dir_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    # without --output-dir, eval writes to ./eval-results (or RUN/eval): a file there used to end the run in a
+    # traceback after every answer was generated
+    import alignkit.evaluation.runner as runner
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "eval-results").write_text("keep me\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    monkeypatch.setattr(runner, "evaluate_models", lambda *a, **k: pytest.fail("evaluated before the path check"))
+    assert main(["eval", "--model", "tiny-random", "--prompts", str(prompts)]) == 2
+    line = _one_line_error(capsys.readouterr().err, "--output-dir 'eval-results'", "existing file")
+    assert "choose another --output-dir" in line
+    assert (tmp_path / "eval-results").read_text() == "keep me\n"
+
+
 def test_check_output_path_by_case(tmp_path):
     from alignkit.files import OutputPathError, check_output_path, output_path_problem
 

@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:
         return int(e.code or 0)
-    problem = output_path_problem(args.output_dir, "--output-dir", directory=True)
+    # the derived default (RUN/eval or ./eval-results) is checked too: a file in its place is an error now,
+    # not a traceback after every answer was generated
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model[0])
+    problem = output_path_problem(out_dir, "--output-dir", directory=True)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -188,7 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     except (InstructionFileError, JudgeError, DataError, ModelNotFoundError, RewardUnavailable, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model[0])
     paths = write_results(results, out_dir)
     print_results(results)
     print(f"results: {paths['results.json']} and {paths['results.md']}", file=sys.stderr)
